@@ -73,9 +73,9 @@ class AdminService(Service):
             raise self.bad_request(f"Field {name!r} must be {_names(kinds)}; got {value!r}.")
         return value
 
-    def duration(self, data: dict[str, Any], name: str, default: Any = ...) -> timedelta:
+    def duration(self, data: dict[str, Any], name: str, default: Any = ..., *, hint: str = "") -> timedelta:
         """A duration given as seconds (a number) or ISO 8601 (``"P30D"``)."""
-        value = self.field(data, name, (int, float, str), default)
+        value = self.field(data, name, (int, float, str), default, hint=hint)
         if isinstance(value, timedelta):
             return value
         if isinstance(value, str):

@@ -1,4 +1,7 @@
-"""The ``emulator`` pytest fixture: a fresh, started ``Emulator`` per test, stopped afterwards."""
+"""Pytest fixtures: ``emulator`` (a fresh ``Emulator`` per test) and ``azurite`` (one real Azurite per session).
+
+Tests that share the session's Azurite isolate themselves with unique queue, container and table names.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from emulator.azurite import Azurite
 from emulator.core import Emulator
 
 
@@ -13,3 +17,9 @@ from emulator.core import Emulator
 def emulator() -> Iterator[Emulator]:
     with Emulator() as emu:
         yield emu
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as instance:
+        yield instance
