@@ -1,0 +1,74 @@
+// The rotation app's rights on one key, granted on the key itself (not the vault), and the same rights' counterpart on
+// each account that uses the key. Deployed into the vault's resource group, whatever subscription it is in.
+//
+// It must never grant more than the key: no vault-wide role, no secrets, no certificates, no purge or delete.
+
+@description('Name of the vault that holds the key.')
+param vaultName string
+
+@description('Name of the key to rotate.')
+param keyName string
+
+@description('Resource ids of the Azure OpenAI / AI services accounts that use this key.')
+param accounts array
+
+@description('Principal id of the rotation app\'s user-assigned identity.')
+param principalId string
+
+@description('Role definition id (a GUID) the app gets on the key: the custom key rotator role or Key Vault Crypto Officer.')
+param keyRoleId string
+
+@description('Role definition id (a GUID) of the custom account-updater role, assigned on each account.')
+param accountRoleId string
+
+@description('Also give each account\'s system-assigned identity Key Vault Crypto Service Encryption User on the key.')
+param grantAccountsKeyAccess bool
+
+// Key Vault Crypto Service Encryption User: read key metadata, wrap and unwrap; what an account needs to use its CMK.
+var cryptoServiceEncryptionUser = 'e147488a-f6f5-4113-8e2d-b22465e65bf6'
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: vaultName
+}
+
+resource key 'Microsoft.KeyVault/vaults/keys@2023-07-01' existing = {
+  parent: vault
+  name: keyName
+}
+
+resource keyRotator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(key.id, principalId, keyRoleId)
+  scope: key
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyRoleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'CMK rotation: read the key, create versions, update version attributes and tags.'
+  }
+}
+
+resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' existing = [for id in accounts: {
+  name: last(split(id, '/'))
+  scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+}]
+
+resource accountKeyAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (id, i) in accounts: if (grantAccountsKeyAccess) {
+  name: guid(key.id, toLower(id), cryptoServiceEncryptionUser)
+  scope: key
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cryptoServiceEncryptionUser)
+    principalId: account[i].identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'The account uses this key as its customer-managed key.'
+  }
+}]
+
+module accountUpdater 'account-access.bicep' = [for id in accounts: {
+  name: 'cmk-account-${uniqueString(toLower(id), principalId)}'
+  scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+  params: {
+    accountName: last(split(id, '/'))
+    principalId: principalId
+    roleId: accountRoleId
+  }
+}]

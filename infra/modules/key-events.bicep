@@ -1,0 +1,144 @@
+// Key Vault -> Event Grid for one vault: the vault's system topic and one subscription that hands the key events of
+// the target keys to the rotation app, with an explicit retry policy and dead-lettering. Deployed into the vault's
+// resource group (a system topic must live in its source's subscription and region).
+//
+// It must never subscribe to secret or certificate events, and never drop an undeliverable event silently: Event
+// Grid's default is to drop it after 24 hours, so every subscription dead-letters to the app's storage account.
+
+@description('Region of the vault; the system topic must be in the same region.')
+param location string
+
+@description('Name of the vault\'s system topic. A vault may have only one: to reuse an existing topic, give its name.')
+param systemTopicName string
+
+@description('Name of the event subscription; unique per rotation app.')
+param subscriptionName string
+
+@description('Resource id of the vault.')
+param vaultId string
+
+@description('All rotation targets; the subscription delivers events only for the keys of this vault (at most 25).')
+param targets array
+
+@description('Tags for the system topic.')
+param tags object
+
+@description('Resource id of the user-assigned identity Event Grid uses to deliver and to dead-letter.')
+param deliveryIdentityId string
+
+@description('AzureFunction: push to the on_key_event trigger. StorageQueue: write to the key-events queue.')
+@allowed([
+  'AzureFunction'
+  'StorageQueue'
+])
+param delivery string
+
+@description('Create the event subscription. AzureFunction delivery needs the code deployed first (see azure.yaml).')
+param createSubscription bool
+
+@description('Resource id of the rotation Function App.')
+param functionAppId string
+
+@description('Resource id of the rotation app\'s storage account (queue destination and dead-letter container).')
+param storageAccountId string
+
+@description('Queue that receives the key events when delivery is StorageQueue.')
+param keyEventsQueueName string
+
+@description('Blob container that receives the events Event Grid could not deliver.')
+param deadLetterContainerName string
+
+@description('Delivery attempts before an event is dead-lettered (1-30).')
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int
+
+@description('Minutes an event is retried before it is dead-lettered (1-1440).')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int
+
+var targetsInVault = filter(targets, t => toLower(t.vaultId) == toLower(vaultId))
+var keyNames = [for t in targetsInVault: t.keyName]
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
+  name: systemTopicName
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${deliveryIdentityId}': {}
+    }
+  }
+  properties: {
+    source: vaultId
+    topicType: 'Microsoft.KeyVault.vaults'
+  }
+}
+
+var deliveryIdentity = {
+  type: 'UserAssigned'
+  userAssignedIdentity: deliveryIdentityId
+}
+
+var functionDestination = {
+  endpointType: 'AzureFunction'
+  properties: {
+    resourceId: '${functionAppId}/functions/on_key_event'
+    maxEventsPerBatch: 1
+    preferredBatchSizeInKilobytes: 64
+  }
+}
+
+var queueDelivery = {
+  identity: deliveryIdentity
+  destination: {
+    endpointType: 'StorageQueue'
+    properties: {
+      resourceId: storageAccountId
+      queueName: keyEventsQueueName
+      queueMessageTimeToLiveInSeconds: -1
+    }
+  }
+}
+
+resource keyEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (createSubscription) {
+  parent: systemTopic
+  name: subscriptionName
+  properties: {
+    destination: delivery == 'AzureFunction' ? functionDestination : null
+    deliveryWithResourceIdentity: delivery == 'StorageQueue' ? queueDelivery : null
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.KeyVault.KeyNearExpiry'
+        'Microsoft.KeyVault.KeyExpired'
+        'Microsoft.KeyVault.KeyNewVersionCreated'
+      ]
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'subject'
+          values: keyNames
+        }
+      ]
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: maxDeliveryAttempts
+      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+    }
+    deadLetterWithResourceIdentity: {
+      identity: deliveryIdentity
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: storageAccountId
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+}
+
+output systemTopicName string = systemTopic.name

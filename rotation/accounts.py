@@ -1,0 +1,144 @@
+"""The accounts adapter: reads an Azure OpenAI account's encryption settings and points it at another key version.
+
+The update sends ``properties.encryption`` and nothing else: the same vault, the same key name and the same
+``identityClientId`` as the account already has, with only ``keyVersion`` changed. It never moves an account to another
+vault or key, never reverts it to Microsoft-managed keys, and never touches any other property.
+
+ARM's update is a long-running operation. The poller follows ``Azure-AsyncOperation`` and sleeps what the service's
+``Retry-After`` says; ``polling_interval`` is only the fallback when no header is sent (the SDK's default is 30 s).
+After the operation, the account's ``provisioningState`` may still say ``Accepted``: that is the engine's verify step.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.polling.base_polling import OperationFailed
+from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+from azure.mgmt.cognitiveservices.models import (
+    Account,
+    AccountProperties,
+    Encryption,
+    KeyVaultProperties,
+)
+
+from rotation.azure_errors import detail, translate
+from rotation.errors import InvalidRequest, TransientError
+from rotation.model import AccountEncryption, AccountRef
+
+KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
+_READ = "Microsoft.CognitiveServices/accounts/read"
+_WRITE = "Microsoft.CognitiveServices/accounts/write"
+
+
+class AccountsAdapter:
+    """``AccountsPort`` over ``azure-mgmt-cognitiveservices``. One management client per subscription."""
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        *,
+        base_url: str | None = None,
+        polling_interval: float = 5.0,
+        **client_kwargs: Any,
+    ) -> None:
+        self._credential = credential
+        self._base_url = base_url
+        self._client_kwargs = {
+            "polling_interval": polling_interval,
+            "retry_total": 4,
+            "retry_backoff_factor": 0.8,
+            "retry_backoff_max": 30,
+            **client_kwargs,
+        }
+        self._clients: dict[str, CognitiveServicesManagementClient] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, account: AccountRef) -> CognitiveServicesManagementClient:
+        with self._lock:
+            client = self._clients.get(account.subscription_id)
+            if client is None:
+                client = CognitiveServicesManagementClient(
+                    self._credential, account.subscription_id, base_url=self._base_url, **self._client_kwargs
+                )
+                self._clients[account.subscription_id] = client
+            return client
+
+    def get(self, account: AccountRef) -> AccountEncryption:
+        try:
+            found = self._client(account).accounts.get(account.resource_group, account.name)
+        except AzureError as exc:
+            raise translate(
+                exc, action="read the account", resource=account.id, permission=f"{_READ} on {account.id}"
+            ) from exc
+        return _to_model(account, found)
+
+    def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
+        """Point ``current.account`` at ``version`` of the key it already uses; wait for the operation to end."""
+        if current.key_source != KEY_SOURCE_KEY_VAULT or not current.key_vault_uri or not current.key_name:
+            raise InvalidRequest(
+                f"{current.account.id} does not use a customer-managed key; the rotation service never enables one"
+            )
+        account = current.account
+        body = Account(
+            properties=AccountProperties(
+                encryption=Encryption(
+                    key_source=KEY_SOURCE_KEY_VAULT,
+                    key_vault_properties=KeyVaultProperties(
+                        key_vault_uri=current.key_vault_uri,
+                        key_name=current.key_name,
+                        key_version=version,
+                        identity_client_id=current.identity_client_id,
+                    ),
+                )
+            )
+        )
+        action = f"point it at key version {version}"
+        try:
+            self._client(account).accounts.begin_update(account.resource_group, account.name, body).result()
+        except HttpResponseError as exc:
+            if isinstance(exc.__cause__, OperationFailed):
+                # The operation ran and failed. Azure reports some causes (a key it cannot reach yet) only this way, so
+                # the engine may retry it, a bounded number of times.
+                raise TransientError(
+                    f"{account.id}: the operation to {action} failed: {_operation_error(exc)}"
+                ) from exc
+            raise translate(exc, action=action, resource=account.id, permission=f"{_WRITE} on {account.id}") from exc
+        except AzureError as exc:
+            raise translate(exc, action=action, resource=account.id, permission=f"{_WRITE} on {account.id}") from exc
+        return self.get(account)
+
+
+def _operation_error(exc: HttpResponseError) -> str:
+    """``code: message`` from a failed operation's status body (``{"status": "Failed", "error": {...}}``)."""
+    response: Any = exc.response  # an azure.core HttpResponse; the typed base lacks ``json``
+    try:
+        error = response.json().get("error") if response is not None else None
+    except ValueError:
+        error = None
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    return detail(exc)
+
+
+def _to_model(ref: AccountRef, account: Account) -> AccountEncryption:
+    properties = account.properties
+    encryption = properties.encryption if properties is not None else None
+    vault = encryption.key_vault_properties if encryption is not None else None
+    identity = account.identity
+    identity_type = str(identity.type) if identity is not None and identity.type else None
+    return AccountEncryption(
+        account=ref,
+        kind=str(account.kind or ""),
+        location=str(account.location or ""),
+        identity_type=None if identity_type in (None, "None") else identity_type,
+        key_source=None if encryption is None else str(encryption.key_source),
+        key_vault_uri=None if vault is None else vault.key_vault_uri,
+        key_name=None if vault is None else vault.key_name,
+        key_version=None if vault is None else vault.key_version,
+        identity_client_id=None if vault is None else vault.identity_client_id,
+        provisioning_state=None if properties is None else str(properties.provisioning_state),
+    )

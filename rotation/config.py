@@ -1,0 +1,306 @@
+"""App settings (DESIGN §4), parsed and validated once at start into a frozen ``Settings``.
+
+Every problem is collected and reported together; each line names the setting, the bad value and how to fix it.
+``ROTATION_EVENTS_KEY`` is a secret: it is never echoed, in errors or in ``repr``. This module must never read
+``os.environ`` itself (callers pass the mapping) and never touch the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import isodate
+
+from rotation.errors import ConfigError
+from rotation.model import GUID_PATTERN, AccountRef, KeyRef, RenewalPolicy, Target, normalize_location, shown
+
+TARGETS = "ROTATION_TARGETS"
+KEY_LIFETIME = "ROTATION_KEY_LIFETIME"
+RENEW_BEFORE = "ROTATION_RENEW_BEFORE"
+SCHEDULE = "ROTATION_SCHEDULE"
+EVENTS_ENDPOINT = "ROTATION_EVENTS_ENDPOINT"
+EVENTS_KEY = "ROTATION_EVENTS_KEY"
+CONCURRENCY = "ROTATION_CONCURRENCY"
+VERIFY_TIMEOUT = "ROTATION_VERIFY_TIMEOUT"
+APP_NAME = "ROTATION_APP_NAME"
+CLIENT_ID = "AZURE_CLIENT_ID"
+
+DEFAULT_KEY_LIFETIME = timedelta(days=120)
+DEFAULT_RENEW_BEFORE = timedelta(days=30)
+DEFAULT_SCHEDULE = "0 0 3 * * *"
+DEFAULT_CONCURRENCY = 8
+DEFAULT_VERIFY_TIMEOUT = timedelta(minutes=10)
+DEFAULT_APP_NAME = "aoai-cmk-rotation"
+MIN_KEY_LIFETIME = timedelta(days=28)  # Key Vault's minimum expiryTime for a rotation policy
+MAX_CONCURRENCY = 64
+
+_APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TARGET_FIELDS = frozenset({"key", "accounts", "vault_location"})
+_TARGETS_EXAMPLE = '[{"key": "https://<vault>.vault.azure.net/keys/<name>", "accounts": ["/subscriptions/..."]}]'
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    targets: tuple[Target, ...]
+    key_lifetime: timedelta = DEFAULT_KEY_LIFETIME
+    renew_before: timedelta = DEFAULT_RENEW_BEFORE
+    schedule: str = DEFAULT_SCHEDULE
+    events_endpoint: str | None = None
+    events_key: str | None = field(default=None, repr=False)
+    concurrency: int = DEFAULT_CONCURRENCY
+    verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT
+    client_id: str | None = None
+    app_name: str = DEFAULT_APP_NAME
+
+    @property
+    def renewal(self) -> RenewalPolicy:
+        return RenewalPolicy(key_lifetime=self.key_lifetime, renew_before=self.renew_before)
+
+    def target_for(self, key: KeyRef) -> Target | None:
+        """The configured target for ``key``, or None: keys outside ROTATION_TARGETS are never acted on."""
+        return next((t for t in self.targets if _same_key(t.key, key)), None)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse the app settings in ``env``; raise one ``ConfigError`` listing every problem."""
+        problems: list[str] = []
+
+        def check(parse: Callable[[], T]) -> T | None:
+            try:
+                return parse()
+            except ConfigError as exc:
+                problems.append(str(exc))
+                return None
+
+        def setting(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() else None
+
+        targets = check(lambda: parse_targets(setting(TARGETS)))
+        lifetime = check(lambda: _duration(KEY_LIFETIME, setting(KEY_LIFETIME), DEFAULT_KEY_LIFETIME))
+        renew_before = check(lambda: _duration(RENEW_BEFORE, setting(RENEW_BEFORE), DEFAULT_RENEW_BEFORE))
+        verify_timeout = check(lambda: _duration(VERIFY_TIMEOUT, setting(VERIFY_TIMEOUT), DEFAULT_VERIFY_TIMEOUT))
+        schedule = check(lambda: parse_schedule(setting(SCHEDULE) or DEFAULT_SCHEDULE))
+        endpoint = check(lambda: _events_endpoint(setting(EVENTS_ENDPOINT)))
+        events_key = setting(EVENTS_KEY)
+        concurrency = check(lambda: _concurrency(setting(CONCURRENCY)))
+        client_id = check(lambda: _client_id(setting(CLIENT_ID)))
+        app_name = check(lambda: _app_name(setting(APP_NAME) or DEFAULT_APP_NAME))
+
+        if lifetime is not None and lifetime < MIN_KEY_LIFETIME:
+            problems.append(
+                f"{KEY_LIFETIME}={shown(str(setting(KEY_LIFETIME)))} is shorter than 28 days (P28D), Key Vault's "
+                "minimum key lifetime; use e.g. P90D or the default P120D"
+            )
+        if lifetime is not None and renew_before is not None and renew_before >= lifetime:
+            problems.append(
+                f"{RENEW_BEFORE}={shown(_iso(renew_before))} must be shorter than "
+                f"{KEY_LIFETIME}={shown(_iso(lifetime))}, or every new version would be due at once; "
+                "e.g. P30D before a P120D lifetime"
+            )
+        if events_key is not None and setting(EVENTS_ENDPOINT) is None:
+            problems.append(
+                f"{EVENTS_KEY} is set but {EVENTS_ENDPOINT} is not; set the topic endpoint or remove the key"
+            )
+        if problems:
+            raise ConfigError("invalid app settings:\n- " + "\n- ".join(problems))
+        assert targets is not None and lifetime is not None and renew_before is not None
+        assert verify_timeout is not None and schedule is not None and concurrency is not None
+        assert app_name is not None
+        return cls(
+            targets=targets,
+            key_lifetime=lifetime,
+            renew_before=renew_before,
+            schedule=schedule,
+            events_endpoint=endpoint,
+            events_key=events_key,
+            concurrency=concurrency,
+            verify_timeout=verify_timeout,
+            client_id=client_id,
+            app_name=app_name,
+        )
+
+
+def _same_key(a: KeyRef, b: KeyRef) -> bool:
+    return a.vault_url == b.vault_url and a.name.lower() == b.name.lower()
+
+
+def _iso(value: timedelta) -> str:
+    return str(isodate.duration_isoformat(value))
+
+
+def parse_targets(text: str | None) -> tuple[Target, ...]:
+    """Parse ROTATION_TARGETS: a JSON list of {"key": url, "accounts": [arm ids], optional "vault_location"}."""
+    if text is None:
+        raise ConfigError(f"{TARGETS} is not set; set it to a JSON list such as {_TARGETS_EXAMPLE}")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{TARGETS} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            f"expected a list such as {_TARGETS_EXAMPLE}"
+        ) from exc
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{TARGETS} must be a non-empty JSON list such as {_TARGETS_EXAMPLE}")
+    targets = tuple(_target(i, item) for i, item in enumerate(raw))
+    _check_unique(targets)
+    return targets
+
+
+def _target(index: int, item: object) -> Target:
+    where = f"{TARGETS}[{index}]"
+    if not isinstance(item, dict):
+        raise ConfigError(f'{where} must be an object with "key" and "accounts", got {shown(json.dumps(item))}')
+    unknown = sorted(set(item) - _TARGET_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; allowed: key, accounts, vault_location"
+        )
+    key_text = item.get("key")
+    if not isinstance(key_text, str):
+        raise ConfigError(f"{where}.key must be a key URL string such as https://<vault>.vault.azure.net/keys/<name>")
+    try:
+        key = KeyRef.parse(key_text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.key: {exc}") from exc
+    accounts_raw = item.get("accounts")
+    if not isinstance(accounts_raw, list) or not accounts_raw or not all(isinstance(a, str) for a in accounts_raw):
+        raise ConfigError(f"{where}.accounts must be a non-empty list of account ARM id strings")
+    accounts: list[AccountRef] = []
+    for j, arm_id in enumerate(accounts_raw):
+        try:
+            accounts.append(AccountRef.parse(arm_id))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.accounts[{j}]: {exc}") from exc
+    location = item.get("vault_location")
+    if location is not None and (not isinstance(location, str) or not normalize_location(location)):
+        raise ConfigError(f'{where}.vault_location must be an Azure region name such as "eastus", or be left out')
+    return Target(key=key, accounts=tuple(accounts), vault_location=normalize_location(location) if location else None)
+
+
+def _check_unique(targets: tuple[Target, ...]) -> None:
+    keys: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for target in targets:
+        folded_key = target.key.id.lower()
+        if folded_key in keys:
+            raise ConfigError(f"{TARGETS} lists key {target.key.id} twice; merge its accounts into one entry")
+        keys[folded_key] = target.key.id
+        for account in target.accounts:
+            folded = account.id.lower()
+            owner = owners.get(folded)
+            if owner == target.key.id:
+                raise ConfigError(f"{TARGETS} lists account {account.id} twice under key {owner}; list it once")
+            if owner is not None:
+                raise ConfigError(
+                    f"{TARGETS} lists account {account.id} under key {owner} and under key {target.key.id}; "
+                    "an account uses exactly one key, so list it under that key only"
+                )
+            owners[folded] = target.key.id
+
+
+def _duration(name: str, text: str | None, default: timedelta) -> timedelta:
+    if text is None:
+        return default
+    try:
+        value = isodate.parse_duration(text)
+    except (isodate.ISO8601Error, ValueError) as exc:
+        raise ConfigError(f"{name}={shown(text)} is not an ISO 8601 duration; write e.g. P120D, P30D or PT10M") from exc
+    if not isinstance(value, timedelta):
+        raise ConfigError(
+            f"{name}={shown(text)} uses months or years, which have no fixed length; write it in days, e.g. P90D"
+        )
+    if value <= timedelta(0):
+        raise ConfigError(f"{name}={shown(text)} must be a positive duration, e.g. P30D")
+    return value
+
+
+def _concurrency(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_CONCURRENCY
+    if not text.isdigit() or not 1 <= int(text) <= MAX_CONCURRENCY:
+        raise ConfigError(f"{CONCURRENCY}={shown(text)} must be a whole number from 1 to {MAX_CONCURRENCY} (default 8)")
+    return int(text)
+
+
+def _events_endpoint(text: str | None) -> str | None:
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname or parts.username is not None or parts.query:
+        raise ConfigError(
+            f"{EVENTS_ENDPOINT}={shown(text)} must be an https topic endpoint without credentials or query, "
+            "e.g. https://<topic>.<region>-1.eventgrid.azure.net/api/events"
+        )
+    return text
+
+
+def _client_id(text: str | None) -> str | None:
+    if text is not None and not GUID_PATTERN.fullmatch(text):
+        raise ConfigError(f"{CLIENT_ID}={shown(text)} must be the client id (a GUID) of a user-assigned identity")
+    return text
+
+
+def _app_name(text: str) -> str:
+    if not _APP_NAME_PATTERN.fullmatch(text):
+        raise ConfigError(
+            f"{APP_NAME}={shown(text)} must be 1-64 letters, digits, '.', '_' or '-' (it is written into key tags)"
+        )
+    return text
+
+
+# NCRONTAB fields: (name, lowest, highest, names accepted in place of numbers).
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
+    ("second", 0, 59, {}),
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
+    ("day-of-week", 0, 6, {d: i for i, d in enumerate(_DAYS)}),
+)
+_CRON_ITEM = re.compile(r"^(?P<base>\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(?P<step>[0-9]+))?$")
+
+
+def parse_schedule(text: str) -> str:
+    """Validate an NCRONTAB expression: 6 fields (with seconds, as Azure Functions uses) or 5 fields."""
+    fields = text.split()
+    if len(fields) not in (5, 6):
+        raise ConfigError(
+            f"{SCHEDULE}={shown(text)} has {len(fields)} fields; use an NCRONTAB expression with 6 fields "
+            "'{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 0 3 * * *' (daily at 03:00 UTC)"
+        )
+    specs = _CRON_FIELDS if len(fields) == 6 else _CRON_FIELDS[1:]
+    for value, (name, low, high, names) in zip(fields, specs, strict=True):
+        for item in value.split(","):
+            if not _cron_item_ok(item, low, high, names):
+                raise ConfigError(
+                    f"{SCHEDULE}={shown(text)}: the {name} field {shown(value)} is invalid; use *, a number from "
+                    f"{low} to {high}, a range a-b, a list a,b or a step */n"
+                )
+    return " ".join(fields)
+
+
+def _cron_item_ok(item: str, low: int, high: int, names: Mapping[str, int]) -> bool:
+    match = _CRON_ITEM.fullmatch(item)
+    if match is None or (match["step"] is not None and int(match["step"]) == 0):
+        return False
+    if match["base"] == "*":
+        return True
+    bounds = [_cron_value(part, names) for part in match["base"].split("-")]
+    return all(b is not None and low <= b <= high for b in bounds) and bounds == sorted(bounds, key=lambda b: b or 0)
+
+
+def _cron_value(text: str, names: Mapping[str, int]) -> int | None:
+    if text.isdigit():
+        return int(text)
+    return names.get(text.upper())

@@ -1,0 +1,62 @@
+"""How the service reaches Azure: one credential, and the options every SDK client is built with.
+
+In Azure this is ``DefaultAzureCredential`` (the app's user-assigned identity when ``AZURE_CLIENT_ID`` is set) against
+the public cloud. Locally the demo and the tests build an ``AzureConnection`` themselves, with the emulator's
+credential, ARM endpoint and CA bundle, and hand it to the CLI or the Functions app: there is no setting that points a
+deployed app anywhere else.
+
+Client tuning lives here, once: azure-core's HTTP retries are set through client keyword arguments (never wrapped in a
+second loop), and ARM polling sleeps what ``Retry-After`` says, falling back to ``polling_interval``, never to the
+SDK's default 30 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.credentials import AzureKeyCredential, TokenCredential
+
+from rotation.accounts import AccountsAdapter
+from rotation.config import Settings
+from rotation.keyvault import KeyVaultAdapter
+from rotation.notify import OutcomePublisher
+
+
+@dataclass(frozen=True)
+class AzureConnection:
+    credential: TokenCredential = field(repr=False)
+    arm_endpoint: str | None = None  # None: the public cloud's Resource Manager
+    ca_bundle: str | None = None  # a CA bundle to trust (the emulator's); None: the system's
+    verify_challenge_resource: bool = True  # Key Vault's check that the challenge names *.vault.azure.net
+    polling_interval: float = 5.0  # seconds between ARM polls when the service sends no Retry-After
+
+    @classmethod
+    def default(cls, settings: Settings) -> AzureConnection:
+        """Managed identity in Azure, developer sign-in (Azure CLI, VS Code ...) on a workstation."""
+        from azure.identity import DefaultAzureCredential
+
+        return cls(DefaultAzureCredential(managed_identity_client_id=settings.client_id))
+
+    def _transport(self) -> dict[str, Any]:
+        return {} if self.ca_bundle is None else {"connection_verify": self.ca_bundle}
+
+    def key_vault(self) -> KeyVaultAdapter:
+        return KeyVaultAdapter(
+            self.credential, verify_challenge_resource=self.verify_challenge_resource, **self._transport()
+        )
+
+    def accounts(self) -> AccountsAdapter:
+        return AccountsAdapter(
+            self.credential, base_url=self.arm_endpoint, polling_interval=self.polling_interval, **self._transport()
+        )
+
+    def publisher(self, settings: Settings) -> OutcomePublisher | None:
+        """The outcome-events publisher, when ``ROTATION_EVENTS_ENDPOINT`` is set: the topic key if one is given,
+        the app's identity otherwise."""
+        if settings.events_endpoint is None:
+            return None
+        credential: AzureKeyCredential | TokenCredential = (
+            AzureKeyCredential(settings.events_key) if settings.events_key else self.credential
+        )
+        return OutcomePublisher(settings.events_endpoint, credential, app_name=settings.app_name, **self._transport())

@@ -1,0 +1,356 @@
+"""``reconcile``: gather -> decide -> act -> verify for one key, through the two ports only.
+
+::
+
+    gather   list the key's versions; read every target account (bounded pool)      no writes
+    decide   rotation.plan.decide on the frozen Observation                          pure
+    act      create the version (or adopt one tagged with this request id), then
+             update each account that must be repointed (bounded pool)               the only writes
+    verify   re-read each account until keyVersion == target and Succeeded,
+             with a deadline ("Accepted" lingers after the operation completes)
+
+Safe to run any number of times and after a crash at any line: the decision is re-derived from Azure's state, and a
+version created by an earlier attempt of the same request is adopted, not created again (DESIGN §3.2). The caller holds
+the per-key lock.
+
+Errors: a key-level step (listing versions, creating a version) that still fails after its retries raises its
+``RotationError`` (the class tells the caller what to do; ``RotationOutcome.from_error`` builds the ledger row). An
+account-level failure never stops the other accounts: it is recorded in the outcome, which is ``failed`` and
+``retryable`` when every failure is transient. Step retries use stamina with the explicit predicate ``is_transient``
+and bounded attempts and time; azure-core's HTTP retries underneath are not wrapped again. Anything that is not a
+``RotationError`` is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import stamina
+
+from rotation.config import Settings
+from rotation.errors import ConfigError, RotationError, TransientError
+from rotation.log import Event, emit
+from rotation.model import (
+    TAG_REQUEST_ID,
+    TERMINAL_PROVISIONING_STATES,
+    AccountAction,
+    AccountEncryption,
+    AccountPlan,
+    AccountRef,
+    AccountResult,
+    Clock,
+    KeyVersion,
+    Observation,
+    RotationOutcome,
+    RotationPlan,
+    RotationRequest,
+    Status,
+    Target,
+    VersionSpec,
+    system_clock,
+)
+from rotation.plan import decide
+from rotation.ports import AccountsPort, KeyVaultPort
+from rotation.reasons import Reason
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Bounds of the step-level retries (409 conflict, 429/5xx, LRO failure) and of the verify polling."""
+
+    attempts: int = 6
+    step_timeout: timedelta = timedelta(minutes=2)
+    wait_initial: timedelta = timedelta(seconds=1)
+    wait_max: timedelta = timedelta(seconds=30)
+    poll_initial: timedelta = timedelta(seconds=5)
+    poll_max: timedelta = timedelta(seconds=30)
+
+
+def is_transient(exc: Exception) -> bool | float:
+    """The retry predicate: only ``TransientError`` (and its ``ConflictError``) is worth another attempt; when the
+    server sent Retry-After, that is the wait (stamina takes a returned number as the backoff)."""
+    if not isinstance(exc, TransientError):
+        return False
+    return True if exc.retry_after is None else exc.retry_after
+
+
+class _StillProvisioning(TransientError):
+    """The account has not reported the target version and Succeeded yet; keep reading until the deadline (a
+    transient error while reading is retried within the same deadline)."""
+
+    reason = Reason.VERIFY_TIMED_OUT
+
+
+class RotationEngine:
+    def __init__(
+        self,
+        vault: KeyVaultPort,
+        accounts: AccountsPort,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+        retry: RetrySettings | None = None,
+    ) -> None:
+        self._vault = vault
+        self._accounts = accounts
+        self._settings = settings
+        self._clock = clock
+        bounds = retry or RetrySettings()
+        self._step = stamina.RetryingCaller(
+            attempts=bounds.attempts,
+            timeout=bounds.step_timeout,
+            wait_initial=bounds.wait_initial,
+            wait_max=bounds.wait_max,
+        ).on(is_transient)
+        self._poll = stamina.RetryingCaller(
+            attempts=None,
+            timeout=settings.verify_timeout,
+            wait_initial=bounds.poll_initial,
+            wait_max=bounds.poll_max,
+        ).on(is_transient)
+
+    def target(self, request: RotationRequest) -> Target:
+        """The configured target of the request's key; a key outside ROTATION_TARGETS is refused."""
+        target = self._settings.target_for(request.key)
+        if target is None:
+            raise ConfigError(f"key {request.key.id} is not in ROTATION_TARGETS; the service never acts on it")
+        return target
+
+    def gather(self, request: RotationRequest) -> Observation:
+        """Read the key's versions and every target account into one frozen snapshot. No writes."""
+        target = self.target(request)
+        versions = self._step(self._vault.list_versions, request.key)
+        states: dict[AccountRef, AccountEncryption] = {}
+        unreadable: dict[AccountRef, RotationError] = {}
+        for account, read in zip(target.accounts, self._map(self._read_account, target.accounts), strict=True):
+            if isinstance(read, RotationError):
+                unreadable[account] = read
+            else:
+                states[account] = read
+        return Observation(
+            request=request,
+            target=target,
+            versions=tuple(sorted(versions, key=lambda v: v.created_on)),
+            accounts=states,
+            unreadable=unreadable,
+            now=self._clock(),
+        )
+
+    def dry_run(self, request: RotationRequest) -> RotationPlan:
+        """Gather and decide only: what ``reconcile`` would do now."""
+        plan = decide(self.gather(request), self._settings.renewal, app_name=self._settings.app_name)
+        self._planned(plan, dry_run=True)
+        return plan
+
+    def reconcile(self, request: RotationRequest) -> RotationOutcome:
+        """Bring the key and its accounts to the decided state; see the module docstring for what raises."""
+        obs = self.gather(request)
+        plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
+        self._planned(plan, dry_run=False)
+        if plan.blocked:
+            untouched = tuple(self._result(a, Status.SKIPPED, a.reason, None) for a in plan.accounts)
+            return self._finish(plan, None, created=False, results=untouched)
+        to_version = plan.target_version
+        if plan.create is not None:
+            to_version = self._create_or_adopt(request, plan.create, plan.reason).version
+        results = self._converge(obs, plan, to_version)
+        return self._finish(plan, to_version, created=plan.create is not None or plan.adopted, results=results)
+
+    def _read_account(self, account: AccountRef) -> AccountEncryption | RotationError:
+        try:
+            return self._step(self._accounts.get, account)
+        except RotationError as exc:
+            return exc
+
+    def _create_or_adopt(self, request: RotationRequest, spec: VersionSpec, reason: Reason) -> KeyVersion:
+        """Create the version, retried; each attempt first adopts a version tagged with this request id, so a create
+        whose response was lost (or that azure-core sent twice) is never repeated."""
+
+        def attempt() -> tuple[KeyVersion, bool]:
+            mine = [
+                v for v in self._vault.list_versions(request.key) if v.tags.get(TAG_REQUEST_ID) == request.request_id
+            ]
+            if mine:
+                return max(mine, key=lambda v: v.created_on), True
+            created = self._vault.create_version(
+                request.key, kty=spec.kty, key_ops=spec.key_ops, expires_on=spec.expires_on, tags=spec.tags
+            )
+            return created, False
+
+        try:
+            version, adopted = self._step(attempt)
+        except RotationError as exc:
+            emit(
+                Event.FAILED,
+                f"creating a version failed: {exc}",
+                key=request.key,
+                request_id=request.request_id,
+                reason=exc.reason,
+                level=logging.ERROR,
+                step="create",
+            )
+            raise
+        event = Event.VERSION_ADOPTED if adopted else Event.VERSION_CREATED
+        emit(
+            event,
+            f"version {version.version} expires {spec.expires_on.isoformat()}",
+            key=request.key,
+            request_id=request.request_id,
+            version=version.version,
+            reason=reason,
+        )
+        return version
+
+    def _converge(self, obs: Observation, plan: RotationPlan, to_version: str | None) -> tuple[AccountResult, ...]:
+        def carry_out(account_plan: AccountPlan) -> AccountResult:
+            state = obs.accounts.get(account_plan.account)
+            if account_plan.action is AccountAction.BLOCKED or state is None:
+                return self._result(account_plan, Status.FAILED, account_plan.reason, None, account_plan.message)
+            if account_plan.action is AccountAction.LEAVE or to_version is None:
+                return self._result(account_plan, Status.SKIPPED, account_plan.reason, to_version)
+            return self._converge_account(obs.request, account_plan, state, to_version)
+
+        return tuple(self._map(carry_out, plan.accounts))
+
+    def _converge_account(
+        self, request: RotationRequest, plan: AccountPlan, state: AccountEncryption, version: str
+    ) -> AccountResult:
+        try:
+            if plan.action is AccountAction.REPOINT:
+                state = self._step(self._accounts.update_key_version, state, version)
+            self._verify(state, version)
+        except RotationError as exc:
+            emit(
+                Event.FAILED,
+                f"account did not converge on {version}: {exc}",
+                key=request.key,
+                request_id=request.request_id,
+                version=version,
+                account=plan.account,
+                reason=exc.reason,
+                level=logging.WARNING,
+                step=plan.action.value,
+            )
+            return self._result(
+                plan, Status.FAILED, exc.reason, version, str(exc), retryable=isinstance(exc, TransientError)
+            )
+        emit(
+            Event.ACCOUNT_UPDATED,
+            f"account reports {version} and Succeeded",
+            key=request.key,
+            request_id=request.request_id,
+            version=version,
+            account=plan.account,
+            reason=plan.reason,
+            action=plan.action.value,
+            from_version=plan.from_version,
+        )
+        return self._result(plan, Status.SUCCEEDED, plan.reason, version)
+
+    def _verify(self, state: AccountEncryption, version: str) -> None:
+        """Re-read until the account reports ``version`` and Succeeded; fail fast if it settled on anything else."""
+
+        def read() -> AccountEncryption:
+            current = self._accounts.get(state.account)
+            if current.converged_on(version) or current.provisioning_state in TERMINAL_PROVISIONING_STATES:
+                return current
+            raise _StillProvisioning(
+                f"account {state.account.id} still reports keyVersion={current.key_version} "
+                f"provisioningState={current.provisioning_state} after {self._settings.verify_timeout}; "
+                f"expected {version} and Succeeded (ROTATION_VERIFY_TIMEOUT bounds the wait)"
+            )
+
+        if not state.converged_on(version):
+            state = self._poll(read)
+        if not state.converged_on(version):
+            raise TransientError(
+                f"account {state.account.id} settled on keyVersion={state.key_version} "
+                f"provisioningState={state.provisioning_state} instead of {version}; the next run repoints it"
+            )
+
+    def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``fn`` over ``items`` on at most ROTATION_CONCURRENCY threads, results in order."""
+        work = list(items)
+        if not work:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self._settings.concurrency, len(work))) as pool:
+            return list(pool.map(fn, work))
+
+    @staticmethod
+    def _result(
+        plan: AccountPlan,
+        status: Status,
+        reason: Reason,
+        to_version: str | None,
+        error: str | None = None,
+        *,
+        retryable: bool = False,
+    ) -> AccountResult:
+        return AccountResult(plan.account, plan.action, status, reason, plan.from_version, to_version, error, retryable)
+
+    def _planned(self, plan: RotationPlan, *, dry_run: bool) -> None:
+        emit(
+            Event.PLANNED,
+            plan.message,
+            key=plan.request.key,
+            request_id=plan.request.request_id,
+            version=plan.target_version,
+            reason=plan.reason,
+            trigger=plan.request.trigger.value,
+            create=plan.create is not None,
+            blocked=plan.blocked,
+            accounts=len(plan.accounts),
+            dry_run=dry_run,
+        )
+
+    def _finish(
+        self, plan: RotationPlan, to_version: str | None, *, created: bool, results: tuple[AccountResult, ...]
+    ) -> RotationOutcome:
+        request = plan.request
+        failed = [r for r in results if r.status is Status.FAILED]
+        acted = created or any(r.status is Status.SUCCEEDED for r in results)
+        error: str | None = None
+        if plan.blocked:
+            status, error = Status.FAILED, plan.message
+        elif failed:
+            status = Status.FAILED
+            error = f"{len(failed)} of {len(results)} accounts failed: " + "; ".join(
+                f"{r.account.name}: {r.error}" for r in failed
+            )
+        else:
+            status = Status.SUCCEEDED if acted else Status.SKIPPED
+        outcome = RotationOutcome(
+            request_id=request.request_id,
+            key=request.key,
+            trigger=request.trigger,
+            status=status,
+            reason=plan.reason,
+            message=plan.message,
+            from_version=plan.current_version,
+            to_version=to_version,
+            created=created,
+            accounts=results,
+            warnings=plan.warnings,
+            error=error,
+            retryable=bool(failed) and all(r.retryable for r in failed),
+        )
+        emit(
+            Event.FAILED if status is Status.FAILED else Event.COMPLETED,
+            error or plan.message,
+            key=request.key,
+            request_id=request.request_id,
+            version=to_version,
+            reason=plan.reason,
+            level=logging.ERROR if status is Status.FAILED else logging.INFO,
+            status=status.value,
+            created_version=created,
+        )
+        return outcome

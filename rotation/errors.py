@@ -1,0 +1,73 @@
+"""The few exceptions of the rotation service; each class means a different next step for the caller.
+
+::
+
+    RotationError                    base; `reason` is the Reason string for logs, ledger and events
+     ├── TransientError              retry later (429, 5xx, connection, lingering provisioning)
+     │    └── ConflictError          ARM 409 RequestConflict: another operation is in flight; back off, retry
+     ├── PermanentError              do not retry; a human must fix something
+     │    ├── PermissionDenied       401/403: grant the named permission
+     │    ├── NotFound               404: the vault, key or account does not exist
+     │    └── InvalidRequest         400/validation: the request or resource is malformed
+     └── ConfigError                 a bad setting or input (CLI exit code 2)
+
+Adapters raise these chained with ``raise ... from exc``. Messages say what to fix and never contain a secret (token,
+key, connection string). This module must never catch or swallow anything.
+"""
+
+from typing import ClassVar
+
+from rotation.reasons import Reason
+
+
+class RotationError(Exception):
+    """Base of every error the rotation service raises on purpose."""
+
+    reason: ClassVar[Reason] = Reason.ERROR
+
+
+class TransientError(RotationError):
+    """A step failed for a reason that may go away: retry it (429, 5xx, connection reset, LRO failure).
+
+    ``retry_after`` is the server's Retry-After in seconds, when it sent one; the engine waits that long.
+    """
+
+    reason: ClassVar[Reason] = Reason.TRANSIENT_FAILURE
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConflictError(TransientError):
+    """ARM 409 RequestConflict: another operation on the resource is in flight. Back off and retry."""
+
+    reason: ClassVar[Reason] = Reason.CONFLICT
+
+
+class PermanentError(RotationError):
+    """A step failed and retrying will not help until a human fixes something."""
+
+
+class PermissionDenied(PermanentError):
+    """401/403: the function's identity lacks a permission; the message names it."""
+
+    reason: ClassVar[Reason] = Reason.PERMISSION_DENIED
+
+
+class NotFound(PermanentError):
+    """404: the vault, key or account does not exist (or is invisible to the function's identity)."""
+
+    reason: ClassVar[Reason] = Reason.NOT_FOUND
+
+
+class InvalidRequest(PermanentError):
+    """400 or a validation failure: the request or the resource is malformed."""
+
+    reason: ClassVar[Reason] = Reason.INVALID_REQUEST
+
+
+class ConfigError(RotationError):
+    """A bad setting or input; the message names the setting or value and how to fix it (CLI exit code 2)."""
+
+    reason: ClassVar[Reason] = Reason.CONFIG_ERROR

@@ -1,0 +1,84 @@
+"""Parse Key Vault's Event Grid events into the key they are about: a hint, never a source of truth.
+
+The parser is tolerant because Microsoft's own samples are not tidy: keys with stray spaces (``"ObjectName "``),
+versions with a leading space, ``NBF``/``EXP`` as strings or numbers, and the older camelCase field names. The key's
+vault and name come from ``data.Id`` when it parses, and from ``VaultName``/``ObjectName``/``subject`` otherwise.
+
+It never decides anything: the trigger checks the result against ``ROTATION_TARGETS``, and the engine re-reads Key Vault
+before acting. Anything it cannot use raises ``EventRejected`` with a reason for the log; the event is then
+acknowledged and dropped, never retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from rotation.model import KeyRef, Trigger
+
+KEY_EVENT_TYPES: Mapping[str, Trigger] = {
+    "Microsoft.KeyVault.KeyNearExpiry": Trigger.KEY_NEAR_EXPIRY,
+    "Microsoft.KeyVault.KeyExpired": Trigger.KEY_EXPIRED,
+    "Microsoft.KeyVault.KeyNewVersionCreated": Trigger.KEY_NEW_VERSION_CREATED,
+}
+_KEY_VAULT_DNS_SUFFIX = ".vault.azure.net"
+
+
+class EventRejected(ValueError):
+    """The event is not one this service acts on; the message says why."""
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    event_id: str
+    trigger: Trigger
+    key: KeyRef
+    version: str | None
+
+
+def parse_key_event(*, event_id: str, event_type: str, subject: str | None, data: Any) -> KeyEvent:
+    """The key a Key Vault key event is about. Raises ``EventRejected`` for anything else."""
+    trigger = KEY_EVENT_TYPES.get((event_type or "").strip())
+    if trigger is None:
+        raise EventRejected(f"event type {event_type!r} is not a Key Vault key event this service handles")
+    if not isinstance(data, Mapping):
+        raise EventRejected(f"event {event_id!r} has no data object")
+    fields = {str(k).strip().lower(): v for k, v in data.items()}
+    object_type = _text(fields.get("objecttype"))
+    if object_type is not None and object_type.lower() != "key":
+        raise EventRejected(f"event {event_id!r} is about a {object_type!r}, not a key")
+    key, version = _from_id(_text(fields.get("id")))
+    if key is None:
+        vault = _text(fields.get("vaultname"))
+        name = _text(fields.get("objectname")) or _text(subject)
+        if not vault or not name:
+            raise EventRejected(f"event {event_id!r} names no vault and key (no usable Id, VaultName or ObjectName)")
+        try:
+            key = KeyRef.parse(f"https://{vault}{_KEY_VAULT_DNS_SUFFIX}/keys/{name}")
+        except ValueError as exc:
+            raise EventRejected(f"event {event_id!r}: {exc}") from exc
+    return KeyEvent(event_id=event_id, trigger=trigger, key=key, version=version or _text(fields.get("version")))
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _from_id(kid: str | None) -> tuple[KeyRef | None, str | None]:
+    """``https://<vault>/keys/<name>[/<version>]`` → (key, version); (None, None) when it does not parse."""
+    if not kid:
+        return None, None
+    split = urlsplit(kid)
+    parts = [p for p in split.path.split("/") if p]
+    if split.scheme != "https" or len(parts) not in (2, 3) or parts[0] != "keys":
+        return None, None
+    try:
+        key = KeyRef.parse(f"https://{split.netloc}/keys/{parts[1]}")
+    except ValueError:
+        return None, None
+    return key, parts[2] if len(parts) == 3 else None

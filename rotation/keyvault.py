@@ -1,0 +1,151 @@
+"""The Key Vault adapter: reads a key's versions and creates new RSA-2048 versions. Nothing else.
+
+It never deletes, disables, expires or purges anything, and it never touches a secret or a certificate.
+
+Why ``create_version`` turns azure-core's retries off: ``POST /keys/{name}/create`` takes no idempotency token, and
+azure-core retries a POST on 500/503/504 and on any answer with ``Retry-After``, so one call could create two versions.
+With retries off, a failed create surfaces as an error; the engine then re-reads the versions, adopts the one tagged
+with its request id if the create did land, and only otherwise creates again.
+
+Key material is immutable, so the type and size of each version are read once per process and cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.keyvault.keys import KeyClient, KeyProperties, KeyType, KeyVaultKey
+
+from rotation.azure_errors import translate
+from rotation.errors import InvalidRequest
+from rotation.model import KeyRef, KeyVersion
+
+RSA_SIZE = 2048
+
+
+class KeyVaultAdapter:
+    """``KeyVaultPort`` over ``azure-keyvault-keys``. One ``KeyClient`` per vault, built on first use."""
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        *,
+        verify_challenge_resource: bool = True,
+        **client_kwargs: Any,
+    ) -> None:
+        self._credential = credential
+        self._client_kwargs = {
+            "verify_challenge_resource": verify_challenge_resource,
+            "retry_total": 4,
+            "retry_backoff_factor": 0.8,
+            "retry_backoff_max": 30,
+            **client_kwargs,
+        }
+        self._clients: dict[str, KeyClient] = {}
+        self._material: dict[str, _Material] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, key: KeyRef) -> KeyClient:
+        with self._lock:
+            client = self._clients.get(key.vault_url)
+            if client is None:
+                client = KeyClient(key.vault_url, self._credential, **self._client_kwargs)
+                self._clients[key.vault_url] = client
+            return client
+
+    def list_versions(self, key: KeyRef) -> list[KeyVersion]:
+        """Every version of ``key``, oldest first; ``[]`` when the key does not exist."""
+        client = self._client(key)
+        try:
+            properties = list(client.list_properties_of_key_versions(key.name, max_page_size=25))
+            versions = [self._version(client, p) for p in properties]
+        except ResourceNotFoundError:
+            return []
+        except AzureError as exc:
+            raise translate(
+                exc, action="list key versions", resource=key.id, permission=f"keys/list on vault {key.vault_url}"
+            ) from exc
+        return sorted(versions, key=lambda v: v.created_on)
+
+    def create_version(
+        self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]
+    ) -> KeyVersion:
+        """Create one RSA-2048 version (RSA-HSM when ``kty`` is ``RSA-HSM``) and confirm its size."""
+        if kty not in (KeyType.rsa, KeyType.rsa_hsm):
+            raise InvalidRequest(f"cannot create a {kty!r} version of {key.id}: only RSA and RSA-HSM are supported")
+        client = self._client(key)
+        try:
+            created = client.create_rsa_key(
+                key.name,
+                size=RSA_SIZE,
+                hardware_protected=kty == KeyType.rsa_hsm,
+                key_operations=list(key_ops),
+                expires_on=expires_on,
+                tags=dict(tags),
+                retry_total=0,  # see the module docstring
+            )
+        except AzureError as exc:
+            raise translate(
+                exc, action="create a key version", resource=key.id, permission=f"keys/create on vault {key.vault_url}"
+            ) from exc
+        material = _Material.of(created)
+        if material.size != RSA_SIZE:
+            raise InvalidRequest(
+                f"Key Vault created version {created.properties.version} of {key.id} with {material.size} bits"
+            )
+        with self._lock:
+            self._material[str(created.properties.version)] = material
+        return _to_model(created.properties, material)
+
+    def _version(self, client: KeyClient, properties: KeyProperties) -> KeyVersion:
+        """A listed version; its key material is fetched (once) only for enabled versions, the only usable ones."""
+        material = _Material()
+        if properties.enabled and properties.version:
+            with self._lock:
+                cached = self._material.get(properties.version)
+            if cached is None:
+                cached = _Material.of(client.get_key(properties.name, properties.version))
+                with self._lock:
+                    self._material[properties.version] = cached
+            material = cached
+        return _to_model(properties, material)
+
+
+@dataclass(frozen=True)
+class _Material:
+    """What listing versions does not return: the key type, the modulus size and the permitted operations."""
+
+    kty: str | None = None
+    size: int | None = None
+    key_ops: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, key: KeyVaultKey) -> _Material:
+        n = getattr(key.key, "n", None)  # JsonWebKey sets its fields dynamically
+        return cls(
+            kty=str(getattr(key.key_type, "value", key.key_type)),
+            size=int.from_bytes(n, "big").bit_length() if n else None,
+            key_ops=tuple(str(getattr(op, "value", op)) for op in key.key_operations or ()),
+        )
+
+
+def _to_model(p: KeyProperties, material: _Material) -> KeyVersion:
+    level = p.recovery_level
+    return KeyVersion(
+        version=str(p.version),
+        enabled=bool(p.enabled),
+        created_on=p.created_on or datetime.fromtimestamp(0, UTC),  # Key Vault always sets it
+        not_before=p.not_before,
+        expires_on=p.expires_on,
+        kty=material.kty,
+        size=material.size,
+        key_ops=material.key_ops,
+        tags=dict(p.tags or {}),
+        recovery_level=None if level is None else str(getattr(level, "value", level)),
+    )

@@ -1,0 +1,66 @@
+"""Outcome events: each final state of a rotation request, published as a CloudEvent to an Event Grid topic.
+
+The events are for alerting and compliance evidence (README, "Outcome events"). Publishing is best effort: a failure
+is logged as ``rotation.publish_failed`` and never fails the rotation, whose truth is the ledger row.
+
+Event types: ``CmkRotation.Planned``, ``CmkRotation.Succeeded``, ``CmkRotation.Failed``, ``CmkRotation.Skipped``.
+``source`` is ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the ledger's view of the
+request (request id, key, trigger, reason, status, versions, per-account results, error). No tokens or keys.
+
+azure-eventgrid's public client drops constructor keyword arguments for basic topics, so transport options (such as
+the emulator's CA bundle) are passed to every ``send`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from azure.core.credentials import AzureKeyCredential, TokenCredential
+from azure.core.exceptions import AzureError
+from azure.core.messaging import CloudEvent
+from azure.eventgrid import EventGridPublisherClient
+
+from rotation.azure_errors import detail
+
+log = logging.getLogger("rotation")
+
+EVENT_TYPES = {
+    "planned": "CmkRotation.Planned",
+    "succeeded": "CmkRotation.Succeeded",
+    "failed": "CmkRotation.Failed",
+    "skipped": "CmkRotation.Skipped",
+}
+
+
+class OutcomePublisher:
+    def __init__(
+        self,
+        endpoint: str,
+        credential: AzureKeyCredential | TokenCredential,
+        *,
+        app_name: str,
+        **send_kwargs: Any,
+    ) -> None:
+        self._client = EventGridPublisherClient(endpoint, credential)
+        self._source = f"/aoai-cmk-rotation/{app_name}"
+        self._send_kwargs = {"retry_total": 3, **send_kwargs}
+
+    def publish(self, status: str, outcome: Mapping[str, Any]) -> bool:
+        """Publish one outcome; True when the topic accepted it. Never raises for a publishing failure."""
+        event = CloudEvent(
+            source=self._source,
+            type=EVENT_TYPES[status],
+            subject=str(outcome.get("key", "")),
+            data=dict(outcome),
+        )
+        try:
+            self._client.send([event], **self._send_kwargs)
+        except AzureError as exc:
+            log.warning(
+                "rotation.publish_failed",
+                extra={"request_id": outcome.get("request_id"), "status": status, "error": detail(exc)},
+            )
+            return False
+        return True

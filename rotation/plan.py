@@ -1,0 +1,178 @@
+"""``decide``: the pure step from an ``Observation`` to a ``RotationPlan``.
+
+::
+
+    preflight ── key blocked? ──────────────► plan: nothing to do but report the blocker
+        │ no
+    adopt a fresh version tagged with this request id (an earlier attempt created it)?
+        │ no
+    policy chain ── hit? ── trigger is KeyNewVersionCreated? ── yes: never create (that event is our own echo)
+        │                          │ no
+        │                          └──► create a version (RSA 2048, kty of the newest good version, provenance tags)
+    target = the version to be created, or the newest usable, not-due version
+        │
+    per target account: blocked (preflight) | repoint | wait (has the target, not Succeeded) | leave
+
+Accounts are planned only from the target's own list, and only an account that already uses this key in this vault
+can be repointed or waited for. This module must never read the clock or do I/O: ``now`` comes from the observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rotation.model import (
+    PROVISIONING_SUCCEEDED,
+    TAG_APP,
+    TAG_REASON,
+    TAG_REQUEST_ID,
+    TAG_TRIGGER,
+    AccountAction,
+    AccountPlan,
+    AccountRef,
+    Finding,
+    KeyVersion,
+    Observation,
+    RenewalPolicy,
+    RotationPlan,
+    Severity,
+    Trigger,
+    VersionSpec,
+)
+from rotation.policies import PolicyInput, has_supported_shape, is_due, is_usable, needs_new_version, select_target
+from rotation.preflight import preflight
+from rotation.reasons import Reason
+
+DEFAULT_KEY_OPS = ("wrapKey", "unwrapKey")
+
+
+def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> RotationPlan:
+    """Plan what to do for ``obs.request`` on the snapshot ``obs``; no side effects."""
+    request = obs.request
+    findings = preflight(obs)
+    current = obs.current
+    current_version = current.version if current else None
+    key_blocker = next((f for f in findings if f.severity is Severity.BLOCK and f.account is None), None)
+    if key_blocker is not None or current is None:
+        reason = key_blocker.reason if key_blocker else Reason.KEY_NOT_FOUND
+        message = key_blocker.message if key_blocker else f"key {request.key.id} has no versions"
+        accounts = tuple(
+            AccountPlan(a, AccountAction.LEAVE, reason, "the key is blocked; nothing is changed", _version_of(obs, a))
+            for a in obs.target.accounts
+        )
+        return RotationPlan(request, reason, message, findings, current_version, None, None, False, accounts)
+
+    adopted = _adoptable(obs, renewal)
+    hit = None if adopted else needs_new_version(PolicyInput(current, obs.now, renewal, request.force))
+    create = None
+    if hit is not None and request.trigger is not Trigger.KEY_NEW_VERSION_CREATED:
+        create = _version_spec(obs, renewal, hit[0], app_name)
+    target = None if create else select_target(obs.versions, obs.now, renewal)
+    target_version = target.version if target else None
+
+    accounts = tuple(_plan_account(obs, a, findings, target_version, create is not None) for a in obs.target.accounts)
+    reason, message = _summary(obs, hit, create, adopted, target_version, accounts)
+    return RotationPlan(
+        request=request,
+        reason=reason,
+        message=message,
+        findings=findings,
+        current_version=current_version,
+        target_version=target_version,
+        create=create,
+        adopted=adopted is not None,
+        accounts=accounts,
+    )
+
+
+def _adoptable(obs: Observation, renewal: RenewalPolicy) -> KeyVersion | None:
+    """The newest usable, not-due version that carries this request's id: created by an earlier attempt."""
+    mine = [
+        v
+        for v in obs.versions
+        if v.tags.get(TAG_REQUEST_ID) == obs.request.request_id
+        and is_usable(v, obs.now)
+        and not is_due(v, obs.now, renewal)
+    ]
+    return max(mine, key=lambda v: v.created_on, default=None)
+
+
+def _version_spec(obs: Observation, renewal: RenewalPolicy, reason: Reason, app_name: str) -> VersionSpec:
+    """RSA 2048 like the newest enabled good version (same kty and key_ops), expiring after the key lifetime."""
+    good = [v for v in obs.versions if v.enabled and has_supported_shape(v)]
+    reference = max(good, key=lambda v: v.created_on)
+    return VersionSpec(
+        kty=reference.kty or "RSA",
+        key_ops=reference.key_ops or DEFAULT_KEY_OPS,
+        expires_on=obs.now + renewal.key_lifetime,
+        tags={
+            TAG_REQUEST_ID: obs.request.request_id,
+            TAG_TRIGGER: obs.request.trigger.value,
+            TAG_APP: app_name,
+            TAG_REASON: reason.value,
+        },
+    )
+
+
+def _version_of(obs: Observation, account: AccountRef) -> str | None:
+    state = obs.accounts.get(account)
+    return state.key_version if state else None
+
+
+def _plan_account(
+    obs: Observation,
+    account: AccountRef,
+    findings: Sequence[Finding],
+    target_version: str | None,
+    creating: bool,
+) -> AccountPlan:
+    state = obs.accounts.get(account)
+    from_version = state.key_version if state else None
+    blocker = next((f for f in findings if f.account == account and f.severity is Severity.BLOCK), None)
+    if blocker is not None or state is None:
+        reason = blocker.reason if blocker else Reason.ACCOUNT_UNREADABLE
+        message = blocker.message if blocker else f"account {account.id} was not read"
+        return AccountPlan(account, AccountAction.BLOCKED, reason, message, from_version)
+    if creating:
+        return AccountPlan(
+            account, AccountAction.REPOINT, Reason.ACCOUNT_BEHIND, "repoint to the new version", from_version
+        )
+    if target_version is None:
+        return AccountPlan(
+            account, AccountAction.LEAVE, Reason.NO_TARGET_VERSION, "no version to converge on", from_version
+        )
+    if state.key_version != target_version:
+        message = f"points at {state.key_version or 'no version'}; repoint to {target_version}"
+        return AccountPlan(account, AccountAction.REPOINT, Reason.ACCOUNT_BEHIND, message, from_version)
+    if state.provisioning_state != PROVISIONING_SUCCEEDED:
+        message = f"has {target_version} but is {state.provisioning_state or 'in an unknown state'}; wait for Succeeded"
+        return AccountPlan(account, AccountAction.WAIT, Reason.ACCOUNT_PROVISIONING, message, from_version)
+    return AccountPlan(
+        account, AccountAction.LEAVE, Reason.ACCOUNT_UP_TO_DATE, f"already on {target_version}", from_version
+    )
+
+
+def _summary(
+    obs: Observation,
+    hit: tuple[Reason, str] | None,
+    create: VersionSpec | None,
+    adopted: KeyVersion | None,
+    target_version: str | None,
+    accounts: Sequence[AccountPlan],
+) -> tuple[Reason, str]:
+    if create is not None and hit is not None:
+        return hit[0], f"{hit[1]}; a new version will be created"
+    if adopted is not None:
+        original = adopted.tags.get(TAG_REASON, "")
+        reason = next((r for r in Reason if r.value == original), Reason.ADOPTED)
+        return reason, f"version {adopted.version} was created for this request by an earlier attempt; adopting it"
+    if target_version is None:
+        why = f"{hit[1]}, and " if hit else ""
+        return Reason.NO_TARGET_VERSION, (
+            f"{why}no version is usable and fresh; a {obs.request.trigger.value} request never creates one, "
+            "so the next timer sweep or KeyNearExpiry event will"
+        )
+    suppressed = f" ({hit[1]}; a {obs.request.trigger.value} request never creates a version)" if hit else ""
+    if any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in accounts):
+        return Reason.ACCOUNTS_BEHIND, f"converge accounts on {target_version}{suppressed}"
+    return Reason.UP_TO_DATE, f"every account is on {target_version}{suppressed}"

@@ -1,0 +1,38 @@
+"""The two narrow contracts the engine acts through: Key Vault keys and Cognitive Services accounts.
+
+The real adapters (``rotation/keyvault.py``, ``rotation/accounts.py``) and the in-memory doubles in ``tests/doubles.py``
+implement them. Implementations translate every service failure into ``rotation.errors`` (chained with
+``raise ... from exc``): ``TransientError`` for 429/5xx/connection/LRO failures, ``ConflictError`` for ARM 409
+RequestConflict, ``PermissionDenied`` for 401/403, ``NotFound`` for 404, ``InvalidRequest`` for 400. They must never
+retry at the step level themselves (the engine does) and never return partial results.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from rotation.model import AccountEncryption, AccountRef, KeyRef, KeyVersion
+
+
+class KeyVaultPort(Protocol):
+    def list_versions(self, key: KeyRef) -> list[KeyVersion]:
+        """Every version of ``key``; ``[]`` when the key does not exist. ``kty``/``size`` are filled for enabled
+        versions. Order is unspecified."""
+        ...
+
+    def create_version(
+        self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]
+    ) -> KeyVersion:
+        """Create a new RSA 2048 version of ``key`` (``kty`` is "RSA" or "RSA-HSM"). Not idempotent."""
+        ...
+
+
+class AccountsPort(Protocol):
+    def get(self, account: AccountRef) -> AccountEncryption:
+        """Read the account's encryption settings and provisioning state."""
+        ...
+
+    def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
+        """Send only ``properties.encryption`` with ``version`` (keeping keyVaultUri, keyName and identityClientId of
+        ``current``), wait for the long-running operation, and return the state read back."""
+        ...

@@ -1,0 +1,216 @@
+"""In-memory twins of the two ports (rotation/ports.py) for tests: small services that keep state, not mocks.
+
+``InMemoryKeyVault`` holds keys as lists of versions and creates RSA 2048 versions at the injected clock's time;
+``InMemoryAccounts`` holds account encryption settings and applies updates the way ARM does (only the key version
+changes; an account can linger in "Accepted"; an update to a version the vault lacks is rejected). Faults (409
+conflicts, 429s, 403s ...) are scheduled per operation and raised as the real adapters raise them
+(``rotation.errors``). Both record what was written, so tests can assert that nothing else was touched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from rotation.errors import InvalidRequest, NotFound, RotationError
+from rotation.model import (
+    KEY_SOURCE_KEY_VAULT,
+    SUPPORTED_KEY_TYPES,
+    AccountEncryption,
+    AccountRef,
+    Clock,
+    KeyRef,
+    KeyVersion,
+    normalize_vault_url,
+)
+
+
+class InMemoryKeyVault:
+    """Implements ``KeyVaultPort``. ``recovery_level`` is the vault's, reported on every version."""
+
+    def __init__(self, clock: Clock, *, recovery_level: str = "Recoverable") -> None:
+        self._clock = clock
+        self._recovery_level = recovery_level
+        self._keys: dict[KeyRef, list[KeyVersion]] = defaultdict(list)
+        self._faults: dict[str, deque[RotationError]] = defaultdict(deque)
+        self._lost_responses: deque[RotationError] = deque()
+        self._lock = threading.Lock()
+        self.created: list[KeyVersion] = []
+
+    def add_version(
+        self,
+        key: KeyRef,
+        *,
+        created_on: datetime,
+        expires_on: datetime | None = None,
+        not_before: datetime | None = None,
+        enabled: bool = True,
+        kty: str = "RSA",
+        size: int = 2048,
+        key_ops: Sequence[str] = ("wrapKey", "unwrapKey"),
+        tags: Mapping[str, str] | None = None,
+        version: str | None = None,
+    ) -> KeyVersion:
+        """Seed a version, as if someone had created it at ``created_on``."""
+        stored = KeyVersion(
+            version=version or uuid.uuid4().hex,
+            enabled=enabled,
+            created_on=created_on,
+            not_before=not_before,
+            expires_on=expires_on,
+            kty=kty,
+            size=size,
+            key_ops=tuple(key_ops),
+            tags=dict(tags or {}),
+            recovery_level=self._recovery_level,
+        )
+        with self._lock:
+            self._keys[key].append(stored)
+        return stored
+
+    def versions(self, key: KeyRef) -> list[KeyVersion]:
+        with self._lock:
+            return list(self._keys.get(key, []))
+
+    def holds(self, vault_uri: str | None, key_name: str | None, version: str) -> bool:
+        """True when the vault has ``version`` of the key named ``key_name`` at ``vault_uri``."""
+        if not vault_uri or not key_name:
+            return False
+        key = KeyRef(normalize_vault_url(vault_uri), key_name)
+        return any(v.version == version for v in self.versions(key))
+
+    def fail(self, operation: str, *errors: RotationError) -> None:
+        """The next calls of ``operation`` ("list_versions" or "create_version") raise ``errors``, in order."""
+        self._faults[operation].extend(errors)
+
+    def lose_create_response(self, error: RotationError) -> None:
+        """The next create stores its version and then raises ``error``, like a response lost on the way back."""
+        self._lost_responses.append(error)
+
+    def _fault(self, operation: str) -> None:
+        with self._lock:
+            queue = self._faults[operation]
+            error = queue.popleft() if queue else None
+        if error is not None:
+            raise error
+
+    def list_versions(self, key: KeyRef) -> list[KeyVersion]:
+        self._fault("list_versions")
+        # Listing returns no key material: type and size are known only for enabled versions (the adapter reads those).
+        return [v if v.enabled else replace(v, kty=None, size=None) for v in self.versions(key)]
+
+    def create_version(
+        self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]
+    ) -> KeyVersion:
+        self._fault("create_version")
+        if kty not in SUPPORTED_KEY_TYPES:
+            raise InvalidRequest(f"kty {kty!r} is not RSA or RSA-HSM")
+        created = self.add_version(
+            key, created_on=self._clock(), expires_on=expires_on, kty=kty, key_ops=key_ops, tags=tags
+        )
+        with self._lock:
+            self.created.append(created)
+            lost = self._lost_responses.popleft() if self._lost_responses else None
+        if lost is not None:
+            raise lost
+        return created
+
+
+class InMemoryAccounts:
+    """Implements ``AccountsPort``. With ``vault``, an update to a version the vault does not hold is rejected.
+
+    ``update_seconds`` is how long an update's operation takes; ``max_in_flight`` records the most concurrent updates.
+    ``calls`` records every call, failed ones included; ``updates`` only the applied ones.
+    """
+
+    def __init__(self, vault: InMemoryKeyVault | None = None, *, update_seconds: float = 0.0) -> None:
+        self._vault = vault
+        self._update_seconds = update_seconds
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self.calls: list[tuple[str, AccountRef]] = []
+        self._states: dict[AccountRef, AccountEncryption] = {}
+        self._faults: dict[tuple[AccountRef, str], deque[RotationError | None]] = defaultdict(deque)
+        self._lingering: dict[AccountRef, int] = {}
+        self._lock = threading.Lock()
+        self.updates: list[tuple[AccountRef, str]] = []
+
+    def add(self, state: AccountEncryption) -> None:
+        with self._lock:
+            self._states[state.account] = state
+
+    def state(self, account: AccountRef) -> AccountEncryption:
+        with self._lock:
+            return self._states[account]
+
+    def fail(self, account: AccountRef, operation: str, *errors: RotationError | None) -> None:
+        """The next calls of ``operation`` ("get" or "update_key_version") on ``account`` raise ``errors`` in order
+        (None lets that call through)."""
+        self._faults[(account, operation)].extend(errors)
+
+    def linger(self, account: AccountRef, reads: int) -> None:
+        """While "Accepted" (now, or after its next update), the account stays so for ``reads`` reads, then turns
+        "Succeeded"; an update while it lingers still applies (the double does not model conflicts on its own)."""
+        self._lingering[account] = reads
+
+    def _fault(self, account: AccountRef, operation: str) -> None:
+        with self._lock:
+            self.calls.append((operation, account))
+            queue = self._faults[(account, operation)]
+            error = queue.popleft() if queue else None
+        if error is not None:
+            raise error
+
+    def get(self, account: AccountRef) -> AccountEncryption:
+        self._fault(account, "get")
+        with self._lock:
+            state = self._states.get(account)
+            if state is None:
+                raise NotFound(f"account {account.id} was not found")
+            if state.provisioning_state == "Accepted":
+                left = self._lingering.get(account, 0)
+                if left > 0:
+                    self._lingering[account] = left - 1
+                else:
+                    state = replace(state, provisioning_state="Succeeded")
+                    self._states[account] = state
+            return state
+
+    def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
+        account = current.account
+        self._fault(account, "update_key_version")
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            time.sleep(self._update_seconds)  # the long-running operation
+            self._apply(current, version)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        return self.get(account)
+
+    def _apply(self, current: AccountEncryption, version: str) -> None:
+        account = current.account
+        with self._lock:
+            state = self._states.get(account)
+            if state is None:
+                raise NotFound(f"account {account.id} was not found")
+            if self._vault is not None and not self._vault.holds(current.key_vault_uri, current.key_name, version):
+                raise InvalidRequest(f"key version {version} of {current.key_name} does not exist in the vault")
+            lingering = self._lingering.get(account, 0) > 0
+            self._states[account] = replace(
+                state,
+                key_source=KEY_SOURCE_KEY_VAULT,
+                key_vault_uri=current.key_vault_uri,
+                key_name=current.key_name,
+                key_version=version,
+                identity_client_id=current.identity_client_id,
+                provisioning_state="Accepted" if lingering else "Succeeded",
+            )
+            self.updates.append((account, version))

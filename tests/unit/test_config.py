@@ -1,0 +1,176 @@
+"""Settings.from_env: defaults, and one test per error, each checking that the message names the setting and the fix."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from rotation.config import Settings, parse_schedule
+from rotation.errors import ConfigError
+from rotation.model import AccountRef, KeyRef
+from tests.unit.factories import SUBSCRIPTION
+
+KEY_URL = "https://kv-prod.vault.azure.net/keys/cmk"
+ACCOUNT = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ai/providers/Microsoft.CognitiveServices/accounts/aoai-1"
+ACCOUNT_2 = ACCOUNT.replace("aoai-1", "aoai-2")
+TARGETS = json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT]}])
+SECRET = "c2VjcmV0LWtleS12YWx1ZS10aGF0LW11c3Qtbm90LWxlYWs="
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env({"ROTATION_TARGETS": TARGETS, **env})
+
+
+def error_of(**env: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    return str(info.value)
+
+
+def test_defaults() -> None:
+    s = settings()
+    assert s.key_lifetime == timedelta(days=120)
+    assert s.renew_before == timedelta(days=30)
+    assert s.verify_timeout == timedelta(minutes=10)
+    assert (s.schedule, s.concurrency, s.app_name) == ("0 0 3 * * *", 8, "aoai-cmk-rotation")
+    assert (s.events_endpoint, s.events_key, s.client_id) == (None, None, None)
+    assert s.targets[0].key == KeyRef.parse(KEY_URL)
+    assert s.targets[0].accounts == (AccountRef.parse(ACCOUNT),)
+    assert s.target_for(KeyRef.parse("https://KV-PROD.vault.azure.net/keys/CMK/")) == s.targets[0]
+    assert s.target_for(KeyRef.parse("https://kv-prod.vault.azure.net/keys/other")) is None
+
+
+def test_every_setting_is_read() -> None:
+    s = settings(
+        ROTATION_KEY_LIFETIME="P90D",
+        ROTATION_RENEW_BEFORE="P14DT12H",
+        ROTATION_SCHEDULE="0 */30 * * * MON-FRI",
+        ROTATION_EVENTS_ENDPOINT="https://topic.westeurope-1.eventgrid.azure.net/api/events",
+        ROTATION_EVENTS_KEY=SECRET,
+        ROTATION_CONCURRENCY="3",
+        ROTATION_VERIFY_TIMEOUT="PT5M",
+        ROTATION_APP_NAME="cmk-rotator.prod",
+        AZURE_CLIENT_ID="11111111-2222-3333-4444-555555555555",
+    )
+    assert (s.key_lifetime, s.renew_before) == (timedelta(days=90), timedelta(days=14, hours=12))
+    assert (s.schedule, s.concurrency, s.verify_timeout) == ("0 */30 * * * MON-FRI", 3, timedelta(minutes=5))
+    assert s.events_key == SECRET
+    assert SECRET not in repr(s)
+    assert (s.app_name, s.client_id) == ("cmk-rotator.prod", "11111111-2222-3333-4444-555555555555")
+
+
+def test_blank_settings_mean_the_default() -> None:
+    assert settings(ROTATION_KEY_LIFETIME="  ", ROTATION_CONCURRENCY="").concurrency == 8
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        ({}, ["ROTATION_TARGETS is not set", "JSON list"]),
+        ({"ROTATION_TARGETS": "[{"}, ["ROTATION_TARGETS is not valid JSON", "line 1 column"]),
+        ({"ROTATION_TARGETS": "[]"}, ["ROTATION_TARGETS must be a non-empty JSON list"]),
+        ({"ROTATION_TARGETS": '{"key": 1}'}, ["non-empty JSON list"]),
+        ({"ROTATION_TARGETS": '["x"]'}, ["ROTATION_TARGETS[0] must be an object"]),
+        ({"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "acounts": [ACCOUNT]}])}, ["unknown field(s) 'acounts'"]),
+        ({"ROTATION_TARGETS": json.dumps([{"accounts": [ACCOUNT]}])}, ["ROTATION_TARGETS[0].key must be a key URL"]),
+        (
+            {"ROTATION_TARGETS": json.dumps([{"key": "http://kv.vault.azure.net/keys/cmk", "accounts": [ACCOUNT]}])},
+            ["ROTATION_TARGETS[0].key:", "'http://kv.vault.azure.net/keys/cmk'", "must use https"],
+        ),
+        ({"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": []}])}, ["ROTATION_TARGETS[0].accounts"]),
+        (
+            {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT, "/subscriptions/x"]}])},
+            ["ROTATION_TARGETS[0].accounts[1]:", "'/subscriptions/x'"],
+        ),
+        (
+            {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT], "vault_location": 3}])},
+            ["ROTATION_TARGETS[0].vault_location"],
+        ),
+        (
+            {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT, ACCOUNT.upper()]}])},
+            ["lists account", "twice under key"],
+        ),
+        (
+            {
+                "ROTATION_TARGETS": json.dumps(
+                    [{"key": KEY_URL, "accounts": [ACCOUNT]}, {"key": KEY_URL + "2", "accounts": [ACCOUNT_2, ACCOUNT]}]
+                )
+            },
+            ["under key https://kv-prod.vault.azure.net/keys/cmk and under key", "cmk2", "exactly one key"],
+        ),
+        (
+            {
+                "ROTATION_TARGETS": json.dumps(
+                    [{"key": KEY_URL, "accounts": [ACCOUNT]}, {"key": KEY_URL + "/", "accounts": [ACCOUNT_2]}]
+                )
+            },
+            ["lists key https://kv-prod.vault.azure.net/keys/cmk twice", "merge"],
+        ),
+    ],
+)
+def test_target_errors(env: dict[str, str], fragments: list[str]) -> None:
+    message = error_of(**env)
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        (
+            {"ROTATION_KEY_LIFETIME": "120 days"},
+            ["ROTATION_KEY_LIFETIME='120 days' is not an ISO 8601 duration", "P120D"],
+        ),
+        ({"ROTATION_KEY_LIFETIME": "P4M"}, ["ROTATION_KEY_LIFETIME='P4M' uses months or years", "in days"]),
+        ({"ROTATION_KEY_LIFETIME": "P27D"}, ["ROTATION_KEY_LIFETIME='P27D' is shorter than 28 days"]),
+        ({"ROTATION_RENEW_BEFORE": "PT0S"}, ["ROTATION_RENEW_BEFORE='PT0S' must be a positive duration"]),
+        (
+            {"ROTATION_KEY_LIFETIME": "P60D", "ROTATION_RENEW_BEFORE": "P60D"},
+            ["ROTATION_RENEW_BEFORE='P60D' must be shorter than ROTATION_KEY_LIFETIME='P60D'"],
+        ),
+        ({"ROTATION_VERIFY_TIMEOUT": "10m"}, ["ROTATION_VERIFY_TIMEOUT='10m' is not an ISO 8601 duration"]),
+        ({"ROTATION_SCHEDULE": "0 3 * *"}, ["ROTATION_SCHEDULE='0 3 * *' has 4 fields", "'0 0 3 * * *'"]),
+        ({"ROTATION_SCHEDULE": "0 0 25 * * *"}, ["the hour field '25' is invalid", "0 to 23"]),
+        ({"ROTATION_SCHEDULE": "0 0 3 * FOO *"}, ["the month field 'FOO' is invalid"]),
+        ({"ROTATION_SCHEDULE": "0 */0 * * * *"}, ["the minute field '*/0' is invalid"]),
+        ({"ROTATION_SCHEDULE": "0 0 5-3 * * *"}, ["the hour field '5-3' is invalid"]),
+        ({"ROTATION_CONCURRENCY": "0"}, ["ROTATION_CONCURRENCY='0' must be a whole number from 1 to 64"]),
+        ({"ROTATION_CONCURRENCY": "eight"}, ["ROTATION_CONCURRENCY='eight'"]),
+        (
+            {"ROTATION_EVENTS_ENDPOINT": "http://topic/api/events"},
+            ["ROTATION_EVENTS_ENDPOINT='http://topic/api/events'"],
+        ),
+        ({"AZURE_CLIENT_ID": "my-identity"}, ["AZURE_CLIENT_ID='my-identity' must be the client id (a GUID)"]),
+        ({"ROTATION_APP_NAME": "has space"}, ["ROTATION_APP_NAME='has space'", "key tags"]),
+    ],
+)
+def test_setting_errors(env: dict[str, str], fragments: list[str]) -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, **env)
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    message = error_of(ROTATION_CONCURRENCY="0", ROTATION_KEY_LIFETIME="P1D")
+    assert "ROTATION_TARGETS is not set" in message
+    assert "ROTATION_CONCURRENCY='0'" in message
+    assert "ROTATION_KEY_LIFETIME='P1D'" in message
+    assert "ROTATION_RENEW_BEFORE='P30D' must be shorter than ROTATION_KEY_LIFETIME='P1D'" in message
+    assert message.count("\n- ") == 4
+
+
+def test_the_events_key_is_never_echoed() -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_EVENTS_KEY=SECRET)
+    assert "ROTATION_EVENTS_KEY is set but ROTATION_EVENTS_ENDPOINT is not" in message
+    assert SECRET not in message
+    message = error_of(ROTATION_EVENTS_KEY=SECRET, ROTATION_EVENTS_ENDPOINT="ftp://x", ROTATION_CONCURRENCY="x")
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 0 3 * * *", "0 */5 * * * *", "0 0 9-17 * * MON-FRI", "*/10 * * * *", "0 0 1,15 JAN,jul *"]
+)
+def test_valid_schedules(schedule: str) -> None:
+    assert parse_schedule(schedule) == schedule

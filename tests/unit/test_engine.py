@@ -1,0 +1,334 @@
+"""reconcile() against the in-memory twins of Key Vault and ARM: idempotency, healing, failures, retries, events."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import pytest
+import stamina
+
+from rotation.config import Settings
+from rotation.engine import RotationEngine
+from rotation.errors import ConfigError, ConflictError, NotFound, PermissionDenied, TransientError
+from rotation.log import LOGGER_NAME
+from rotation.model import (
+    TAG_APP,
+    TAG_REASON,
+    TAG_REQUEST_ID,
+    TAG_TRIGGER,
+    AccountAction,
+    KeyRef,
+    RotationOutcome,
+    Status,
+    Trigger,
+)
+from rotation.reasons import Reason
+from tests.doubles import InMemoryAccounts, InMemoryKeyVault
+from tests.unit.factories import AOAI_1, AOAI_2, AOAI_3, DAY, KEY, NOW, FixedClock, account, request
+
+ACCOUNTS = (AOAI_1, AOAI_2, AOAI_3)
+EXPIRING_AT = NOW + 20 * DAY  # inside the 30-day renewal window
+
+
+@pytest.fixture(autouse=True)
+def no_backoff() -> Iterator[None]:
+    """Retries keep their attempts but never sleep."""
+    with stamina.set_testing(True, attempts=4):
+        yield
+
+
+@dataclass
+class World:
+    engine: RotationEngine
+    vault: InMemoryKeyVault
+    accounts: InMemoryAccounts
+    clock: FixedClock
+
+    def versions(self) -> list[str]:
+        return [v.version for v in self.vault.versions(KEY)]
+
+    def account_versions(self) -> dict[str, str | None]:
+        return {a.name: self.accounts.state(a).key_version for a in ACCOUNTS}
+
+    def reconcile(
+        self, trigger: Trigger = Trigger.TIMER, request_id: str = "req-1", *, force: bool = False
+    ) -> RotationOutcome:
+        return self.engine.reconcile(request(trigger, request_id=request_id, force=force))
+
+
+def make_world(
+    *,
+    expires_on: datetime = EXPIRING_AT,
+    recovery_level: str = "Recoverable",
+    concurrency: int = 8,
+    update_seconds: float = 0.0,
+) -> World:
+    clock = FixedClock()
+    vault = InMemoryKeyVault(clock, recovery_level=recovery_level)
+    vault.add_version(KEY, version="v1", created_on=NOW - 100 * DAY, expires_on=expires_on)
+    accounts = InMemoryAccounts(vault, update_seconds=update_seconds)
+    for ref in ACCOUNTS:
+        accounts.add(account(ref, key_version="v1"))
+    settings = Settings.from_env(
+        {
+            "ROTATION_TARGETS": json.dumps([{"key": KEY.id, "accounts": [a.id for a in ACCOUNTS]}]),
+            "ROTATION_CONCURRENCY": str(concurrency),
+            "ROTATION_APP_NAME": "test-app",
+        }
+    )
+    return World(RotationEngine(vault, accounts, settings, clock=clock), vault, accounts, clock)
+
+
+def events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None, str | None]]:
+    return [
+        (r.event, getattr(r, "account", None), getattr(r, "version", None))  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == LOGGER_NAME
+    ]
+
+
+def test_a_due_key_is_rotated_and_every_account_converges(caplog: pytest.LogCaptureFixture) -> None:
+    world = make_world()
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        outcome = world.reconcile()
+
+    [created] = world.vault.created
+    assert created.tags == {TAG_REQUEST_ID: "req-1", TAG_TRIGGER: "timer", TAG_APP: "test-app", TAG_REASON: "Expiring"}
+    assert created.expires_on == NOW + 120 * DAY
+    assert (outcome.status, outcome.reason, outcome.created) == (Status.SUCCEEDED, Reason.EXPIRING, True)
+    assert (outcome.from_version, outcome.to_version) == ("v1", created.version)
+    assert world.account_versions() == {a.name: created.version for a in ACCOUNTS}
+    assert [(r.account, r.action, r.status, r.from_version) for r in outcome.accounts] == [
+        (a, AccountAction.REPOINT, Status.SUCCEEDED, "v1") for a in ACCOUNTS
+    ]
+    seen = events(caplog)
+    assert seen[0] == ("rotation.planned", None, None)
+    assert seen[1] == ("rotation.version_created", None, created.version)
+    assert sorted(seen[2:5]) == sorted(("rotation.account_updated", a.id, created.version) for a in ACCOUNTS)
+    assert seen[5] == ("rotation.completed", None, created.version)
+    [completed] = [r for r in caplog.records if getattr(r, "event", "") == "rotation.completed"]
+    assert (completed.request_id, completed.key, completed.reason) == ("req-1", KEY.id, "Expiring")  # type: ignore[attr-defined]
+    assert json.loads(json.dumps(outcome.to_dict()))["accounts"][0]["status"] == "succeeded"
+
+
+def test_a_second_run_creates_nothing_and_touches_nothing() -> None:
+    world = make_world()
+    world.reconcile(request_id="req-1")
+    updates = list(world.accounts.updates)
+    for trigger, request_id in [(Trigger.TIMER, "req-2"), (Trigger.KEY_NEW_VERSION_CREATED, "evt-1")]:
+        outcome = world.reconcile(trigger, request_id)
+        assert (outcome.status, outcome.reason, outcome.created) == (Status.SKIPPED, Reason.UP_TO_DATE, False)
+    # A redelivery of the first request reports what that request did, and does nothing again.
+    again = world.reconcile(Trigger.TIMER, "req-1")
+    assert (again.status, again.reason, again.created) == (Status.SUCCEEDED, Reason.EXPIRING, True)
+    assert {r.action for r in again.accounts} == {AccountAction.LEAVE}
+    assert len(world.vault.created) == 1
+    assert world.accounts.updates == updates
+
+
+def test_key_new_version_created_never_creates_even_when_due() -> None:
+    world = make_world()
+    outcome = world.reconcile(Trigger.KEY_NEW_VERSION_CREATED, force=True)
+    assert world.vault.created == []
+    assert world.accounts.updates == []
+    assert (outcome.status, outcome.reason) == (Status.SKIPPED, Reason.NO_TARGET_VERSION)
+
+
+def test_a_crash_after_create_is_healed_by_the_same_request_without_a_second_version() -> None:
+    world = make_world()
+    # The earlier attempt of req-1 created the version and died before repointing any account.
+    mine = world.vault.create_version(
+        KEY,
+        kty="RSA",
+        key_ops=["wrapKey", "unwrapKey"],
+        expires_on=NOW + 120 * DAY,
+        tags={TAG_REQUEST_ID: "req-1", TAG_REASON: "Forced"},
+    )
+    outcome = world.reconcile(Trigger.HTTP, "req-1", force=True)
+    assert world.versions() == ["v1", mine.version]
+    assert (outcome.status, outcome.reason, outcome.created, outcome.to_version) == (
+        Status.SUCCEEDED,
+        Reason.FORCED,
+        True,
+        mine.version,
+    )
+    assert world.account_versions() == {a.name: mine.version for a in ACCOUNTS}
+
+
+def test_a_crash_after_create_is_healed_by_our_own_new_version_event() -> None:
+    world = make_world()
+    mine = world.vault.create_version(
+        KEY, kty="RSA", key_ops=["wrapKey"], expires_on=NOW + 120 * DAY, tags={TAG_REQUEST_ID: "req-1"}
+    )
+    outcome = world.reconcile(Trigger.KEY_NEW_VERSION_CREATED, "evt-1")
+    assert len(world.vault.versions(KEY)) == 2
+    assert (outcome.status, outcome.reason, outcome.created) == (Status.SUCCEEDED, Reason.ACCOUNTS_BEHIND, False)
+    assert world.account_versions() == {a.name: mine.version for a in ACCOUNTS}
+
+
+def test_a_lost_create_response_is_adopted_not_repeated(caplog: pytest.LogCaptureFixture) -> None:
+    world = make_world()
+    world.vault.lose_create_response(TransientError("connection reset after the create was sent"))
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        outcome = world.reconcile()
+    [created] = world.vault.created
+    assert outcome.to_version == created.version
+    assert outcome.status is Status.SUCCEEDED
+    assert "rotation.version_adopted" in [e for e, _, _ in events(caplog)]
+
+
+def test_one_account_failing_does_not_stop_the_others() -> None:
+    world = make_world()
+    denied = PermissionDenied(
+        f"the function's identity lacks Microsoft.CognitiveServices/accounts/write on {AOAI_2.id}"
+    )
+    world.accounts.fail(AOAI_2, "update_key_version", denied, denied)
+    outcome = world.reconcile()
+    new = outcome.to_version
+    assert world.account_versions() == {"aoai-1": new, "aoai-2": "v1", "aoai-3": new}
+    assert (outcome.status, outcome.retryable) == (Status.FAILED, False)
+    failed = {r.account: r for r in outcome.accounts if r.status is Status.FAILED}
+    assert list(failed) == [AOAI_2]
+    assert failed[AOAI_2].reason is Reason.PERMISSION_DENIED
+    assert "accounts/write" in (failed[AOAI_2].error or "")
+    assert "1 of 3 accounts failed" in (outcome.error or "")
+    # Permanent errors fail fast: one attempt, no retry.
+    assert world.accounts.calls.count(("update_key_version", AOAI_2)) == 1
+
+
+def test_conflicts_are_retried_until_the_account_is_free() -> None:
+    world = make_world()
+    busy = ConflictError(f"{AOAI_1.id} is busy with another operation")
+    world.accounts.fail(AOAI_1, "update_key_version", busy, busy)
+    outcome = world.reconcile()
+    assert outcome.status is Status.SUCCEEDED
+    assert world.accounts.calls.count(("update_key_version", AOAI_1)) == 3
+    assert world.accounts.state(AOAI_1).key_version == outcome.to_version
+
+
+def test_conflicts_that_outlast_the_retries_fail_the_account_as_retryable() -> None:
+    world = make_world()
+    busy = ConflictError(f"{AOAI_1.id} is busy with another operation")
+    world.accounts.fail(AOAI_1, "update_key_version", *[busy] * 4)
+    outcome = world.reconcile()
+    [failed] = [r for r in outcome.accounts if r.status is Status.FAILED]
+    assert (failed.account, failed.reason) == (AOAI_1, Reason.CONFLICT)
+    assert (outcome.status, outcome.retryable) == (Status.FAILED, True)
+
+
+def test_verify_waits_for_a_lingering_accepted_state() -> None:
+    world = make_world()
+    world.accounts.linger(AOAI_1, 2)
+    outcome = world.reconcile()
+    assert outcome.status is Status.SUCCEEDED
+    assert world.accounts.state(AOAI_1).provisioning_state == "Succeeded"
+    assert world.accounts.calls.count(("get", AOAI_1)) == 1 + 3  # gather, read-back after update, two polls
+
+
+def test_a_transient_read_error_while_verifying_is_retried() -> None:
+    world = make_world()
+    world.accounts.linger(AOAI_1, 1)
+    # Reads: gather, the update's read-back ("Accepted"), a verify read that fails with 503, a verify read that passes.
+    world.accounts.fail(AOAI_1, "get", None, None, TransientError("503 service unavailable"))
+    outcome = world.reconcile()
+    assert {r.account: r.status for r in outcome.accounts}[AOAI_1] is Status.SUCCEEDED
+    assert world.accounts.calls.count(("get", AOAI_1)) == 4
+
+
+def test_verify_gives_up_at_its_deadline() -> None:
+    world = make_world()
+    world.accounts.linger(AOAI_1, 10)
+    outcome = world.reconcile()
+    [failed] = [r for r in outcome.accounts if r.status is Status.FAILED]
+    assert (failed.account, failed.reason, outcome.retryable) == (AOAI_1, Reason.VERIFY_TIMED_OUT, True)
+    assert "provisioningState=Accepted" in (failed.error or "")
+
+
+def test_an_account_already_on_the_target_but_provisioning_is_waited_for() -> None:
+    world = make_world(expires_on=NOW + 100 * DAY)
+    world.accounts.add(account(AOAI_2, key_version="v1", state="Accepted"))
+    world.accounts.linger(AOAI_2, 1)  # gather sees "Accepted", the first verify read "Succeeded"
+    outcome = world.reconcile()
+    assert world.accounts.updates == []
+    by_account = {r.account: (r.action, r.status) for r in outcome.accounts}
+    assert by_account[AOAI_2] == (AccountAction.WAIT, Status.SUCCEEDED)
+    assert by_account[AOAI_1] == (AccountAction.LEAVE, Status.SKIPPED)
+    assert outcome.status is Status.SUCCEEDED
+
+
+def test_an_unreadable_account_fails_alone() -> None:
+    world = make_world()
+    world.accounts.fail(AOAI_3, "get", NotFound(f"{AOAI_3.id} was not found"))
+    outcome = world.reconcile()
+    by_account = {r.account: (r.status, r.reason) for r in outcome.accounts}
+    assert by_account[AOAI_3] == (Status.FAILED, Reason.ACCOUNT_UNREADABLE)
+    assert by_account[AOAI_1] == (Status.SUCCEEDED, Reason.ACCOUNT_BEHIND)
+    assert outcome.status is Status.FAILED
+
+
+def test_an_account_on_another_key_is_never_touched() -> None:
+    world = make_world()
+    world.accounts.add(account(AOAI_2, key=KeyRef.parse("https://kv-prod.vault.azure.net/keys/other")))
+    outcome = world.reconcile()
+    assert AOAI_2 not in [a for a, _ in world.accounts.updates]
+    assert world.accounts.state(AOAI_2).key_name == "other"
+    assert {r.account: r.reason for r in outcome.accounts}[AOAI_2] is Reason.ACCOUNT_USES_OTHER_KEY
+
+
+def test_key_level_errors_raise_for_the_caller_to_route() -> None:
+    world = make_world()
+    world.vault.fail("list_versions", PermissionDenied("the function's identity lacks keys/list on vault kv-prod"))
+    with pytest.raises(PermissionDenied, match="keys/list"):
+        world.reconcile()
+    world.vault.fail("list_versions", TransientError("503"), TransientError("503"))
+    assert world.reconcile().status is Status.SUCCEEDED
+
+
+def test_a_failed_create_raises_and_touches_no_account(caplog: pytest.LogCaptureFixture) -> None:
+    world = make_world()
+    world.vault.fail("create_version", PermissionDenied("the function's identity lacks keys/create on vault kv-prod"))
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME), pytest.raises(PermissionDenied):
+        world.reconcile()
+    assert world.accounts.updates == []
+    assert world.vault.created == []
+    [failed] = [r for r in caplog.records if getattr(r, "event", "") == "rotation.failed"]
+    assert failed.reason == "PermissionDenied"  # type: ignore[attr-defined]
+    assert failed.levelno == logging.ERROR
+
+
+def test_a_blocked_key_fails_without_writing() -> None:
+    world = make_world(recovery_level="Recoverable+Purgeable")
+    outcome = world.reconcile(force=True)
+    assert (outcome.status, outcome.reason, outcome.retryable) == (
+        Status.FAILED,
+        Reason.PURGE_PROTECTION_DISABLED,
+        False,
+    )
+    assert "purge protection" in (outcome.error or "")
+    assert world.vault.created == [] and world.accounts.updates == []
+    assert {r.status for r in outcome.accounts} == {Status.SKIPPED}
+
+
+def test_keys_outside_the_targets_are_refused() -> None:
+    world = make_world()
+    with pytest.raises(ConfigError, match="not in ROTATION_TARGETS"):
+        world.engine.reconcile(request(key=KeyRef.parse("https://kv-prod.vault.azure.net/keys/other")))
+    assert world.accounts.calls == []
+
+
+def test_dry_run_gathers_and_decides_only() -> None:
+    world = make_world()
+    plan = world.engine.dry_run(request())
+    assert plan.reason is Reason.EXPIRING and plan.create is not None
+    assert world.vault.created == [] and world.accounts.updates == []
+
+
+def test_account_updates_run_concurrently_within_the_bound() -> None:
+    world = make_world(concurrency=2, update_seconds=0.05)
+    outcome = world.reconcile()
+    assert world.accounts.max_in_flight == 2
+    assert world.account_versions() == {a.name: outcome.to_version for a in ACCOUNTS}
