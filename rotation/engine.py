@@ -52,6 +52,7 @@ from rotation.model import (
     Status,
     Target,
     VersionSpec,
+    recency,
     system_clock,
 )
 from rotation.plan import decide
@@ -138,7 +139,7 @@ class RotationEngine:
         return Observation(
             request=request,
             target=target,
-            versions=tuple(sorted(versions, key=lambda v: v.created_on)),
+            versions=tuple(sorted(versions, key=recency)),
             accounts=states,
             unreadable=unreadable,
             now=self._clock(),
@@ -179,7 +180,7 @@ class RotationEngine:
                 v for v in self._vault.list_versions(request.key) if v.tags.get(TAG_REQUEST_ID) == request.request_id
             ]
             if mine:
-                return max(mine, key=lambda v: v.created_on), True
+                return max(mine, key=recency), True
             created = self._vault.create_version(
                 request.key, kty=spec.kty, key_ops=spec.key_ops, expires_on=spec.expires_on, tags=spec.tags
             )

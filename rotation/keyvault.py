@@ -24,7 +24,7 @@ from azure.keyvault.keys import KeyClient, KeyProperties, KeyType, KeyVaultKey
 
 from rotation.azure_errors import translate
 from rotation.errors import InvalidRequest
-from rotation.model import KeyRef, KeyVersion
+from rotation.model import KeyRef, KeyVersion, recency
 
 RSA_SIZE = 2048
 
@@ -60,18 +60,24 @@ class KeyVaultAdapter:
             return client
 
     def list_versions(self, key: KeyRef) -> list[KeyVersion]:
-        """Every version of ``key``, oldest first; ``[]`` when the key does not exist."""
+        """Every version of ``key``, oldest first (``recency``); ``[]`` when the key does not exist.
+
+        Key Vault's current version is asked for too: ``created`` has whole seconds, and when two versions share one,
+        only Key Vault knows which is newer.
+        """
         client = self._client(key)
         try:
+            latest = client.get_key(key.name)
+            self._remember(latest)
             properties = list(client.list_properties_of_key_versions(key.name, max_page_size=25))
-            versions = [self._version(client, p) for p in properties]
+            versions = [self._version(client, p, latest=p.version == latest.properties.version) for p in properties]
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
             raise translate(
                 exc, action="list key versions", resource=key.id, permission=f"keys/list on vault {key.vault_url}"
             ) from exc
-        return sorted(versions, key=lambda v: v.created_on)
+        return sorted(versions, key=recency)
 
     def create_version(
         self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]
@@ -94,27 +100,27 @@ class KeyVaultAdapter:
             raise translate(
                 exc, action="create a key version", resource=key.id, permission=f"keys/create on vault {key.vault_url}"
             ) from exc
-        material = _Material.of(created)
+        material = self._remember(created)
         if material.size != RSA_SIZE:
             raise InvalidRequest(
                 f"Key Vault created version {created.properties.version} of {key.id} with {material.size} bits"
             )
-        with self._lock:
-            self._material[str(created.properties.version)] = material
-        return _to_model(created.properties, material)
+        return _to_model(created.properties, material, latest=True)
 
-    def _version(self, client: KeyClient, properties: KeyProperties) -> KeyVersion:
+    def _remember(self, key: KeyVaultKey) -> _Material:
+        material = _Material.of(key)
+        with self._lock:
+            self._material[str(key.properties.version)] = material
+        return material
+
+    def _version(self, client: KeyClient, properties: KeyProperties, *, latest: bool) -> KeyVersion:
         """A listed version; its key material is fetched (once) only for enabled versions, the only usable ones."""
         material = _Material()
         if properties.enabled and properties.version:
             with self._lock:
                 cached = self._material.get(properties.version)
-            if cached is None:
-                cached = _Material.of(client.get_key(properties.name, properties.version))
-                with self._lock:
-                    self._material[properties.version] = cached
-            material = cached
-        return _to_model(properties, material)
+            material = cached or self._remember(client.get_key(properties.name, properties.version))
+        return _to_model(properties, material, latest=latest)
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,7 @@ class _Material:
         )
 
 
-def _to_model(p: KeyProperties, material: _Material) -> KeyVersion:
+def _to_model(p: KeyProperties, material: _Material, *, latest: bool) -> KeyVersion:
     level = p.recovery_level
     return KeyVersion(
         version=str(p.version),
@@ -148,4 +154,5 @@ def _to_model(p: KeyProperties, material: _Material) -> KeyVersion:
         key_ops=material.key_ops,
         tags=dict(p.tags or {}),
         recovery_level=None if level is None else str(getattr(level, "value", level)),
+        latest=latest,
     )

@@ -220,6 +220,14 @@ class KeyVersion:
     key_ops: tuple[str, ...]
     tags: Mapping[str, str]
     recovery_level: str | None
+    latest: bool = False  # Key Vault's current version (what GET /keys/{name} returns); breaks ties in created_on
+
+
+def recency(version: KeyVersion) -> tuple[datetime, bool, str]:
+    """The one order of versions, oldest first. ``created_on`` has whole seconds, so two versions created in one
+    second tie; Key Vault's current version then wins, and the version id settles the rest, so every run picks the
+    same "newest" version and accounts are never flipped between two."""
+    return version.created_on, version.latest, version.version
 
 
 @dataclass(frozen=True)
@@ -298,7 +306,7 @@ class Observation:
     @property
     def current(self) -> KeyVersion | None:
         """The key's current version: the newest by ``created_on`` (what Key Vault returns for the bare key)."""
-        return max(self.versions, key=lambda v: v.created_on, default=None)
+        return max(self.versions, key=recency, default=None)
 
 
 class Severity(StrEnum):

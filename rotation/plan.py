@@ -38,6 +38,7 @@ from rotation.model import (
     Severity,
     Trigger,
     VersionSpec,
+    recency,
 )
 from rotation.policies import PolicyInput, has_supported_shape, is_due, is_usable, needs_new_version, select_target
 from rotation.preflight import preflight
@@ -94,13 +95,13 @@ def _adoptable(obs: Observation, renewal: RenewalPolicy) -> KeyVersion | None:
         and is_usable(v, obs.now)
         and not is_due(v, obs.now, renewal)
     ]
-    return max(mine, key=lambda v: v.created_on, default=None)
+    return max(mine, key=recency, default=None)
 
 
 def _version_spec(obs: Observation, renewal: RenewalPolicy, reason: Reason, app_name: str) -> VersionSpec:
     """RSA 2048 like the newest enabled good version (same kty and key_ops), expiring after the key lifetime."""
     good = [v for v in obs.versions if v.enabled and has_supported_shape(v)]
-    reference = max(good, key=lambda v: v.created_on)
+    reference = max(good, key=recency)
     return VersionSpec(
         kty=reference.kty or "RSA",
         key_ops=reference.key_ops or DEFAULT_KEY_OPS,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from rotation.model import SUPPORTED_KEY_SIZE, SUPPORTED_KEY_TYPES, KeyVersion, RenewalPolicy
+from rotation.model import SUPPORTED_KEY_SIZE, SUPPORTED_KEY_TYPES, KeyVersion, RenewalPolicy, recency
 from rotation.reasons import Reason
 
 
@@ -64,7 +64,7 @@ def is_usable(version: KeyVersion, now: datetime) -> bool:
 def select_target(versions: Iterable[KeyVersion], now: datetime, renewal: RenewalPolicy) -> KeyVersion | None:
     """The newest (by ``created_on``) version that is usable now and not due, or None."""
     candidates = [v for v in versions if is_usable(v, now) and not is_due(v, now, renewal)]
-    return max(candidates, key=lambda v: v.created_on, default=None)
+    return max(candidates, key=recency, default=None)
 
 
 def forced(i: PolicyInput) -> PolicyHit | None:

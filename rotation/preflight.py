@@ -36,6 +36,7 @@ from rotation.model import (
     Severity,
     Target,
     normalize_location,
+    recency,
 )
 from rotation.policies import has_supported_shape
 from rotation.reasons import Reason
@@ -83,7 +84,7 @@ def key_type_supported(obs: Observation) -> Finding | None:
 
 def purge_protected(obs: Observation) -> Finding | None:
     levels = [v for v in obs.versions if v.recovery_level]
-    newest = max(levels, key=lambda v: v.created_on, default=None)
+    newest = max(levels, key=recency, default=None)
     if newest is not None and newest.recovery_level is not None and "Purgeable" in newest.recovery_level:
         return _block(
             Reason.PURGE_PROTECTION_DISABLED,

@@ -59,6 +59,7 @@ def version(
     size: int | None = 2048,
     tags: Mapping[str, str] | None = None,
     recovery_level: str | None = "Recoverable",
+    latest: bool = False,
 ) -> KeyVersion:
     return KeyVersion(
         version=name,
@@ -71,6 +72,7 @@ def version(
         key_ops=("wrapKey", "unwrapKey"),
         tags=dict(tags or {}),
         recovery_level=recovery_level,
+        latest=latest,
     )
 
 
