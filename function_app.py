@@ -2,6 +2,7 @@
 ``rotation.app.RotationApp``, map its result to the trigger's answer. No SDK client is built here.
 
     on_key_event        Event Grid  Key Vault key events, both schemas     → record + enqueue
+    on_queued_key_event queue       key-events (Event Grid's storage-queue delivery, for apps without a public endpoint)
     rotation_sweep      timer       %ROTATION_SCHEDULE%                     → enqueue due or drifting keys
     submit_rotation     HTTP POST   /api/rotations                          → 202 + status URL (200 plan on dry run)
     get_rotation        HTTP GET    /api/rotations/{request_id}             → the ledger row
@@ -38,11 +39,29 @@ def _misconfigured(exc: ConfigError) -> func.HttpResponse:
 @app.event_grid_trigger(arg_name="event")
 def on_key_event(event: func.EventGridEvent) -> None:
     # The library hands a CloudEvent for the CloudEvents schema and an EventGridEvent otherwise.
-    if isinstance(event, func.CloudEvent):
-        event_type, data = event.type, event.data
-    else:
-        event_type, data = event.event_type, event.get_json()
+    event_type = event.type if isinstance(event, func.CloudEvent) else event.event_type
+    data = event.get_json()  # both classes keep the payload's "data" there; CloudEvent has no .data attribute
     current_app().on_key_event(event_id=event.id, event_type=event_type, subject=event.subject, data=data)
+
+
+@app.queue_trigger(arg_name="message", queue_name="key-events", connection="AzureWebJobsStorage")
+def on_queued_key_event(message: func.QueueMessage) -> None:
+    # Event Grid's storage-queue destination writes one event per message, in the subscription's schema.
+    try:
+        event = json.loads(message.get_body())
+    except ValueError:
+        log.warning("rotation.event_ignored", extra={"why": "a key-events message is not JSON"})
+        return
+    if not isinstance(event, dict):
+        log.warning("rotation.event_ignored", extra={"why": "a key-events message is not one event object"})
+        return
+    cloud = "specversion" in event
+    current_app().on_key_event(
+        event_id=event.get("id"),
+        event_type=event.get("type" if cloud else "eventType"),
+        subject=event.get("subject"),
+        data=event.get("data"),
+    )
 
 
 @app.timer_trigger(schedule="%ROTATION_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)

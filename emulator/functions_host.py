@@ -6,14 +6,17 @@ becomes a ``QueueMessage`` with the host's metadata; an HTTP request becomes an 
 like the queue extension: a function that returns has its message deleted; one that raises leaves it to reappear, and
 after ``max_dequeue_count`` deliveries the message moves to ``<queue>-poison``.
 
-It calls the functions registered on the app's ``FunctionApp`` (``get_functions()``, read once, as the host does) and
-never patches them.
+It calls the functions registered on the app's ``FunctionApp`` and never patches them. ``get_functions()`` may be
+called only once per ``FunctionApp`` (a second call raises ``ValueError``), so ``registered_functions`` reads it once
+per app and process, as the host does, and every ``FunctionsHost`` of that app shares the result.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -27,10 +30,21 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 log = logging.getLogger("emulator.functions_host")
 
+_registered: weakref.WeakKeyDictionary[func.FunctionApp, dict[str, func.Function]] = weakref.WeakKeyDictionary()
+_registered_lock = threading.Lock()
+
+
+def registered_functions(app: func.FunctionApp) -> Mapping[str, func.Function]:
+    """The app's functions by name, from its one allowed ``get_functions()`` call."""
+    with _registered_lock:
+        if app not in _registered:
+            _registered[app] = {f.get_function_name(): f for f in app.get_functions()}
+        return _registered[app]
+
 
 class FunctionsHost:
     def __init__(self, app: func.FunctionApp, storage_connection_string: str, *, max_dequeue_count: int = 5) -> None:
-        self._functions = {f.get_function_name(): f for f in app.get_functions()}
+        self._functions = registered_functions(app)
         self._connection = storage_connection_string
         self.max_dequeue_count = max_dequeue_count
 

@@ -142,6 +142,9 @@ class Listener:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "azure-emulator"
+            # Headers and body go out in separate writes; with Nagle's algorithm and delayed ACKs each answer
+            # would wait ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # the call log records requests
                 pass

@@ -41,7 +41,7 @@ from rotation.model import (
     system_clock,
 )
 from rotation.notify import OutcomePublisher
-from rotation.status import key_status
+from rotation.status import target_status
 from rotation.storage import (
     FINAL_STATUSES,
     InvalidInput,
@@ -126,8 +126,13 @@ class RotationApp:
                 extra={"event_id": event_id, "key": event.key.id, "why": "the key is not in ROTATION_TARGETS"},
             )
             return None
+        try:
+            request_id = request_id_for(f"event-{event_id}", event.key.id)
+        except InvalidInput as exc:  # an id Event Grid never sends: too long, or not printable ASCII
+            log.warning("rotation.event_ignored", extra={"event_id": event_id[:100], "why": str(exc)})
+            return None
         request = RotationRequest(
-            request_id=request_id_for(f"event-{event_id}", event.key.id),
+            request_id=request_id,
             key=event.key,
             trigger=event.trigger,
             requested_at=self.clock(),
@@ -164,7 +169,7 @@ class RotationApp:
             return _error(413, "BodyTooLarge", f"the body has {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
         try:
             data = json.loads(body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             return _error(400, "InvalidJson", 'the body is not JSON; send {"key": "<key url>", "force": false}')
         if not isinstance(data, dict):
             return _error(400, "InvalidBody", 'the body must be a JSON object: {"key": "<key url>", "force": false}')
@@ -181,7 +186,7 @@ class RotationApp:
             )
         try:
             key = KeyRef.parse(data["key"])
-        except ValueError as exc:
+        except ValueError as exc:  # KeyRef.parse names the bad URL and the expected shape
             return _error(400, "InvalidKey", str(exc))
         if self.settings.target_for(key) is None:
             return _error(
@@ -215,7 +220,7 @@ class RotationApp:
 
     def fleet_status(self) -> Answer:
         """``GET /api/status``: the CLI's ``status --json``."""
-        keys = [key_status(self.engine, self.settings, t, trigger=Trigger.HTTP) for t in self.settings.targets]
+        keys = [target_status(self.engine, self.settings, t, trigger=Trigger.HTTP) for t in self.settings.targets]
         return Answer(200, {"keys": keys})
 
     # Queue worker ------------------------------------------------------------------------------------------------

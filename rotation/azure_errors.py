@@ -1,6 +1,7 @@
 """Translate azure-core exceptions into the engine's few error classes, each with a message that says what to fix.
 
     AzureError
+    ├── ClientAuthenticationError from the credential → PermissionDenied (no token: no identity, or not signed in)
     ├── ServiceRequestError / ServiceResponseError   → TransientError   (the connection failed; retrying is safe)
     └── HttpResponseError
         ├── 401, 403                                 → PermissionDenied (grant the identity the named permission)
@@ -17,7 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from rotation.errors import (
     ConflictError,
@@ -55,6 +62,12 @@ def translate(exc: AzureError, *, action: str, resource: str, permission: str) -
 
     ``permission`` names what the identity needs for ``action``, e.g. ``"keys/create on vault https://kv.vault.azure.net"``.
     """
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        # Raised by the credential before any request: no identity, or a sign-in that cannot succeed by retrying.
+        return PermissionDenied(
+            f"could not get a token to {action} on {resource}: {detail(exc)}; in Azure, check the managed identity and "
+            "AZURE_CLIENT_ID; on a workstation, sign in (az login)"
+        )
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return TransientError(f"could not reach {resource} to {action}: {detail(exc)}")
     if not isinstance(exc, HttpResponseError) or exc.status_code is None:

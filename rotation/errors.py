@@ -67,7 +67,8 @@ class InvalidRequest(PermanentError):
     reason: ClassVar[Reason] = Reason.INVALID_REQUEST
 
 
-class ConfigError(RotationError):
-    """A bad setting or input; the message names the setting or value and how to fix it (CLI exit code 2)."""
+class ConfigError(RotationError, ValueError):
+    """A bad setting or input; the message names the setting or value and how to fix it (CLI exit code 2).
+    A ``ValueError`` too, so parsing code can catch bad values the usual way."""
 
     reason: ClassVar[Reason] = Reason.CONFIG_ERROR

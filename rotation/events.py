@@ -38,9 +38,11 @@ class KeyEvent:
     version: str | None
 
 
-def parse_key_event(*, event_id: str, event_type: str, subject: str | None, data: Any) -> KeyEvent:
+def parse_key_event(*, event_id: object, event_type: object, subject: object, data: Any) -> KeyEvent:
     """The key a Key Vault key event is about. Raises ``EventRejected`` for anything else."""
-    trigger = KEY_EVENT_TYPES.get((event_type or "").strip())
+    if not isinstance(event_id, str) or not event_id.strip():
+        raise EventRejected(f"the event has no id (got {event_id!r:.60}); Event Grid gives every event one")
+    trigger = KEY_EVENT_TYPES.get(event_type.strip()) if isinstance(event_type, str) else None
     if trigger is None:
         raise EventRejected(f"event type {event_type!r} is not a Key Vault key event this service handles")
     if not isinstance(data, Mapping):
@@ -57,7 +59,7 @@ def parse_key_event(*, event_id: str, event_type: str, subject: str | None, data
             raise EventRejected(f"event {event_id!r} names no vault and key (no usable Id, VaultName or ObjectName)")
         try:
             key = KeyRef.parse(f"https://{vault}{_KEY_VAULT_DNS_SUFFIX}/keys/{name}")
-        except ValueError as exc:
+        except ValueError as exc:  # KeyRef.parse names what is wrong with the vault or key name
             raise EventRejected(f"event {event_id!r}: {exc}") from exc
     return KeyEvent(event_id=event_id, trigger=trigger, key=key, version=version or _text(fields.get("version")))
 
@@ -73,11 +75,11 @@ def _from_id(kid: str | None) -> tuple[KeyRef | None, str | None]:
     """``https://<vault>/keys/<name>[/<version>]`` → (key, version); (None, None) when it does not parse."""
     if not kid:
         return None, None
-    split = urlsplit(kid)
-    parts = [p for p in split.path.split("/") if p]
-    if split.scheme != "https" or len(parts) not in (2, 3) or parts[0] != "keys":
-        return None, None
     try:
+        split = urlsplit(kid)  # ValueError for e.g. an unclosed "[" in the host
+        parts = [p for p in split.path.split("/") if p]
+        if split.scheme != "https" or len(parts) not in (2, 3) or parts[0] != "keys":
+            return None, None
         key = KeyRef.parse(f"https://{split.netloc}/keys/{parts[1]}")
     except ValueError:
         return None, None

@@ -7,8 +7,10 @@ Event types: ``CmkRotation.Planned``, ``CmkRotation.Succeeded``, ``CmkRotation.F
 ``source`` is ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the ledger's view of the
 request (request id, key, trigger, reason, status, versions, per-account results, error). No tokens or keys.
 
-azure-eventgrid's public client drops constructor keyword arguments for basic topics, so transport options (such as
-the emulator's CA bundle) are passed to every ``send`` instead.
+azure-eventgrid's public ``EventGridPublisherClient`` drops constructor keyword arguments for basic topics, and
+per-call ones also leak into every CloudEvent as unknown attributes (a warning per event). So this module uses the
+basic-topic client the public one wraps (``azure.eventgrid._legacy``, pinned with the package), which takes transport
+and retry options at construction like every other Azure SDK client.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.core.exceptions import AzureError
 from azure.core.messaging import CloudEvent
-from azure.eventgrid import EventGridPublisherClient
+from azure.eventgrid._legacy import EventGridPublisherClient
 
 from rotation.azure_errors import detail
 
@@ -41,11 +43,10 @@ class OutcomePublisher:
         credential: AzureKeyCredential | TokenCredential,
         *,
         app_name: str,
-        **send_kwargs: Any,
+        **client_kwargs: Any,
     ) -> None:
-        self._client = EventGridPublisherClient(endpoint, credential)
+        self._client = EventGridPublisherClient(endpoint, credential, **{"retry_total": 3, **client_kwargs})
         self._source = f"/aoai-cmk-rotation/{app_name}"
-        self._send_kwargs = {"retry_total": 3, **send_kwargs}
 
     def publish(self, status: str, outcome: Mapping[str, Any]) -> bool:
         """Publish one outcome; True when the topic accepted it. Never raises for a publishing failure."""
@@ -56,7 +57,7 @@ class OutcomePublisher:
             data=dict(outcome),
         )
         try:
-            self._client.send([event], **self._send_kwargs)
+            self._client.send([event])
         except AzureError as exc:
             log.warning(
                 "rotation.publish_failed",

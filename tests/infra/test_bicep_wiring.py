@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import function_app
+from emulator.functions_host import registered_functions
 from rotation import config
 from rotation.events import KEY_EVENT_TYPES
 from rotation.storage import LEDGER_TABLE, LOCKS_CONTAINER, REQUESTS_QUEUE
@@ -419,6 +421,11 @@ def test_event_subscription_targets_the_event_grid_function_or_the_key_events_qu
     assert _value(body, "destination") == "delivery == 'AzureFunction' ? functionDestination : null"
     assert _value(body, "deliveryWithResourceIdentity") == "delivery == 'StorageQueue' ? queueDelivery : null"
     assert _value(_blocks(APP)["keyEventsQueue"].body, "name") == "keyEventsQueueName"
+
+
+def test_the_key_events_queue_is_the_one_a_function_reads() -> None:
+    queued = registered_functions(function_app.app)["on_queued_key_event"].get_bindings()[0].get_dict_repr()
+    assert _vars(APP)["keyEventsQueueName"] == queued["queueName"]
 
 
 def test_event_subscription_retries_explicitly_and_dead_letters() -> None:

@@ -1,0 +1,162 @@
+"""``make demo``: the rotation service end to end on the local emulator and a real Azurite, in under a minute.
+
+No Azure account and no Functions host: the demo calls the app's own trigger functions (``function_app.py``) through
+``emulator.functions_host``, which converts wire JSON with the ``azure.functions`` library as the host does. In Azure,
+``func start`` or the Functions runtime does the same wiring for real.
+
+Every step states what it expects; the demo stops with exit code 1 at the first expectation that fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import function_app
+from emulator import Emulator
+from emulator.azurite import Azurite
+from emulator.functions_host import FunctionsHost
+from rotation import cli
+from rotation.app import RotationApp, configure
+from rotation.connection import AzureConnection
+
+KEY = "aoai-cmk"
+OTHER_KEY = "other-cmk"
+
+
+class ExpectationFailed(Exception):
+    pass
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise ExpectationFailed(what)
+    print(f"   ok  {what}")
+
+
+def step(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def main() -> int:
+    started = time.monotonic()
+    with Emulator() as azure, Azurite() as storage:
+        vault = azure.add_vault("contoso-cmk", purge_protection=True)
+        current = vault.create_key(KEY, exp=datetime.now(UTC) + timedelta(days=20), key_ops=["wrapKey", "unwrapKey"])
+        other = vault.create_key(OTHER_KEY, exp=datetime.now(UTC) + timedelta(days=200))
+
+        def cmk(record: Any) -> dict[str, Any]:
+            return {
+                "keySource": "Microsoft.KeyVault",
+                "keyVaultProperties": {"keyName": record.name, "keyVersion": record.version, "keyVaultUri": vault.url},
+            }
+
+        names = ["openai-east-1", "openai-east-2", "openai-east-3"]
+        accounts = [azure.arm.add_account(n, encryption=cmk(current))["id"] for n in names]
+        bystander = azure.arm.add_account("openai-other-key", encryption=cmk(other))["id"]
+        targets = [{"key": f"{vault.url}/keys/{KEY}", "accounts": accounts}]
+        env = {"AzureWebJobsStorage": storage.connection_string, "ROTATION_TARGETS": json.dumps(targets)}
+        connection = AzureConnection(
+            azure.credential(),
+            arm_endpoint=azure.arm_url,
+            ca_bundle=azure.ca_bundle,
+            verify_challenge_resource=False,
+            polling_interval=0.1,
+        )
+        app = RotationApp.build(env, connection=connection)
+        app.queue.ensure()
+        app.ledger.ensure()
+        configure(app)
+        host = FunctionsHost(function_app.app, storage.connection_string)
+        key_events: list[dict[str, Any]] = []
+        azure.eventgrid.subscribe(endpoint=key_events.append)
+
+        def versions() -> list[str]:
+            return [v.version for v in vault.versions(KEY)]
+
+        def account_versions() -> set[str]:
+            found = set()
+            for name in names:
+                props = azure.arm.account("rg-ai", name)["properties"]
+                found.add(props["encryption"]["keyVaultProperties"]["keyVersion"])
+                expect(props["provisioningState"] == "Succeeded", f"{name} is Succeeded")
+            return found
+
+        print(f"Seeded vault {vault.url} with key {KEY} (expires in 20 days), {len(names)} accounts on it,")
+        print(f"and one account on {OTHER_KEY}. Storage: Azurite. Emulator CA: {azure.ca_bundle}")
+
+        step("1. Key Vault sends KeyNearExpiry: on_key_event -> queue -> rotation_worker")
+        azure.eventgrid.scan()
+        azure.eventgrid.wait_idle()
+        near = [e for e in key_events if e["eventType"] == "Microsoft.KeyVault.KeyNearExpiry"]
+        expect(len(near) == 1, "the emulator's Event Grid delivered one KeyNearExpiry event")
+        host.deliver_events("on_key_event", near)
+        host.pump("rotation_worker")
+        expect(len(versions()) == 2, "exactly one new key version was created")
+        new_version = versions()[-1]
+        expect(account_versions() == {new_version}, f"all three accounts are verified on {new_version[:8]}…")
+
+        step("2. The same event is delivered again")
+        host.deliver_events("on_key_event", near)
+        host.pump("rotation_worker")
+        expect(len(versions()) == 2, "no new version")
+
+        step("3. Our own KeyNewVersionCreated event arrives")
+        azure.eventgrid.wait_idle()
+        created = [e for e in key_events if e["eventType"] == "Microsoft.KeyVault.KeyNewVersionCreated"]
+        ours = [e for e in created if e["data"]["Version"] == new_version]
+        expect(len(ours) == 1, "Key Vault announced the version the service created")
+        host.deliver_events("on_key_event", ours)
+        host.pump("rotation_worker")
+        expect(len(versions()) == 2, "KeyNewVersionCreated created no version")
+
+        step("4. A manual forced rotation, POSTed twice with one Idempotency-Key")
+        body = json.dumps({"key": f"{vault.url}/keys/{KEY}", "force": True}).encode()
+        headers = {"Idempotency-Key": "change-4711", "Content-Type": "application/json"}
+        answers = [host.http("submit_rotation", "POST", "/api/rotations", body=body, headers=headers) for _ in range(2)]
+        ids = {json.loads(a.get_body())["request_id"] for a in answers}
+        expect([a.status_code for a in answers] == [202, 202], "both POSTs were accepted (202)")
+        expect(len(ids) == 1, "both POSTs name the same request")
+        host.pump("rotation_worker")
+        host.pump("rotation_worker")
+        expect(len(versions()) == 3, "the forced rotation created exactly one version")
+        forced_version = versions()[-1]
+        expect(account_versions() == {forced_version}, "all three accounts are verified on the forced version")
+        (request_id,) = ids
+        row = json.loads(
+            host.http(
+                "get_rotation", "GET", f"/api/rotations/{request_id}", route_params={"request_id": request_id}
+            ).get_body()
+        )
+        expect(row["status"] == "succeeded", f"GET /api/rotations/{request_id[:8]}… says succeeded")
+
+        step("5. The timer sweep")
+        host.fire_timer("rotation_sweep")
+        expect(host.pump("rotation_worker") == 0, "the sweep found nothing due and enqueued nothing")
+        expect(len(versions()) == 3, "no new version")
+        other_props = azure.arm.account("rg-ai", "openai-other-key")["properties"]["encryption"]["keyVaultProperties"]
+        expect(other_props["keyVersion"] == other.version, f"the account on {OTHER_KEY} was never touched")
+        expect(len(vault.versions(OTHER_KEY)) == 1, f"{OTHER_KEY} has no new version")
+        del bystander
+
+        step("6. Final status and ledger")
+        cli.main(["status"], env=env, connection=connection)
+        print()
+        for entry in app.ledger.list_requests():
+            print(
+                f"  {entry.created_at:%H:%M:%S}  {entry.trigger:<22} {entry.status:<10} {entry.reason:<16} "
+                f"{(entry.from_version or '-')[:8]:<9} -> {(entry.to_version or '-')[:8]:<9} {entry.request_id}"
+            )
+    print(f"\nDemo passed in {time.monotonic() - started:.1f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ExpectationFailed as exc:
+        print(f"\nDEMO FAILED: expected that {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,5 @@
+"""``python -m rotation``: the operator CLI (rotation/cli.py). Must never hold logic of its own."""
+
+from rotation.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,576 @@
+"""The operator CLI, ``python -m rotation``: the engine for one person at a terminal, with the app's own settings.
+
+::
+
+    status      per key: its versions (enabled, created, expires, days left) and each account's version,
+                provisioning state and drift from the target version                                    reads
+    plan        a dry run for every target (or --key): what would change and why                        reads
+    preflight   what blocks a rotation: a vault without purge protection, a key that is not RSA 2048,
+                an account without identity or on another key ...                                      reads
+    rotate      reconcile one key now (--key; --force creates a version even if none is due;
+                --dry-run only plans)                                                                   writes
+    reconcile   reconcile every target                                                                  writes
+
+Settings come from the environment, as in the Functions app (``Settings.from_env``); ``--targets FILE`` replaces
+``ROTATION_TARGETS`` with a file in the same JSON format. Output is aligned plain-text tables; ``--json`` prints only
+JSON on stdout (``RotationPlan.to_dict`` and ``RotationOutcome.to_dict`` for plans and outcomes). While accounts are
+updated, each engine event (version created, account updated, account failed) is one progress line on stderr.
+
+Exit codes: 0 ok; 1 a rotation failed or would fail (a blocked plan, a blocking preflight finding, Azure refused a
+request); 2 bad input or configuration (a bad setting or option, a bad key URL, a key outside the targets, a key or
+account in the targets that does not exist), found by reading before anything is written and reported as one line
+``error: ...``. A CLI run sends one request per key (a new uuid4, trigger ``cli``). When the Functions app's storage is
+configured (``AzureWebJobsStorage``), ``rotate`` and ``reconcile`` hold the key's lock as the worker does.
+
+Not checked: the role assignments of an account's identity on its key (the Key Vault data plane cannot list them).
+This module must never print a traceback for bad input, never print a token, key material or connection string, and
+never write anything in ``status``, ``plan``, ``preflight`` or ``rotate --dry-run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from azure.core.exceptions import AzureError
+
+from rotation.config import TARGETS, Settings, parse_targets
+from rotation.connection import AzureConnection
+from rotation.engine import RotationEngine
+from rotation.errors import ConfigError, NotFound, RotationError, TransientError
+from rotation.log import LOGGER_NAME, Event
+from rotation.model import (
+    AccountAction,
+    AccountRef,
+    Clock,
+    Finding,
+    KeyRef,
+    Observation,
+    RotationOutcome,
+    RotationPlan,
+    RotationRequest,
+    Severity,
+    Status,
+    Target,
+    Trigger,
+    shown,
+    system_clock,
+)
+from rotation.plan import decide
+from rotation.preflight import preflight
+from rotation.status import iso, key_status
+from rotation.storage import InvalidInput, StorageAccount
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+PROG = "python -m rotation"
+ROLE_NOTE = (
+    "not checked: whether each account's identity holds Key Vault Crypto Service Encryption User (or get, wrapKey "
+    "and unwrapKey) on its key, because the Key Vault data plane cannot list role assignments; check with "
+    "`az role assignment list --assignee <principal id> --scope <vault id>/keys/<key name>`"
+)
+STORAGE_SETTINGS = ("AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__blobServiceUri")
+
+
+class _UsageError(Exception):
+    """argparse's complaint about the command line: one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _parser() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--targets", metavar="FILE", type=Path, help=f"a JSON file in the {TARGETS} format; replaces {TARGETS}"
+    )
+    common.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    parser = _Parser(
+        prog=PROG,
+        description="Rotate the customer-managed keys of Azure OpenAI accounts. Settings come from the environment, "
+        f"as in the Functions app ({TARGETS}, ROTATION_KEY_LIFETIME, ROTATION_RENEW_BEFORE ...).",
+        epilog="exit codes: 0 ok, 1 a rotation failed or would fail, 2 bad input or configuration",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "status",
+        parents=[common],
+        help="each key's versions and each account's version and drift",
+        description="Per key: every version (enabled, created, expires, days left), and each account's key version, "
+        "provisioning state and drift from the target version. Reads only.",
+    )
+    plan = commands.add_parser(
+        "plan",
+        parents=[common],
+        help="dry run: what would change and why",
+        description="A dry run for every target: what reconcile would do now, and why. Reads only. Exits 1 when a "
+        "plan is blocked (the rotation would fail).",
+    )
+    plan.add_argument("--key", metavar="URL", help="only this key: https://<vault>.vault.azure.net/keys/<name>")
+    rotate = commands.add_parser(
+        "rotate",
+        parents=[common],
+        help="reconcile one key now",
+        description="Reconcile one key: create a version if one is due (or with --force), point every account at "
+        "the target version and verify that it reports it.",
+    )
+    rotate.add_argument("--key", metavar="URL", required=True, help="https://<vault>.vault.azure.net/keys/<name>")
+    rotate.add_argument("--force", action="store_true", help="create a new version even if none is due")
+    rotate.add_argument("--dry-run", action="store_true", help="only print the plan; change nothing")
+    commands.add_parser(
+        "reconcile",
+        parents=[common],
+        help="reconcile every target",
+        description="Reconcile every target key and its accounts, as the timer sweep does.",
+    )
+    commands.add_parser(
+        "preflight",
+        parents=[common],
+        help="what would block a rotation (run it before deploying)",
+        description="Report what blocks a rotation: a vault without purge protection, a key that is not RSA or "
+        "RSA-HSM 2048, an account without a managed identity or on another key, and warnings. Reads only. Exits 1 "
+        f"when anything blocks. {ROLE_NOTE[0].upper()}{ROLE_NOTE[1:]}.",
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    connection: AzureConnection | None = None,
+    clock: Clock | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one command; return the exit code. ``env`` defaults to ``os.environ``, ``connection`` to
+    ``AzureConnection.default`` (the demo and the tests pass the emulator's), ``out``/``err`` to stdout/stderr."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except _UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_BAD_INPUT
+    environment = os.environ if env is None else env
+    try:
+        settings = _settings(environment, args.targets)
+        azure = connection or AzureConnection.default(settings)
+        now = clock or system_clock
+        engine = RotationEngine(azure.key_vault(), azure.accounts(), settings, clock=now)
+        run = _Run(settings, engine, environment, now, out, err, args.json)
+        return COMMANDS[args.command](run, args)
+    except ConfigError as exc:
+        err.write(f"error: {_one_line(exc)}\n")
+        return EXIT_BAD_INPUT
+    except RotationError as exc:
+        err.write(f"error: {_one_line(exc)}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.write("interrupted; run the same command again: every step is safe to repeat\n")
+        return EXIT_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class _Run:
+    settings: Settings
+    engine: RotationEngine
+    env: Mapping[str, str]
+    clock: Clock
+    out: TextIO
+    err: TextIO
+    as_json: bool
+
+    def request(self, key: KeyRef, *, force: bool = False) -> RotationRequest:
+        return RotationRequest(str(uuid.uuid4()), key, Trigger.CLI, force=force, requested_at=self.clock())
+
+    def print_json(self, value: object) -> None:
+        self.out.write(json.dumps(value, indent=2) + "\n")
+
+    def print(self, lines: Sequence[str]) -> None:
+        self.out.write("".join(line + "\n" for line in lines))
+
+
+def _settings(env: Mapping[str, str], targets_file: Path | None) -> Settings:
+    """The app settings from ``env``; with ``--targets FILE``, the file's content replaces ROTATION_TARGETS."""
+    if targets_file is None:
+        return Settings.from_env(env)
+    where = f"--targets {shown(str(targets_file))}"
+    try:
+        text = targets_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{where} cannot be read ({why}); give a UTF-8 JSON file in the {TARGETS} format") from exc
+    try:
+        parse_targets(text.strip() or None)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(TARGETS, where, 1)) from exc
+    return Settings.from_env({**env, TARGETS: text})
+
+
+def _targets(run: _Run, key_text: str | None) -> tuple[Target, ...]:
+    """Every configured target, or only the one of ``--key``; a key outside the targets is bad input."""
+    if key_text is None:
+        return run.settings.targets
+    key = KeyRef.parse(key_text)
+    target = run.settings.target_for(key)
+    if target is None:
+        raise ConfigError(
+            f"key {key.id} is not in {TARGETS}; the service acts only on configured targets: add it there (or to "
+            "the --targets file) with its accounts"
+        )
+    return (target,)
+
+
+def _observe(run: _Run, requests: Sequence[RotationRequest]) -> list[Observation]:
+    """Gather every request's key and accounts (reads only); a key or account that does not exist is bad input."""
+    observations = [run.engine.gather(request) for request in requests]
+    missing = [
+        f"key {obs.target.key.id} does not exist (it has no versions)" for obs in observations if not obs.versions
+    ]
+    missing += [
+        f"account {account.id} does not exist"
+        for obs in observations
+        for account, error in obs.unreadable.items()
+        if isinstance(error, NotFound)
+    ]
+    if missing:
+        raise ConfigError(f"{'; '.join(missing)}; create it or correct {TARGETS} (or the --targets file)")
+    return observations
+
+
+def _plan(run: _Run, obs: Observation) -> RotationPlan:
+    return decide(obs, run.settings.renewal, app_name=run.settings.app_name)
+
+
+# Commands ------------------------------------------------------------------------------------------------------------
+
+
+def _status_command(run: _Run, args: argparse.Namespace) -> int:
+    observations = _observe(run, [run.request(t.key) for t in run.settings.targets])
+    reports = [key_status(obs, _plan(run, obs)) for obs in observations]
+    if run.as_json:
+        run.print_json(reports)
+    else:
+        run.print([line for report in reports for line in _render_status(report)])
+    return EXIT_OK
+
+
+def _plan_command(run: _Run, args: argparse.Namespace) -> int:
+    return _dry_run(run, _targets(run, args.key), single=False)
+
+
+def _rotate_command(run: _Run, args: argparse.Namespace) -> int:
+    targets = _targets(run, args.key)
+    if args.dry_run:
+        return _dry_run(run, targets, single=True, force=args.force)
+    return _reconcile(run, targets, single=True, force=args.force)
+
+
+def _reconcile_command(run: _Run, args: argparse.Namespace) -> int:
+    return _reconcile(run, run.settings.targets, single=False)
+
+
+def _preflight_command(run: _Run, args: argparse.Namespace) -> int:
+    observations = _observe(run, [run.request(t.key) for t in run.settings.targets])
+    reports = [(obs.target, preflight(obs)) for obs in observations]
+    blocked = any(f.severity is Severity.BLOCK for _, findings in reports for f in findings)
+    if run.as_json:
+        run.print_json(
+            [
+                {
+                    "key": target.key.id,
+                    "blocked": any(f.severity is Severity.BLOCK for f in findings),
+                    "findings": [f.to_dict() for f in findings],
+                }
+                for target, findings in reports
+            ]
+        )
+    else:
+        lines = [line for target, findings in reports for line in _render_findings(target, findings)]
+        run.print([*lines, f"note: {ROLE_NOTE}"])
+    return EXIT_FAILED if blocked else EXIT_OK
+
+
+COMMANDS = {
+    "status": _status_command,
+    "plan": _plan_command,
+    "rotate": _rotate_command,
+    "reconcile": _reconcile_command,
+    "preflight": _preflight_command,
+}
+
+
+def _dry_run(run: _Run, targets: Sequence[Target], *, single: bool, force: bool = False) -> int:
+    plans = [_plan(run, obs) for obs in _observe(run, [run.request(t.key, force=force) for t in targets])]
+    if run.as_json:
+        run.print_json(plans[0].to_dict() if single else [p.to_dict() for p in plans])
+    else:
+        run.print([line for plan in plans for line in _render_plan(plan)])
+    would_fail = any(p.blocked or any(a.action is AccountAction.BLOCKED for a in p.accounts) for p in plans)
+    return EXIT_FAILED if would_fail else EXIT_OK
+
+
+def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: bool = False) -> int:
+    """Check every target reads cleanly (bad configuration stops everything before any write), then reconcile each key
+    in turn; a key that fails does not stop the others."""
+    requests = [run.request(t.key, force=force) for t in targets]
+    _observe(run, requests)
+    with _progress(run.err):
+        outcomes = [_reconcile_key(run, request) for request in requests]
+    if run.as_json:
+        run.print_json(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
+    else:
+        run.print([line for outcome in outcomes for line in _render_outcome(outcome)])
+    return EXIT_FAILED if any(o.status is Status.FAILED for o in outcomes) else EXIT_OK
+
+
+def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
+    try:
+        with _key_lock(run.env, request.key):
+            return run.engine.reconcile(request)
+    except ConfigError:
+        raise
+    except RotationError as exc:
+        run.err.write(f"{request.key.name}: FAILED ({exc.reason.value}): {_one_line(exc)}\n")
+        return RotationOutcome.from_error(request, exc)
+
+
+@contextlib.contextmanager
+def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[None]:
+    """Hold the key's lock in the app's storage, as the worker does, when ``AzureWebJobsStorage`` is configured."""
+    if not any(env.get(name, "").strip() for name in STORAGE_SETTINGS):
+        yield
+        return
+    try:
+        lock = StorageAccount.from_settings(env).key_lock(key.id)
+        lock.acquire()  # LockHeld (a TransientError) when the worker is rotating this key right now
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from exc
+    except AzureError as exc:
+        status = getattr(exc, "status_code", None)
+        raise TransientError(
+            f"could not take the lock on {key.id} in the app's storage (AzureWebJobsStorage): "
+            f"{type(exc).__name__}{f' {status}' if status else ''}; check the setting and your access to it"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# Progress ------------------------------------------------------------------------------------------------------------
+
+
+class _Progress(logging.Handler):
+    """Renders the engine's structured events (rotation/log.py) as one line each, as they happen."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(logging.INFO)
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = _progress_line(record)
+        if line is not None:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+def _progress_line(record: logging.LogRecord) -> str | None:
+    event = getattr(record, "event", None)
+    key = str(getattr(record, "key", ""))
+    account = getattr(record, "account", None)
+    version = getattr(record, "version", None)
+    reason = getattr(record, "reason", None)
+    name = key.rsplit("/", 1)[-1]
+    detail = record.getMessage().split(": ", 1)[-1]
+    if event == Event.PLANNED and not getattr(record, "dry_run", False):
+        return f"{name}: {reason}: {detail}"
+    if event == Event.VERSION_CREATED:
+        return f"{name}: created version {version} ({reason})"
+    if event == Event.VERSION_ADOPTED:
+        return f"{name}: adopted version {version}, created for this request by an earlier attempt"
+    if event == Event.ACCOUNT_UPDATED and account:
+        return f"{name}: {_account_label(str(account))} ok: reports {version} and Succeeded"
+    if event == Event.FAILED and account:
+        return f"{name}: {_account_label(str(account))} FAILED ({reason}): {detail}"
+    return None
+
+
+@contextlib.contextmanager
+def _progress(stream: TextIO) -> Iterator[None]:
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = _Progress(stream)
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+# Rendering -----------------------------------------------------------------------------------------------------------
+
+
+def _render_status(report: Mapping[str, object]) -> list[str]:
+    target = report["target_version"] or ("a new version is due" if report["new_version_due"] else "none")
+    versions = _rows(report["versions"])
+    accounts = _rows(report["accounts"])
+    return [
+        str(report["key"]),
+        f"  target: {target}  ({report['reason']}: {report['message']})",
+        *_table(
+            ("VERSION", "ENABLED", "CREATED", "EXPIRES", "DAYS LEFT"),
+            [
+                (
+                    str(v["version"]),
+                    "yes" if v["enabled"] else "no",
+                    _short_time(v["created"]),
+                    _short_time(v["expires"]),
+                    _days_left(v["days_left"]),
+                )
+                for v in versions
+            ],
+        ),
+        *_table(
+            ("ACCOUNT", "KEY VERSION", "STATE", "DRIFT"),
+            [
+                (
+                    _account_label(str(a["account"])),
+                    str(a["key_version"] or "-"),
+                    str(a["provisioning_state"] or "-"),
+                    _drift(a),
+                )
+                for a in accounts
+            ],
+        ),
+        "",
+    ]
+
+
+def _drift(account: Mapping[str, object]) -> str:
+    action = account["action"]
+    if action == AccountAction.BLOCKED:
+        return f"blocked: {account['reason']}"
+    if action == AccountAction.REPOINT:
+        return "yes: will be repointed"
+    if action == AccountAction.WAIT:
+        return "no: waiting for Succeeded"
+    return "no" if account["drift"] is False else "-"
+
+
+def _render_plan(plan: RotationPlan) -> list[str]:
+    lines = [f"{plan.request.key.id}: {plan.reason.value}", f"  {plan.message}"]
+    if plan.create is not None:
+        lines.append(
+            f"  create: {plan.create.kty} 2048, expires {_short_time(iso(plan.create.expires_on))}, "
+            f"key_ops {','.join(plan.create.key_ops)}"
+        )
+    lines.append(f"  target: {plan.target_version or ('the new version' if plan.create else 'none')}")
+    lines += _table(
+        ("ACCOUNT", "ACTION", "REASON", "DETAIL"),
+        [(_account_label(a.account.id), a.action.value, a.reason.value, a.message) for a in plan.accounts],
+    )
+    lines += [f"  {f.severity.value}: {f.reason.value}: {f.message}" for f in plan.findings]
+    return [*lines, ""]
+
+
+def _render_outcome(outcome: RotationOutcome) -> list[str]:
+    created = " (created)" if outcome.created else ""
+    lines = [
+        f"{outcome.key.id}: {outcome.status.value} ({outcome.reason.value})",
+        f"  {outcome.message}",
+        f"  version: {outcome.from_version or '-'} -> {outcome.to_version or '-'}{created}",
+    ]
+    lines += _table(
+        ("ACCOUNT", "ACTION", "RESULT", "REASON", "FROM", "TO"),
+        [
+            (
+                _account_label(a.account.id),
+                a.action.value,
+                a.status.value,
+                a.reason.value,
+                a.from_version or "-",
+                a.to_version or "-",
+            )
+            for a in outcome.accounts
+        ],
+    )
+    lines += [f"  warn: {w.reason.value}: {w.message}" for w in outcome.warnings]
+    if outcome.error:
+        lines.append(f"  error: {outcome.error}")
+    return [*lines, ""]
+
+
+def _render_findings(target: Target, findings: Sequence[Finding]) -> list[str]:
+    blocking = sum(f.severity is Severity.BLOCK for f in findings)
+    summary = "ok" if not findings else f"{blocking} blocking, {len(findings) - blocking} warning(s)"
+    rows = [
+        (f.severity.value, _account_label(f.account.id) if f.account else "key", f.reason.value, f.message)
+        for f in findings
+    ]
+    return [f"{target.key.id}: {summary}", *_table(("SEVERITY", "SUBJECT", "REASON", "MESSAGE"), rows), ""]
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Plain aligned columns; nothing when there are no rows."""
+    if not rows:
+        return []
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return [
+        indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+
+
+def _rows(value: object) -> list[Mapping[str, object]]:
+    return [row for row in value if isinstance(row, Mapping)] if isinstance(value, list) else []
+
+
+def _account_label(account_id: str) -> str:
+    """``<resource group>/<name>``: short, and unambiguous within one subscription."""
+    try:
+        ref = AccountRef.parse(account_id)
+    except ConfigError:
+        return account_id
+    return f"{ref.resource_group}/{ref.name}"
+
+
+def _short_time(text: object) -> str:
+    """``2026-06-01T12:00:00Z`` -> ``2026-06-01 12:00Z``; ``-`` for none."""
+    return "-" if not isinstance(text, str) else f"{text[:10]} {text[11:16]}Z"
+
+
+def _days_left(days: object) -> str:
+    if not isinstance(days, int):
+        return "-"
+    return "expired" if days < 0 else str(days)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line: a multi-line list of problems becomes ``head (1) problem (2) problem``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    items = [f"({number}) {line.removeprefix('- ')}" for number, line in enumerate(lines[1:], 1)]
+    return " ".join([lines[0], *items])

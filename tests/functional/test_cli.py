@@ -1,0 +1,420 @@
+"""``python -m rotation`` in-process (``rotation.cli.main``) against the emulator, through the real SDKs.
+
+Each test seeds the emulator, runs the CLI with the emulator's ``AzureConnection`` and checks what it printed, its
+exit code, and what the emulator says happened (key versions, account versions, the call log). Bad input must exit 2
+with one line on stderr, no traceback and no write.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.azurite import Azurite
+from emulator.core import Emulator
+from rotation.cli import main
+from rotation.connection import AzureConnection
+from rotation.model import AccountRef
+from rotation.storage import StorageAccount
+
+CREATE = "keyvault.create_key"
+UPDATE = "arm.update_account"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = '[{"key": "https://<vault>.vault.azure.net/keys/<name>", "accounts": ["/subscriptions/..."]}]'
+ROLE_NOTE = "the Key Vault data plane cannot list role assignments"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class World:
+    """Vault ``kv-cli`` with key ``cmk`` (due: it expires in 10 days) and two accounts that use it."""
+
+    emulator: Emulator
+    vault: Any
+    first: str
+    accounts: list[AccountRef]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.vault.url}/keys/cmk"
+
+    def targets(self, key: str | None = None, accounts: list[str] | None = None) -> str:
+        return json.dumps([{"key": key or self.key, "accounts": accounts or [a.id for a in self.accounts]}])
+
+    def run(self, *argv: str, env: dict[str, str] | None = None) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        connection = AzureConnection(
+            self.emulator.credential(),
+            arm_endpoint=self.emulator.arm_url,
+            ca_bundle=self.emulator.ca_bundle,
+            verify_challenge_resource=False,
+            polling_interval=0.05,
+        )
+        code = main(
+            list(argv),
+            env=self.env if env is None else env,
+            connection=connection,
+            clock=self.emulator.clock.now,
+            out=out,
+            err=err,
+        )
+        return Result(code, out.getvalue(), err.getvalue())
+
+    def versions(self) -> list[str]:
+        return [record.version for record in self.vault.versions("cmk")]
+
+    def key_version(self, account: AccountRef) -> str:
+        body = self.emulator.arm.account(account.resource_group, account.name)
+        return str(body["properties"]["encryption"]["keyVaultProperties"]["keyVersion"])
+
+    def writes(self) -> list[str]:
+        """Every create and account update the emulator answered (challenges left out)."""
+        return [
+            c.operation for c in self.emulator.control.calls() if c.operation in (CREATE, UPDATE) and c.status != 401
+        ]
+
+
+def encryption(vault_url: str, version: str, key_name: str = "cmk") -> dict[str, Any]:
+    return {
+        "keySource": "Microsoft.KeyVault",
+        "keyVaultProperties": {"keyVaultUri": vault_url, "keyName": key_name, "keyVersion": version},
+    }
+
+
+@pytest.fixture
+def world(emulator: Emulator) -> World:
+    vault = emulator.add_vault("kv-cli")
+    first = vault.create_key("cmk", exp=emulator.clock.now() + timedelta(days=10)).version
+    accounts = [
+        AccountRef.parse(emulator.arm.add_account(name, encryption=encryption(vault.url, first))["id"])
+        for name in ("aoai-1", "aoai-2")
+    ]
+    made = World(emulator, vault, first, accounts)
+    made.env = {"ROTATION_TARGETS": made.targets()}
+    return made
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.code == 2, result
+    assert result.out == ""
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in result.err
+
+
+# Reading: status, plan, preflight ------------------------------------------------------------------------------------
+
+
+def test_status_shows_each_version_and_each_accounts_drift(world: World) -> None:
+    human = world.run("status")
+    machine = world.run("status", "--json")
+
+    assert human.code == 0 and machine.code == 0
+    assert world.key in human.out and "a new version is due" in human.out and "Expiring" in human.out
+    version_row = next(line for line in human.out.splitlines() if line.strip().startswith(world.first))
+    assert version_row.split()[1] == "yes" and version_row.split()[-1] in ("9", "10")  # enabled, days left
+    account_rows = [line for line in human.out.splitlines() if "rg-ai/aoai-" in line]
+    assert len(account_rows) == 2 and all("Succeeded" in r and "yes: will be repointed" in r for r in account_rows)
+    [report] = machine.json()
+    assert report["new_version_due"] is True and report["target_version"] is None
+    assert [v["version"] for v in report["versions"]] == [world.first]
+    assert report["versions"][0]["days_left"] in (9, 10) and report["versions"][0]["enabled"] is True
+    assert [(a["key_version"], a["provisioning_state"], a["drift"]) for a in report["accounts"]] == [
+        (world.first, "Succeeded", True)
+    ] * 2
+    assert world.writes() == []
+
+
+def test_status_after_a_rotation_shows_no_drift(world: World) -> None:
+    assert world.run("rotate", "--key", world.key).code == 0
+
+    [report] = world.run("status", "--json").json()
+
+    new = world.versions()[-1]
+    assert report["target_version"] == new and report["reason"] == "UpToDate"
+    assert [v["version"] for v in report["versions"]] == [new, world.first]  # newest first
+    assert [(a["key_version"], a["drift"]) for a in report["accounts"]] == [(new, False)] * 2
+    assert "  no" in world.run("status").out
+
+
+def test_plan_says_what_would_change_and_writes_nothing(world: World) -> None:
+    human = world.run("plan")
+    machine = world.run("plan", "--key", world.key, "--json")
+
+    assert human.code == 0 and machine.code == 0
+    assert "Expiring" in human.out and "create: RSA 2048" in human.out and "repoint" in human.out
+    [plan] = machine.json()
+    assert plan["key"] == world.key and plan["trigger"] == "cli" and plan["reason"] == "Expiring"
+    assert plan["create"]["kty"] == "RSA" and plan["create"]["tags"]["rotation-trigger"] == "cli"
+    assert [a["action"] for a in plan["accounts"]] == ["repoint", "repoint"]
+    assert world.writes() == [] and world.versions() == [world.first]
+
+
+def test_preflight_reports_purge_protection_key_type_and_identity(world: World) -> None:
+    emulator = world.emulator
+    purgeable = emulator.add_vault("kv-purgeable", purge_protection=False)
+    purgeable_first = purgeable.create_key("cmk").version
+    big = emulator.add_vault("kv-big")
+    big_first = big.create_key("cmk", size=3072).version
+    no_identity = emulator.arm.add_account("aoai-anon", identity=None, encryption=encryption(world.vault.url, "x"))
+    on_purgeable = emulator.arm.add_account("aoai-p", encryption=encryption(purgeable.url, purgeable_first))
+    on_big = emulator.arm.add_account("aoai-b", encryption=encryption(big.url, big_first))
+    targets = [
+        {"key": world.key, "accounts": [*[a.id for a in world.accounts], no_identity["id"]]},
+        {"key": f"{purgeable.url}/keys/cmk", "accounts": [on_purgeable["id"]]},
+        {"key": f"{big.url}/keys/cmk", "accounts": [on_big["id"]]},
+    ]
+    env = {"ROTATION_TARGETS": json.dumps(targets)}
+
+    human = world.run("preflight", env=env)
+    machine = world.run("preflight", "--json", env=env)
+
+    assert human.code == 1 and machine.code == 1
+    reports = {r["key"]: r for r in machine.json()}
+    reasons = {key: [(f["reason"], f["severity"], f["account"]) for f in r["findings"]] for key, r in reports.items()}
+    assert reasons == {
+        world.key: [("AccountWithoutIdentity", "block", no_identity["id"])],
+        f"{purgeable.url}/keys/cmk": [("PurgeProtectionDisabled", "block", None)],
+        f"{big.url}/keys/cmk": [("KeyTypeUnsupported", "block", None)],
+    }
+    assert "rg-ai/aoai-anon" in human.out and "PurgeProtectionDisabled" in human.out
+    assert human.out.rstrip().splitlines()[-1].startswith("note: not checked:") and ROLE_NOTE in human.out
+    assert world.writes() == []
+
+
+def test_preflight_of_healthy_targets_exits_0(world: World) -> None:
+    result = world.run("preflight")
+
+    assert result.code == 0 and f"{world.key}: ok" in result.out
+
+
+# Writing: rotate, reconcile ------------------------------------------------------------------------------------------
+
+
+def test_rotate_creates_one_version_repoints_every_account_and_shows_progress(world: World) -> None:
+    result = world.run("rotate", "--key", world.key)
+
+    assert result.code == 0, result.err
+    assert len(world.versions()) == 2
+    new = world.versions()[-1]
+    assert all(world.key_version(a) == new for a in world.accounts)
+    assert world.writes().count(CREATE) == 1
+    progress = result.err.splitlines()
+    assert f"cmk: created version {new} (Expiring)" in progress
+    assert sorted(line for line in progress if " ok: " in line) == [
+        f"cmk: rg-ai/aoai-{i} ok: reports {new} and Succeeded" for i in (1, 2)
+    ]
+    assert f"{world.key}: succeeded (Expiring)" in result.out
+    assert f"version: {world.first} -> {new} (created)" in result.out
+
+
+def test_reconcile_after_a_rotation_changes_nothing(world: World) -> None:
+    assert world.run("reconcile").code == 0
+    world.emulator.control.reset_calls()
+
+    again = world.run("reconcile", "--json")
+
+    assert again.code == 0
+    [outcome] = again.json()
+    assert outcome["status"] == "skipped" and outcome["reason"] == "UpToDate" and outcome["trigger"] == "cli"
+    assert world.writes() == [] and len(world.versions()) == 2
+
+
+def test_rotate_dry_run_writes_nothing_and_force_creates_a_version_that_is_not_due(world: World) -> None:
+    dry = world.run("rotate", "--key", world.key, "--dry-run", "--json")
+    assert dry.code == 0 and dry.json()["create"] is not None and world.writes() == []
+    assert world.run("rotate", "--key", world.key).code == 0  # no longer due afterwards
+
+    forced = world.run("rotate", "--key", world.key, "--force", "--json")
+
+    assert forced.code == 0
+    outcome = forced.json()
+    assert outcome["reason"] == "Forced" and outcome["created"] is True and len(world.versions()) == 3
+    assert all(world.key_version(a) == outcome["to_version"] for a in world.accounts)
+
+
+def test_a_failed_rotation_exits_1_and_says_why(world: World) -> None:
+    world.emulator.arm.deny("rotation-app", "write")
+
+    result = world.run("rotate", "--key", world.key, "--json")
+
+    assert result.code == 1
+    outcome = result.json()
+    assert outcome["status"] == "failed"
+    assert {a["reason"] for a in outcome["accounts"]} == {"PermissionDenied"}
+    failed_lines = [line for line in result.err.splitlines() if " FAILED (PermissionDenied): " in line]
+    assert len(failed_lines) == 2 and all("Microsoft.CognitiveServices/accounts/write" in ln for ln in failed_lines)
+
+
+def test_a_refused_read_exits_1_with_one_line(world: World) -> None:
+    world.vault.deny("rotation-app")
+
+    result = world.run("status")
+
+    assert result.code == 1 and result.out == ""
+    assert result.err.startswith("error: the function's identity lacks keys/list") and result.err.count("\n") == 1
+
+
+def test_the_targets_file_replaces_the_setting(world: World, tmp_path: Path) -> None:
+    path = tmp_path / "targets.json"
+    path.write_text(world.targets(), encoding="utf-8")
+    env = {"ROTATION_TARGETS": world.targets(key=f"{world.vault.url}/keys/not-this-one")}
+
+    result = world.run("plan", "--targets", str(path), "--json", env=env)
+
+    assert result.code == 0 and [p["key"] for p in result.json()] == [world.key]
+
+
+# Bad input: exit 2, one line, no traceback, no write ----------------------------------------------------------------
+
+BadInput = Callable[[World, Path], tuple[list[str], dict[str, str] | None, list[str]]]
+
+
+def _ghost(world: World) -> str:
+    return world.emulator.arm.account_id("rg-ai", "aoai-ghost")
+
+
+BAD_INPUT: dict[str, BadInput] = {
+    "a setting that is not JSON": lambda w, _: (["status"], {"ROTATION_TARGETS": "[{"}, ["ROTATION_TARGETS"]),
+    "two bad settings at once": lambda w, _: (
+        ["reconcile"],
+        {**w.env, "ROTATION_KEY_LIFETIME": "P1D", "ROTATION_RENEW_BEFORE": "soon"},
+        [
+            "invalid app settings: (1) ROTATION_",
+            "(2) ROTATION_",
+            "ROTATION_KEY_LIFETIME",
+            "ROTATION_RENEW_BEFORE='soon'",
+        ],
+    ),
+    "no targets at all": lambda w, _: (["status"], {}, ["ROTATION_TARGETS is not set"]),
+    "an http key URL": lambda w, _: (
+        ["rotate", "--key", w.key.replace("https", "http")],
+        None,
+        ["must use https"],
+    ),
+    "a versioned key URL": lambda w, _: (["rotate", "--key", f"{w.key}/{w.first}"], None, ["names version"]),
+    "a key outside the targets": lambda w, _: (
+        ["rotate", "--key", f"{w.vault.url}/keys/other"],
+        None,
+        ["is not in ROTATION_TARGETS"],
+    ),
+    "an unknown account": lambda w, _: (
+        ["rotate", "--key", w.key],
+        {"ROTATION_TARGETS": w.targets(accounts=[w.accounts[0].id, _ghost(w)])},
+        [f"account {_ghost(w)} does not exist"],
+    ),
+    "an unknown key": lambda w, _: (
+        ["reconcile"],
+        {"ROTATION_TARGETS": w.targets(key=f"{w.vault.url}/keys/absent")},
+        [f"key {w.vault.url}/keys/absent does not exist"],
+    ),
+    "a malformed account id": lambda w, _: (
+        ["plan"],
+        {"ROTATION_TARGETS": w.targets(accounts=["/subscriptions/x/accounts/y"])},
+        ["is not a Cognitive Services account id"],
+    ),
+    "a missing --key": lambda w, _: (["rotate"], None, ["--key", "python -m rotation rotate --help"]),
+    "an unknown command": lambda w, _: (["rotat"], None, ["invalid choice: 'rotat'"]),
+    "an unknown option": lambda w, _: (["status", "--verbose"], None, ["unrecognized arguments: --verbose"]),
+    "a targets file that does not exist": lambda w, tmp: (
+        ["status", "--targets", str(tmp / "nope.json")],
+        None,
+        ["cannot be read (No such file or directory)"],
+    ),
+    "a targets file that is not JSON": lambda w, tmp: (
+        ["status", "--targets", str(_file(tmp / "bad.json", "{not json"))],
+        None,
+        [f"--targets '{tmp / 'bad.json'}' is not valid JSON"],
+    ),
+}
+
+
+def _file(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(world: World, tmp_path: Path, case: str) -> None:
+    argv, env, fragments = BAD_INPUT[case](world, tmp_path)
+
+    result = world.run(*argv, env=env)
+
+    assert_one_line_error(result, *fragments)
+    assert world.writes() == [] and world.versions() == [world.first]
+
+
+def test_a_bad_setting_never_echoes_the_events_key(world: World) -> None:
+    secret = "topic-key-" + "s3cr3t" * 4
+    env = {**world.env, "ROTATION_EVENTS_ENDPOINT": "http://topic.example", "ROTATION_EVENTS_KEY": secret}
+
+    result = world.run("status", env=env)
+
+    assert_one_line_error(result, "ROTATION_EVENTS_ENDPOINT")
+    assert "s3cr3t" not in result.err
+
+
+def test_help_exits_0_and_explains_what_preflight_cannot_check(world: World) -> None:
+    top = world.run("--help")
+    preflight = world.run("preflight", "--help")
+
+    assert top.code == 0 and top.err == ""
+    assert all(
+        re.search(rf"^ {{4}}{c}\b", top.out, re.M) for c in ("status", "plan", "rotate", "reconcile", "preflight")
+    )
+    assert "exit codes: 0 ok, 1" in top.out
+    assert preflight.code == 0 and "cannot list role assignments" in " ".join(preflight.out.split())
+
+
+def test_python_m_rotation_runs_the_cli() -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "ROTATION_TARGETS": "[]"}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rotation", "status"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 2 and done.stdout == ""
+    assert (
+        done.stderr
+        == f"error: invalid app settings: (1) ROTATION_TARGETS must be a non-empty JSON list such as {EXAMPLE}\n"
+    )
+
+
+# The worker's lock ---------------------------------------------------------------------------------------------------
+
+
+def test_rotate_waits_for_no_one_when_a_worker_holds_the_keys_lock(world: World, azurite: Azurite) -> None:
+    env = {**world.env, "AzureWebJobsStorage": azurite.connection_string}
+    lock = StorageAccount.from_settings(env).key_lock(world.key)
+
+    with lock:
+        held = world.run("rotate", "--key", world.key, env=env)
+    free = world.run("rotate", "--key", world.key, env=env)
+
+    assert held.code == 1 and "another worker holds the lock" in held.err
+    assert azurite.connection_string not in held.err + held.out
+    assert free.code == 0 and len(world.versions()) == 2
+    with StorageAccount.from_settings(env).key_lock(world.key):  # the CLI released it
+        pass
