@@ -26,9 +26,11 @@ import copy
 import math
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -163,7 +165,15 @@ def _validation_mode(value: Any) -> str | None:
     return None if value in ("sync", "async") else '"sync" or "async"'
 
 
-SETTINGS = ("lro_polls", "lro_seconds", "retry_after", "linger_accepted_reads", "validation", "page_size")
+SETTINGS = (
+    "lro_polls",
+    "lro_seconds",
+    "lro_unattended_seconds",
+    "retry_after",
+    "linger_accepted_reads",
+    "validation",
+    "page_size",
+)
 
 
 # State ---------------------------------------------------------------------------------------------------------
@@ -181,6 +191,7 @@ class _Operation:
     polls: int = 0
     status: Status = "InProgress"
     ended: datetime | None = None
+    started_monotonic: float = dataclass_field(default_factory=time.monotonic)
 
     def describe(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -247,6 +258,8 @@ class Arm:
     Settings (attributes; assigning a bad value raises ``ValueError``):
     ``lro_polls`` status polls answered "InProgress" before an operation ends (default 1);
     ``lro_seconds`` emulator-clock seconds an operation lasts at least (default 0);
+    ``lro_unattended_seconds`` real seconds after which an operation nobody polls ends anyway, as Azure runs it
+    whether or not a client is still there (default 5);
     ``retry_after`` the ``Retry-After`` seconds on LRO answers (default 0);
     ``linger_accepted_reads`` GETs of the account still showing "Accepted" after an operation succeeded (lists show
     it too without using one up; default 0);
@@ -256,6 +269,7 @@ class Arm:
 
     lro_polls = _Setting(_whole(0))
     lro_seconds = _Setting(_seconds)
+    lro_unattended_seconds = _Setting(_seconds)
     retry_after = _Setting(_whole(0))
     linger_accepted_reads = _Setting(_whole(0))
     validation = _Setting(_validation_mode)
@@ -266,6 +280,7 @@ class Arm:
         self.service = ArmService(self)
         self.lro_polls = 1
         self.lro_seconds = 0
+        self.lro_unattended_seconds = 5
         self.retry_after = 0
         self.linger_accepted_reads = 0
         self.validation = "sync"
@@ -580,6 +595,7 @@ class Arm:
         patch = self._object(request.json(), "The request body")
         with self._lock:
             account = self._find(**ids)
+            self._observe(account)
             self._refuse_if_busy(account)
             try:
                 body = self._patched(account.body, patch)
@@ -655,6 +671,7 @@ class Arm:
         if polled:
             operation.polls += 1
         enough_polls = operation.polls > self.lro_polls if polled else operation.polls >= self.lro_polls
+        enough_polls |= time.monotonic() - operation.started_monotonic >= self.lro_unattended_seconds
         now = self.emulator.clock.now()
         if not enough_polls or now - operation.started < timedelta(seconds=self.lro_seconds):
             return

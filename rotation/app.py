@@ -154,8 +154,11 @@ class RotationApp:
             except RotationError as exc:
                 log.error("rotation.sweep_failed", extra={"key": target.key.id, "reason": exc.reason.value})
                 continue
+            if plan.blocked:  # nothing the worker could do; the finding is what an operator must fix
+                log.error("rotation.sweep_blocked", extra={"key": target.key.id, "reason": plan.reason.value})
+                continue
             drifting = any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in plan.accounts)
-            if plan.blocked or (plan.create is None and not drifting):
+            if plan.create is None and not drifting:
                 continue
             self._record_and_enqueue(request)
             enqueued.append(request.request_id)

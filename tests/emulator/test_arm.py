@@ -308,6 +308,16 @@ def test_writes_during_an_operation_in_flight_get_request_conflict(seeded: tuple
     assert arm(emulator, "DELETE", account_path("aoai1"))[0] == 200
 
 
+def test_an_operation_nobody_polls_still_ends(seeded: tuple[Emulator, Any, Any]) -> None:
+    """Azure runs an operation whether or not its client is still there (a worker killed mid-update)."""
+    emulator = seeded[0]
+    emulator.arm.configure(lro_polls=100, lro_unattended_seconds=0.3)
+    assert arm(emulator, "PATCH", account_path("aoai1"), {"tags": {"team": "platform"}})[0] == 202
+    assert arm(emulator, "PATCH", account_path("aoai1"), {"tags": {"team": "security"}})[0] == 409
+    time.sleep(0.4)
+    assert arm(emulator, "PATCH", account_path("aoai1"), {"tags": {"team": "security"}})[0] == 202
+
+
 # The resource provider's checks on a customer-managed key -----------------------------------------------------
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
 from azure.storage.blob import BlobClient
 
 from emulator.control import FaultRule
@@ -420,3 +422,56 @@ def test_a_request_that_fails_every_delivery_is_poisoned_and_the_ledger_says_fai
     assert [e["type"] for e in outcomes] == ["CmkRotation.Failed"]
     status, answer = get(fleet, "get_rotation", f"/api/rotations/{request_id}", request_id=request_id)
     assert (status, answer["status"]) == (200, "failed")
+
+
+# --- the sweep ----------------------------------------------------------------------------------------------------
+
+
+def test_the_sweep_enqueues_a_drifting_key_and_skips_a_fresh_one(fleet: Fleet) -> None:
+    fleet.host.fire_timer("rotation_sweep")  # the key expires in 20 days: due
+    assert fleet.pump() == 1
+    (new,) = fleet.new_versions()
+    fleet.assert_converged(new)
+
+    fleet.host.fire_timer("rotation_sweep")  # fresh and converged: nothing to do
+    assert fleet.pump() == 0
+
+    # Someone points an account back at the old version: drift, which the next sweep repairs without a new version.
+    emulator = fleet.emulator
+    arm = CognitiveServicesManagementClient(
+        emulator.credential("someone"),
+        emulator.subscription_id,
+        base_url=emulator.arm_url,
+        connection_verify=emulator.ca_bundle,
+        polling_interval=0,
+    )
+    arm.accounts.begin_update(
+        "rg-ai",
+        ACCOUNT_NAMES[0],
+        Account(
+            properties=AccountProperties(
+                encryption=Encryption(
+                    key_source="Microsoft.KeyVault",
+                    key_vault_properties=KeyVaultProperties(
+                        key_name=KEY, key_version=fleet.initial_version, key_vault_uri=fleet.vault.url
+                    ),
+                )
+            )
+        ),
+    ).result()
+    fleet.host.fire_timer("rotation_sweep")
+    assert fleet.pump() == 1
+    fleet.assert_converged(new)
+    assert fleet.new_versions() == [new]
+
+
+def test_the_sweep_reports_a_blocked_key_and_enqueues_nothing(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    fleet.vault.update_key(KEY, enabled=False)  # no enabled version left: KeyDisabled blocks the rotation
+
+    with caplog.at_level(logging.ERROR, logger="rotation"):
+        fleet.host.fire_timer("rotation_sweep")
+
+    assert fleet.pump() == 0
+    blocked = [r for r in caplog.records if r.getMessage() == "rotation.sweep_blocked"]
+    assert [(r.key, r.reason) for r in blocked] == [(fleet.key_id, "KeyDisabled")]  # type: ignore[attr-defined]
+    assert fleet.versions() == [fleet.initial_version]
