@@ -15,25 +15,28 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
-from rotation.app import Answer, current_app
+from rotation.app import Answer, RotationApp, current_app
 from rotation.errors import ConfigError
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("rotation")
 
 
-def _http(answer: Answer) -> func.HttpResponse:
+def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
+    """The JSON answer of ``call``; a 503 naming the bad setting when the app cannot be configured."""
+    try:
+        rotation = current_app()
+    except ConfigError as exc:
+        body = {"error": {"code": "ConfigError", "message": f"the service is misconfigured: {exc}"}}
+        return func.HttpResponse(json.dumps(body), status_code=503, mimetype="application/json")
+    answer = call(rotation)
     return func.HttpResponse(
         json.dumps(answer.body), status_code=answer.status, headers=dict(answer.headers), mimetype="application/json"
     )
-
-
-def _misconfigured(exc: ConfigError) -> func.HttpResponse:
-    body = {"error": {"code": "ConfigError", "message": f"the service is misconfigured: {exc}"}}
-    return func.HttpResponse(json.dumps(body), status_code=503, mimetype="application/json")
 
 
 @app.event_grid_trigger(arg_name="event")
@@ -72,29 +75,17 @@ def rotation_sweep(timer: func.TimerRequest) -> None:
 
 @app.route(route="rotations", methods=["POST"])
 def submit_rotation(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        rotation = current_app()
-    except ConfigError as exc:
-        return _misconfigured(exc)
-    return _http(rotation.submit(req.get_body(), req.headers.get("Idempotency-Key")))
+    return _respond(lambda rotation: rotation.submit(req.get_body(), req.headers.get("Idempotency-Key")))
 
 
 @app.route(route="rotations/{request_id}", methods=["GET"])
 def get_rotation(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        rotation = current_app()
-    except ConfigError as exc:
-        return _misconfigured(exc)
-    return _http(rotation.request(req.route_params.get("request_id", "")))
+    return _respond(lambda rotation: rotation.request(req.route_params.get("request_id", "")))
 
 
 @app.route(route="status", methods=["GET"])
 def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        rotation = current_app()
-    except ConfigError as exc:
-        return _misconfigured(exc)
-    return _http(rotation.fleet_status())
+    return _respond(lambda rotation: rotation.fleet_status())
 
 
 @app.queue_trigger(arg_name="message", queue_name="rotation-requests", connection="AzureWebJobsStorage")

@@ -109,8 +109,9 @@ class RotationApp:
         )
 
     # Event Grid --------------------------------------------------------------------------------------------------
-    def on_key_event(self, *, event_id: str, event_type: str, subject: str | None, data: Any) -> str | None:
+    def on_key_event(self, *, event_id: object, event_type: object, subject: object, data: Any) -> str | None:
         """Record and enqueue a request for a target key's event; the request id, or None when it was ignored.
+        The arguments are the event's fields as delivered: anything unusable is logged and ignored.
 
         Duplicate deliveries of one event map to one request id: the ledger keeps one row, and the worker's lock and
         re-derived decision make a second queue message harmless.
@@ -118,18 +119,19 @@ class RotationApp:
         try:
             event = parse_key_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
         except EventRejected as exc:
-            log.info("rotation.event_ignored", extra={"event_id": event_id, "event_type": event_type, "why": str(exc)})
+            fields = {"event_id": str(event_id)[:100], "event_type": str(event_type)[:100], "why": str(exc)}
+            log.info("rotation.event_ignored", extra=fields)
             return None
         if self.settings.target_for(event.key) is None:
             log.warning(
                 "rotation.event_ignored",
-                extra={"event_id": event_id, "key": event.key.id, "why": "the key is not in ROTATION_TARGETS"},
+                extra={"event_id": event.event_id, "key": event.key.id, "why": "the key is not in ROTATION_TARGETS"},
             )
             return None
         try:
-            request_id = request_id_for(f"event-{event_id}", event.key.id)
+            request_id = request_id_for(f"event-{event.event_id}", event.key.id)
         except InvalidInput as exc:  # an id Event Grid never sends: too long, or not printable ASCII
-            log.warning("rotation.event_ignored", extra={"event_id": event_id[:100], "why": str(exc)})
+            log.warning("rotation.event_ignored", extra={"event_id": event.event_id[:100], "why": str(exc)})
             return None
         request = RotationRequest(
             request_id=request_id,
