@@ -29,7 +29,7 @@ from typing import Any
 from rotation.config import Settings
 from rotation.connection import AzureConnection
 from rotation.engine import RotationEngine
-from rotation.errors import RotationError
+from rotation.errors import ConfigError, RotationError
 from rotation.events import EventRejected, parse_key_event
 from rotation.model import (
     AccountAction,
@@ -96,7 +96,10 @@ class RotationApp:
         """Everything from app settings; ``connection`` replaces the default (managed identity, public cloud)."""
         settings = Settings.from_env(env)
         connection = connection or AzureConnection.default(settings)
-        storage = StorageAccount.from_settings(env)
+        try:
+            storage = StorageAccount.from_settings(env)
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from exc
         engine = RotationEngine(connection.key_vault(), connection.accounts(), settings, clock=clock)
         return cls(
             settings=settings,

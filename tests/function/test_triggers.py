@@ -26,7 +26,7 @@ from emulator.core import Emulator
 from emulator.functions_host import registered_functions
 from rotation.app import configure
 from rotation.storage import decode_request, request_id_for
-from tests.function.conftest import SAMPLE_KEY, Rotation
+from tests.function.conftest import SAMPLE_ACCOUNT, SAMPLE_KEY, Rotation
 
 # Copied exactly from azure-facts.md §4.2 (Microsoft's Key Vault event schema page): note "ObjectName " and " ee05...".
 EVENT_GRID_SAMPLE = """[
@@ -531,3 +531,17 @@ def test_an_unusable_key_events_message_is_acknowledged_and_ignored(rotation: Ro
 
     assert enqueued(rotation) == []
     assert rotation.host.queue("key-events").peek_messages() == []
+
+
+def test_an_app_without_storage_settings_answers_503_naming_the_setting(
+    rotation: Rotation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.delenv("AzureWebJobsStorage__accountName", raising=False)
+    monkeypatch.setenv("ROTATION_TARGETS", json.dumps([{"key": SAMPLE_KEY, "accounts": [SAMPLE_ACCOUNT]}]))
+    configure(None)
+
+    response = rotation.host.http("fleet_status", "GET", "/api/status")
+
+    body = assert_json_error(response, 503, "ConfigError")
+    assert "AzureWebJobsStorage" in body["error"]["message"]
