@@ -33,15 +33,7 @@ INFRA = ROOT / "infra"
 # the deployment publishes outcome events with the managed identity instead), plus the Functions host's identity-based
 # storage and telemetry settings.
 SETTINGS_THE_CODE_READS = {
-    config.TARGETS,
-    config.KEY_LIFETIME,
-    config.RENEW_BEFORE,
-    config.SCHEDULE,
-    config.EVENTS_ENDPOINT,
-    config.CONCURRENCY,
-    config.VERIFY_TIMEOUT,
-    config.APP_NAME,
-    config.CLIENT_ID,
+    *(name for name in config.SETTING_NAMES if name != config.EVENTS_KEY),
     "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
