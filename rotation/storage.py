@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from base64 import urlsafe_b64encode
 from collections.abc import Mapping
@@ -491,16 +492,32 @@ class KeyLock:
             self._blob.upload_blob(b"", overwrite=False)
 
     def _renew(self) -> None:
+        """Renew until released. Storage refusing the renewal (the lease was broken or taken) loses the lock at once;
+        a failure to reach storage is retried as long as the lease cannot have expired yet."""
+        renewed = time.monotonic()
         while not self._stop.wait(self._renew_every):
+            error: Exception
             try:
                 self._lease.renew()
+                renewed = time.monotonic()
+                continue
+            except HttpResponseError as exc:
+                refused = exc.status_code is not None and exc.status_code < 500
+                error = exc
             except Exception as exc:  # noqa: BLE001 -- a renewer that dies quietly is exactly the failure to report
+                refused = False
+                error = exc
+            if refused or time.monotonic() - renewed + self._renew_every >= self._duration:
                 log.error(
                     "rotation.lock_lost",
-                    extra={"key": self.key_id, "lock": self.blob_name, "error": _service_error(exc)},
+                    extra={"key": self.key_id, "lock": self.blob_name, "error": _service_error(error)},
                 )
                 self._lost.set()  # after the event, so whoever sees the flag can also find the event
                 return
+            log.warning(
+                "rotation.lock_renewal_failed",
+                extra={"key": self.key_id, "lock": self.blob_name, "error": _service_error(error)},
+            )
 
 
 def _service_error(exc: BaseException) -> str:

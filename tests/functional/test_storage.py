@@ -7,12 +7,15 @@ One test waits for a 15 s lease to expire (Azure's shortest); everything else is
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -226,6 +229,84 @@ def test_failed_renewal_is_visible(locks: ContainerClient, caplog: pytest.LogCap
     assert "Lease" in lost[0].error  # type: ignore[attr-defined]
     lock.release()  # a broken lease can still be released by its holder
     KeyLock(locks, KEY, duration=15).acquire()
+
+
+class Relay:
+    """A TCP relay between the storage client and Azurite that can cut every connection for a while: a real
+    network outage, not a patched client."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split("/")[0].split(":")
+        self._target = (host, int(port))
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._cut = threading.Event()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self._target)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self._cut.set()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._open.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
+
+
+def test_a_storage_outage_shorter_than_the_lease_does_not_lose_the_lock(
+    azurite: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = Relay(azurite.endpoints["blob"])
+    blob_url = f"http://127.0.0.1:{relay.port}/devstoreaccount1"
+    via_relay = azurite.connection_string.replace(azurite.endpoints["blob"] + "/devstoreaccount1", blob_url)
+    caplog.set_level(logging.INFO, logger="rotation")
+    name = unique("locks-")
+    lock = KeyLock.from_connection_string(
+        via_relay, KEY, container_name=name, duration=15, renew_every=0.5, retry_total=0
+    )
+    try:
+        lock.acquire()
+        relay.cut()
+        time.sleep(1.7)  # three renewals fail to reach storage
+        relay.restore()
+        time.sleep(1.2)  # the next renewal gets through
+
+        failed = [r for r in caplog.records if r.getMessage() == "rotation.lock_renewal_failed"]
+        assert len(failed) >= 2
+        assert not lock.lost
+        with pytest.raises(LockHeld):  # still ours: another worker is refused
+            KeyLock.from_connection_string(azurite.connection_string, KEY, container_name=name, duration=15).acquire()
+    finally:
+        lock.release()
+        relay.close()
 
 
 _HOLDER = textwrap.dedent(
