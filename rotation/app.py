@@ -259,7 +259,7 @@ class RotationApp:
                 return None
             entry = self.ledger.transition(entry, at=self.clock(), status="running", attempts=entry.attempts + 1)
             try:
-                outcome = self.engine.reconcile(request)
+                outcome = self.engine.reconcile(request, before_write=lock.raise_if_lost)
             except RotationError as exc:
                 outcome = RotationOutcome.from_error(request, exc)
             lock.raise_if_lost()

@@ -36,7 +36,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -344,8 +344,8 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
 
 def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
     try:
-        with _key_lock(run.env, request.key):
-            return run.engine.reconcile(request)
+        with _key_lock(run.env, request.key) as still_held:
+            return run.engine.reconcile(request, before_write=still_held)
     except ConfigError:
         raise
     except RotationError as exc:
@@ -354,10 +354,11 @@ def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
 
 
 @contextlib.contextmanager
-def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[None]:
-    """Hold the key's lock in the app's storage, as the worker does, when ``AzureWebJobsStorage`` is configured."""
+def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[Callable[[], None]]:
+    """Hold the key's lock in the app's storage, as the worker does, when ``AzureWebJobsStorage`` is configured.
+    Yields the check to run before each write (it raises ``LockLost`` once the lease is gone)."""
     if not any(env.get(name, "").strip() for name in STORAGE_SETTINGS):
-        yield
+        yield lambda: None
         return
     try:
         lock = StorageAccount.from_settings(env).key_lock(key.id)
@@ -371,7 +372,7 @@ def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[None]:
             f"{type(exc).__name__}{f' {status}' if status else ''}; check the setting and your access to it"
         ) from exc
     try:
-        yield
+        yield lock.raise_if_lost
     finally:
         lock.release()
 

@@ -151,8 +151,14 @@ class RotationEngine:
         self._planned(plan, dry_run=True)
         return plan
 
-    def reconcile(self, request: RotationRequest) -> RotationOutcome:
-        """Bring the key and its accounts to the decided state; see the module docstring for what raises."""
+    def reconcile(
+        self, request: RotationRequest, *, before_write: Callable[[], None] = lambda: None
+    ) -> RotationOutcome:
+        """Bring the key and its accounts to the decided state; see the module docstring for what raises.
+
+        ``before_write`` runs before every write (the create, each account update) and may raise to stop them: the
+        worker passes its lock's ``raise_if_lost``, so a worker that lost its key's lease writes nothing more.
+        """
         obs = self.gather(request)
         plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
         self._planned(plan, dry_run=False)
@@ -161,8 +167,9 @@ class RotationEngine:
             return self._finish(plan, None, created=False, results=untouched)
         to_version = plan.target_version
         if plan.create is not None:
+            before_write()
             to_version = self._create_or_adopt(request, plan.create, plan.reason).version
-        results = self._converge(obs, plan, to_version)
+        results = self._converge(obs, plan, to_version, before_write)
         return self._finish(plan, to_version, created=plan.create is not None or plan.adopted, results=results)
 
     def _read_account(self, account: AccountRef) -> AccountEncryption | RotationError:
@@ -210,22 +217,30 @@ class RotationEngine:
         )
         return version
 
-    def _converge(self, obs: Observation, plan: RotationPlan, to_version: str | None) -> tuple[AccountResult, ...]:
+    def _converge(
+        self, obs: Observation, plan: RotationPlan, to_version: str | None, before_write: Callable[[], None]
+    ) -> tuple[AccountResult, ...]:
         def carry_out(account_plan: AccountPlan) -> AccountResult:
             state = obs.accounts.get(account_plan.account)
             if account_plan.action is AccountAction.BLOCKED or state is None:
                 return self._result(account_plan, Status.FAILED, account_plan.reason, None, account_plan.message)
             if account_plan.action is AccountAction.LEAVE or to_version is None:
                 return self._result(account_plan, Status.SKIPPED, account_plan.reason, to_version)
-            return self._converge_account(obs.request, account_plan, state, to_version)
+            return self._converge_account(obs.request, account_plan, state, to_version, before_write)
 
         return tuple(self._map(carry_out, plan.accounts))
 
     def _converge_account(
-        self, request: RotationRequest, plan: AccountPlan, state: AccountEncryption, version: str
+        self,
+        request: RotationRequest,
+        plan: AccountPlan,
+        state: AccountEncryption,
+        version: str,
+        before_write: Callable[[], None],
     ) -> AccountResult:
         try:
             if plan.action is AccountAction.REPOINT:
+                before_write()
                 state = self._step(self._accounts.update_key_version, state, version)
             self._verify(state, version)
         except RotationError as exc:

@@ -332,3 +332,32 @@ def test_account_updates_run_concurrently_within_the_bound() -> None:
     outcome = world.reconcile()
     assert world.accounts.max_in_flight == 2
     assert world.account_versions() == {a.name: outcome.to_version for a in ACCOUNTS}
+
+
+def test_a_lost_lock_stops_the_create() -> None:
+    world = make_world()
+
+    def lock_lost() -> None:
+        raise TransientError("the lock on the key was lost")
+
+    with pytest.raises(TransientError, match="lock"):
+        world.engine.reconcile(request(Trigger.TIMER, request_id="req-1"), before_write=lock_lost)
+
+    assert world.versions() == ["v1"]  # nothing was created
+    assert world.account_versions() == {"aoai-1": "v1", "aoai-2": "v1", "aoai-3": "v1"}
+
+
+def test_a_lock_lost_after_the_create_stops_the_account_updates() -> None:
+    world = make_world()
+    allowed = iter([True])
+
+    def lock_check() -> None:
+        if not next(allowed, False):
+            raise TransientError("the lock on the key was lost")
+
+    outcome = world.engine.reconcile(request(Trigger.TIMER, request_id="req-1"), before_write=lock_check)
+
+    assert len(world.versions()) == 2  # the create ran while the lock was held
+    assert world.account_versions() == {"aoai-1": "v1", "aoai-2": "v1", "aoai-3": "v1"}
+    assert (outcome.status, outcome.retryable) == (Status.FAILED, True)
+    assert all(r.status is Status.FAILED for r in outcome.accounts)
