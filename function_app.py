@@ -24,6 +24,8 @@ from rotation.errors import ConfigError
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("rotation")
+# azure-core logs every HTTP request and response at INFO (headers redacted): noise next to the rotation.* events.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
