@@ -36,6 +36,7 @@ from rotation.model import (
     Clock,
     KeyRef,
     RotationOutcome,
+    RotationPlan,
     RotationRequest,
     Trigger,
     system_clock,
@@ -259,7 +260,7 @@ class RotationApp:
                 return None
             entry = self.ledger.transition(entry, at=self.clock(), status="running", attempts=entry.attempts + 1)
             try:
-                outcome = self.engine.reconcile(request, before_write=lock.raise_if_lost)
+                outcome = self.engine.reconcile(request, before_write=lock.raise_if_lost, on_plan=self._publish_plan)
             except RotationError as exc:
                 outcome = RotationOutcome.from_error(request, exc)
             lock.raise_if_lost()
@@ -309,6 +310,11 @@ class RotationApp:
         if created or entry.status == "queued":  # a repeat of a queued request re-sends: the first send may be lost
             self.queue.enqueue(_message(request))
         return entry
+
+    def _publish_plan(self, plan: RotationPlan) -> None:
+        """Announce a plan that changes something: a version to create, or accounts to repoint."""
+        if plan.create is not None or any(a.action is AccountAction.REPOINT for a in plan.accounts):
+            self._publish("planned", plan.to_dict())
 
     def _publish(self, status: str, outcome: Mapping[str, Any]) -> None:
         if self.publisher is not None:

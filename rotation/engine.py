@@ -152,16 +152,22 @@ class RotationEngine:
         return plan
 
     def reconcile(
-        self, request: RotationRequest, *, before_write: Callable[[], None] = lambda: None
+        self,
+        request: RotationRequest,
+        *,
+        before_write: Callable[[], None] = lambda: None,
+        on_plan: Callable[[RotationPlan], None] = lambda plan: None,
     ) -> RotationOutcome:
         """Bring the key and its accounts to the decided state; see the module docstring for what raises.
 
         ``before_write`` runs before every write (the create, each account update) and may raise to stop them: the
         worker passes its lock's ``raise_if_lost``, so a worker that lost its key's lease writes nothing more.
+        ``on_plan`` receives the plan before anything is carried out (the worker publishes it as an outcome event).
         """
         obs = self.gather(request)
         plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
         self._planned(plan, dry_run=False)
+        on_plan(plan)
         if plan.blocked:
             untouched = tuple(self._result(a, Status.SKIPPED, a.reason, None) for a in plan.accounts)
             return self._finish(plan, None, created=False, results=untouched)

@@ -3,9 +3,10 @@
 The events are for alerting and compliance evidence (README, "Outcome events"). Publishing is best effort: a failure
 is logged as ``rotation.publish_failed`` and never fails the rotation, whose truth is the ledger row.
 
-Event types: ``CmkRotation.Planned``, ``CmkRotation.Succeeded``, ``CmkRotation.Failed``, ``CmkRotation.Skipped``.
-``source`` is ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the ledger's view of the
-request (request id, key, trigger, reason, status, versions, per-account results, error). No tokens or keys.
+Event types: ``CmkRotation.Planned`` (the plan, before acting), ``CmkRotation.Succeeded``, ``CmkRotation.Failed``,
+``CmkRotation.Skipped``. ``source`` is ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the
+plan or the outcome as the HTTP API shows them (request id, key, trigger, reason, versions, per-account actions or
+results, error). No tokens or keys.
 
 azure-eventgrid's public ``EventGridPublisherClient`` drops constructor keyword arguments for basic topics, and
 per-call ones also leak into every CloudEvent as unknown attributes (a warning per event). So this module uses the

@@ -90,7 +90,14 @@ def test_key_near_expiry_rotates_once_and_every_account_is_verified(fleet: Fleet
     assert (row.from_version, row.to_version, row.attempts) == (fleet.initial_version, new, 1)
     assert {account["status"] for account in row.accounts.values()} == {"succeeded"}
     assert fleet.vault.get(KEY, new).tags[TAG_REQUEST_ID] == row.request_id
-    (outcome,) = fleet.outcome_events()
+    planned, outcome = fleet.outcome_events()
+    assert (planned["type"], planned["data"]["request_id"], planned["data"]["reason"]) == (
+        "CmkRotation.Planned",
+        row.request_id,
+        "Expiring",
+    )
+    assert planned["data"]["create"]["kty"] == "RSA"
+    assert {a["action"] for a in planned["data"]["accounts"]} == {"repoint"}
     assert (outcome["type"], outcome["data"]["request_id"], outcome["data"]["to_version"]) == (
         "CmkRotation.Succeeded",
         row.request_id,
@@ -419,7 +426,8 @@ def test_a_request_that_fails_every_delivery_is_poisoned_and_the_ledger_says_fai
     assert "busy with another operation" in row.error
     assert len(fleet.new_versions()) == 1  # every retry adopted the version the first delivery created
     outcomes = [e for e in fleet.outcome_events() if e["data"]["request_id"] == request_id]
-    assert [e["type"] for e in outcomes] == ["CmkRotation.Failed"]
+    assert [e["type"] for e in outcomes][-1] == "CmkRotation.Failed"  # after a CmkRotation.Planned per attempt
+    assert {e["type"] for e in outcomes[:-1]} == {"CmkRotation.Planned"}
     status, answer = get(fleet, "get_rotation", f"/api/rotations/{request_id}", request_id=request_id)
     assert (status, answer["status"]) == (200, "failed")
 
