@@ -7,10 +7,13 @@ vault or key, never reverts it to Microsoft-managed keys, and never touches any 
 ARM's update is a long-running operation. The poller follows ``Azure-AsyncOperation`` and sleeps what the service's
 ``Retry-After`` says; ``polling_interval`` is only the fallback when no header is sent (the SDK's default is 30 s).
 After the operation, the account's ``provisioningState`` may still say ``Accepted``: that is the engine's verify step.
+If ARM refuses the poll itself (403: the status URL is authorised at subscription scope), the update stands and the
+verify step reads the account instead.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -28,6 +31,8 @@ from azure.mgmt.cognitiveservices.models import (
 from rotation.azure_errors import detail, translate
 from rotation.errors import InvalidRequest, TransientError
 from rotation.model import AccountEncryption, AccountRef
+
+log = logging.getLogger("rotation")
 
 KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
 _READ = "Microsoft.CognitiveServices/accounts/read"
@@ -97,8 +102,13 @@ class AccountsAdapter:
             )
         )
         action = f"point it at key version {version}"
+        permission = f"{_WRITE} on {account.id}"
         try:
-            self._client(account).accounts.begin_update(account.resource_group, account.name, body).result()
+            poller = self._client(account).accounts.begin_update(account.resource_group, account.name, body)
+        except AzureError as exc:
+            raise translate(exc, action=action, resource=account.id, permission=permission) from exc
+        try:
+            poller.result()
         except HttpResponseError as exc:
             if isinstance(exc.__cause__, OperationFailed):
                 # The operation ran and failed. Azure reports some causes (a key it cannot reach yet) only this way, so
@@ -106,9 +116,16 @@ class AccountsAdapter:
                 raise TransientError(
                     f"{account.id}: the operation to {action} failed: {_operation_error(exc)}"
                 ) from exc
-            raise translate(exc, action=action, resource=account.id, permission=f"{_WRITE} on {account.id}") from exc
+            if exc.status_code not in (401, 403):
+                raise translate(exc, action=action, resource=account.id, permission=permission) from exc
+            # ARM authorises the operation's status URL at subscription scope, which a role on the account alone may
+            # not cover. The update was accepted; the account itself tells whether it took (the engine's verify).
+            log.warning(
+                "rotation.operation_status_forbidden",
+                extra={"account": account.id, "version": version, "error": detail(exc)},
+            )
         except AzureError as exc:
-            raise translate(exc, action=action, resource=account.id, permission=f"{_WRITE} on {account.id}") from exc
+            raise translate(exc, action=action, resource=account.id, permission=permission) from exc
         return self.get(account)
 
 

@@ -75,7 +75,10 @@ class KeyVaultAdapter:
             return []
         except AzureError as exc:
             raise translate(
-                exc, action="list key versions", resource=key.id, permission=f"keys/list on vault {key.vault_url}"
+                exc,
+                action="list key versions",
+                resource=key.id,
+                permission=f"keys/get and keys/list on vault {key.vault_url}",
             ) from exc
         return sorted(versions, key=recency)
 

@@ -12,6 +12,7 @@ Step retries use tiny waits (the engine's ``RetrySettings``), so only the two Re
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -276,6 +277,26 @@ def test_a_throttled_account_update_waits_for_retry_after(scene: Scene) -> None:
     updates = [c for c in scene.emulator.control.calls(UPDATE) if c.status != 401]
     assert [c.status for c in updates] == [429, 202]
     assert (updates[1].at - updates[0].at) >= timedelta(seconds=0.95)
+
+
+def test_a_refused_operation_status_poll_is_verified_by_reading_the_account(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ARM authorises the status URL at subscription scope; a role on the account alone may not cover it."""
+    forbidden = {"error": {"code": "AuthorizationFailed", "message": "no .../locations/operationResults/read"}}
+    scene.emulator.control.add_fault(
+        FaultRule(operation="arm.operation_status", status=403, times=None, body=forbidden)
+    )
+    account = scene.accounts[0]
+
+    with caplog.at_level(logging.WARNING, logger="rotation"):
+        outcome = scene.reconcile(engine=scene.engine([account]))
+
+    assert outcome.status is Status.SUCCEEDED
+    assert scene.key_version(account) == outcome.to_version and scene.state(account) == "Succeeded"
+    assert scene.statuses("arm.operation_status") == [403]
+    assert scene.statuses(UPDATE, account) == [202]  # not sent again
+    assert [r.getMessage() for r in caplog.records].count("rotation.operation_status_forbidden") == 1
 
 
 def test_a_slow_operation_and_a_lingering_accepted_are_waited_out(scene: Scene) -> None:
