@@ -576,9 +576,21 @@ class KeyVaultService(Service):
     def _get_key(self, request: Request, name: str, version: str | None = None) -> Response:
         self._admit_for_key(request, "get", name)
         try:
-            return Response(200, self._bundle(self.vault.get(name, version)))
+            record = self.vault.get(name, version)
         except KeyNotFoundError as exc:
             raise self._key_not_found(exc) from exc
+        if not record.enabled:  # Key Vault refuses to return a disabled version; listing still shows it
+            raise HttpError(
+                403,
+                {
+                    "error": {
+                        "code": "Forbidden",
+                        "message": "Operation get is not allowed on a disabled key.",
+                        "innererror": {"code": "KeyDisabled"},
+                    }
+                },
+            )
+        return Response(200, self._bundle(record))
 
     def _update_key(self, request: Request, name: str, version: str | None = None) -> Response:
         self._admit_for_key(request, "update", name)

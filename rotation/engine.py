@@ -33,7 +33,7 @@ from typing import TypeVar
 import stamina
 
 from rotation.config import Settings
-from rotation.errors import ConfigError, RotationError, TransientError
+from rotation.errors import ConfigError, PermanentError, RotationError, TransientError
 from rotation.log import Event, emit
 from rotation.model import (
     TAG_REQUEST_ID,
@@ -55,7 +55,8 @@ from rotation.model import (
     recency,
     system_clock,
 )
-from rotation.plan import decide
+from rotation.plan import TERMINAL_FAILURE_STATES, decide
+from rotation.policies import is_due, is_usable
 from rotation.ports import AccountsPort, KeyVaultPort
 from rotation.reasons import Reason
 
@@ -81,6 +82,12 @@ def is_transient(exc: Exception) -> bool | float:
     if not isinstance(exc, TransientError):
         return False
     return True if exc.retry_after is None else exc.retry_after
+
+
+class AccountMoved(PermanentError):
+    """The account stopped using this key while the rotation ran; it is never moved back."""
+
+    reason = Reason.ACCOUNT_USES_OTHER_KEY
 
 
 class _StillProvisioning(TransientError):
@@ -173,8 +180,7 @@ class RotationEngine:
             return self._finish(plan, None, created=False, results=untouched)
         to_version = plan.target_version
         if plan.create is not None:
-            before_write()
-            to_version = self._create_or_adopt(request, plan.create, plan.reason).version
+            to_version = self._create_or_adopt(request, plan.create, plan.reason, before_write).version
         results = self._converge(obs, plan, to_version, before_write)
         return self._finish(plan, to_version, created=plan.create is not None or plan.adopted, results=results)
 
@@ -184,16 +190,25 @@ class RotationEngine:
         except RotationError as exc:
             return exc
 
-    def _create_or_adopt(self, request: RotationRequest, spec: VersionSpec, reason: Reason) -> KeyVersion:
-        """Create the version, retried; each attempt first adopts a version tagged with this request id, so a create
-        whose response was lost (or that azure-core sent twice) is never repeated."""
+    def _create_or_adopt(
+        self, request: RotationRequest, spec: VersionSpec, reason: Reason, before_write: Callable[[], None]
+    ) -> KeyVersion:
+        """Create the version, retried; each attempt first adopts a usable version tagged with this request id, so a
+        create whose response was lost (or that azure-core sent twice) is never repeated. The lock is checked before
+        every attempt to create, however long the retries take."""
 
         def attempt() -> tuple[KeyVersion, bool]:
+            now, renewal = self._clock(), self._settings.renewal
             mine = [
-                v for v in self._vault.list_versions(request.key) if v.tags.get(TAG_REQUEST_ID) == request.request_id
+                v
+                for v in self._vault.list_versions(request.key)
+                if v.tags.get(TAG_REQUEST_ID) == request.request_id
+                and is_usable(v, now)
+                and not is_due(v, now, renewal)
             ]
             if mine:
                 return max(mine, key=recency), True
+            before_write()
             created = self._vault.create_version(
                 request.key, kty=spec.kty, key_ops=spec.key_ops, expires_on=spec.expires_on, tags=spec.tags
             )
@@ -229,7 +244,15 @@ class RotationEngine:
         def carry_out(account_plan: AccountPlan) -> AccountResult:
             state = obs.accounts.get(account_plan.account)
             if account_plan.action is AccountAction.BLOCKED or state is None:
-                return self._result(account_plan, Status.FAILED, account_plan.reason, None, account_plan.message)
+                unreadable = obs.unreadable.get(account_plan.account)  # a transient read failure is worth a retry
+                return self._result(
+                    account_plan,
+                    Status.FAILED,
+                    account_plan.reason,
+                    None,
+                    account_plan.message if unreadable is None else str(unreadable),
+                    retryable=isinstance(unreadable, TransientError),
+                )
             if account_plan.action is AccountAction.LEAVE or to_version is None:
                 return self._result(account_plan, Status.SKIPPED, account_plan.reason, to_version)
             return self._converge_account(obs.request, account_plan, state, to_version, before_write)
@@ -244,10 +267,23 @@ class RotationEngine:
         version: str,
         before_write: Callable[[], None],
     ) -> AccountResult:
+        def update() -> AccountEncryption:
+            # Re-read first: the snapshot may be minutes old, and the update must never undo someone's move of the
+            # account to another key or vault. The lock is checked before every attempt.
+            fresh = self._accounts.get(plan.account)
+            if fresh.key_version == version and fresh.provisioning_state not in TERMINAL_FAILURE_STATES:
+                return fresh  # already on its way (or there): verify waits for Succeeded
+            if not fresh.uses(request.key):
+                raise AccountMoved(
+                    f"account {plan.account.id} no longer uses {request.key.id} (now {fresh.key_vault_uri} "
+                    f"{fresh.key_name}); it was left alone"
+                )
+            before_write()
+            return self._accounts.update_key_version(fresh, version)
+
         try:
             if plan.action is AccountAction.REPOINT:
-                before_write()
-                state = self._step(self._accounts.update_key_version, state, version)
+                state = self._step(update)
             self._verify(state, version)
         except RotationError as exc:
             emit(

@@ -7,7 +7,8 @@ azure-core retries a POST on 500/503/504 and on any answer with ``Retry-After``,
 With retries off, a failed create surfaces as an error; the engine then re-reads the versions, adopts the one tagged
 with its request id if the create did land, and only otherwise creates again.
 
-Key material is immutable, so the type and size of each version are read once per process and cached.
+Key material is immutable, so the type and size of each version are read once per process and cached. Key Vault
+refuses to return a disabled version's key (403 ``KeyDisabled``), so only enabled versions are read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.keyvault.keys import KeyClient, KeyProperties, KeyType, KeyVaultKey
 
 from rotation.azure_errors import translate
@@ -60,17 +61,12 @@ class KeyVaultAdapter:
             return client
 
     def list_versions(self, key: KeyRef) -> list[KeyVersion]:
-        """Every version of ``key``, oldest first (``recency``); ``[]`` when the key does not exist.
-
-        Key Vault's current version is asked for too: ``created`` has whole seconds, and when two versions share one,
-        only Key Vault knows which is newer.
-        """
+        """Every version of ``key``, oldest first (``recency``); ``[]`` when the key does not exist."""
         client = self._client(key)
         try:
-            latest = client.get_key(key.name)
-            self._remember(latest)
             properties = list(client.list_properties_of_key_versions(key.name, max_page_size=25))
-            versions = [self._version(client, p, latest=p.version == latest.properties.version) for p in properties]
+            latest = self._current_if_tied(client, key, properties)
+            versions = [self._version(client, p, latest=p.version == latest) for p in properties]
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
@@ -78,9 +74,28 @@ class KeyVaultAdapter:
                 exc,
                 action="list key versions",
                 resource=key.id,
-                permission=f"keys/get and keys/list on vault {key.vault_url}",
+                permission=f"keys/list and keys/get on vault {key.vault_url}",
             ) from exc
         return sorted(versions, key=recency)
+
+    def _current_if_tied(self, client: KeyClient, key: KeyRef, properties: list[KeyProperties]) -> str | None:
+        """Key Vault's current version, asked for only when the newest versions share a ``created`` second (only Key
+        Vault knows which of them is newer); None when there is no tie. Key Vault refuses to return a disabled
+        version, and that refusal says the current version is one of the tied disabled ones."""
+        created = [p.created_on for p in properties if p.created_on is not None]
+        if len(created) < 2 or created.count(max(created)) < 2:
+            return None
+        try:
+            current = client.get_key(key.name)
+        except HttpResponseError as exc:
+            inner = getattr(exc.error, "innererror", None) or {}
+            if exc.status_code == 403 and inner.get("code") == "KeyDisabled":
+                newest = max(created)
+                disabled = [str(p.version) for p in properties if p.created_on == newest and not p.enabled]
+                return max(disabled, default=None)
+            raise
+        self._remember(current)
+        return current.properties.version
 
     def create_version(
         self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]

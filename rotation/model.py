@@ -56,7 +56,6 @@ TAG_REQUEST_ID = "rotation-request-id"
 TAG_TRIGGER = "rotation-trigger"
 TAG_APP = "rotation-app"
 TAG_REASON = "rotation-reason"
-PROVENANCE_TAGS = frozenset({TAG_REQUEST_ID, TAG_TRIGGER, TAG_APP, TAG_REASON})
 
 
 def shown(value: str, limit: int = 200) -> str:

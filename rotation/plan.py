@@ -120,6 +120,10 @@ def _version_of(obs: Observation, account: AccountRef) -> str | None:
     return state.key_version if state else None
 
 
+# An account whose last update ended like this keeps its keyVersion but never turns Succeeded by waiting.
+TERMINAL_FAILURE_STATES = frozenset({"Failed", "Canceled"})
+
+
 def _plan_account(
     obs: Observation,
     account: AccountRef,
@@ -144,6 +148,9 @@ def _plan_account(
         )
     if state.key_version != target_version:
         message = f"points at {state.key_version or 'no version'}; repoint to {target_version}"
+        return AccountPlan(account, AccountAction.REPOINT, Reason.ACCOUNT_BEHIND, message, from_version)
+    if state.provisioning_state in TERMINAL_FAILURE_STATES:  # the last update failed: send it again
+        message = f"has {target_version} but is {state.provisioning_state}; send the update again"
         return AccountPlan(account, AccountAction.REPOINT, Reason.ACCOUNT_BEHIND, message, from_version)
     if state.provisioning_state != PROVISIONING_SUCCEEDED:
         message = f"has {target_version} but is {state.provisioning_state or 'in an unknown state'}; wait for Succeeded"

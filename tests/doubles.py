@@ -77,6 +77,11 @@ class InMemoryKeyVault:
         with self._lock:
             return list(self._keys.get(key, []))
 
+    def disable(self, key: KeyRef, version: str) -> None:
+        """Someone disables ``version`` (in the portal, say)."""
+        with self._lock:
+            self._keys[key] = [replace(v, enabled=False) if v.version == version else v for v in self._keys[key]]
+
     def holds(self, vault_uri: str | None, key_name: str | None, version: str) -> bool:
         """True when the vault has ``version`` of the key named ``key_name`` at ``vault_uri``."""
         if not vault_uri or not key_name:

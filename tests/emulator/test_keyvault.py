@@ -733,3 +733,23 @@ def test_state_api_is_safe_under_concurrent_use(emulator: Emulator) -> None:
         thread.join()
     assert errors == []
     assert [r.version for r in vault.versions("cmk")] == [record.version]
+
+
+def test_a_disabled_version_is_listed_but_never_returned(emulator: Emulator) -> None:
+    vault = emulator.add_vault("kv-disabled")
+    record = vault.create_key("cmk")
+    vault.update_key("cmk", record.version, enabled=False)
+    client = KeyClient(
+        vault.url, emulator.credential(), verify_challenge_resource=False, connection_verify=emulator.ca_bundle
+    )
+
+    for version in (None, record.version):
+        with pytest.raises(HttpResponseError) as refused:
+            client.get_key("cmk", version)
+        assert refused.value.status_code == 403
+        assert refused.value.error is not None and refused.value.error.message == (
+            "Operation get is not allowed on a disabled key."
+        )
+        assert refused.value.error.innererror == {"code": "KeyDisabled"}
+    (listed,) = client.list_properties_of_key_versions("cmk")
+    assert (listed.version, listed.enabled) == (record.version, False)

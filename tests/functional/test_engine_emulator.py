@@ -377,3 +377,47 @@ def test_accounts_on_another_vault_or_outside_the_targets_are_never_written(scen
     assert scene.statuses(UPDATE, elsewhere) == [] and scene.statuses(UPDATE, outsider) == []
     assert scene.key_version(elsewhere) == other_first and scene.key_version(outsider) == scene.first
     assert [r.version for r in other_vault.versions("cmk")] == [other_first]
+
+
+# --- disabled versions: Key Vault refuses to return them --------------------------------------------------------------
+
+
+def test_a_disabled_newest_version_is_replaced_and_accounts_follow(scene: Scene) -> None:
+    fresh = scene.vault.create_key("cmk", exp=scene.emulator.clock.now() + timedelta(days=90))
+    scene.vault.update_key("cmk", fresh.version, enabled=False)  # someone disables the newest version
+
+    outcome = scene.reconcile()
+
+    assert (outcome.status, outcome.reason) == (Status.SUCCEEDED, Reason.CURRENT_DISABLED)
+    assert len(scene.versions()) == 3 and outcome.to_version == scene.versions()[-1]
+    assert {scene.key_version(a) for a in scene.accounts} == {outcome.to_version}
+
+
+def pair_in_one_second(vault: Any, name: str) -> tuple[Any, Any]:
+    """Two versions whose ``created`` second is the same (Key Vault's timestamps have whole seconds)."""
+    for _ in range(5):
+        first, second = vault.create_key(name), vault.create_key(name)
+        if first.created == second.created:
+            return first, second
+    raise AssertionError("could not create two versions within one second")
+
+
+def test_versions_created_in_one_second_are_ordered_by_key_vaults_current_version(scene: Scene) -> None:
+    first, second = pair_in_one_second(scene.vault, "tied")
+    tied = KeyRef.parse(f"{scene.vault.url}/keys/tied")
+
+    listed = scene.connection().key_vault().list_versions(tied)
+
+    assert [v.version for v in listed][-2:] == [first.version, second.version]
+    assert [v.version for v in listed if v.latest] == [second.version]
+
+
+def test_a_tie_whose_current_version_is_disabled_still_lists(scene: Scene) -> None:
+    _, second = pair_in_one_second(scene.vault, "tied")
+    scene.vault.update_key("tied", second.version, enabled=False)
+    tied = KeyRef.parse(f"{scene.vault.url}/keys/tied")
+
+    listed = scene.connection().key_vault().list_versions(tied)
+
+    assert [v.version for v in listed if v.latest] == [second.version]  # the refusal itself names the disabled one
+    assert {v.version: v.enabled for v in listed}[second.version] is False

@@ -28,7 +28,7 @@ from rotation.model import (
 )
 from rotation.reasons import Reason
 from tests.doubles import InMemoryAccounts, InMemoryKeyVault
-from tests.unit.factories import AOAI_1, AOAI_2, AOAI_3, DAY, KEY, NOW, FixedClock, account, request
+from tests.unit.factories import AOAI_1, AOAI_2, AOAI_3, DAY, KEY, NOW, OTHER_KEY, FixedClock, account, request
 
 ACCOUNTS = (AOAI_1, AOAI_2, AOAI_3)
 EXPIRING_AT = NOW + 20 * DAY  # inside the 30-day renewal window
@@ -226,17 +226,19 @@ def test_verify_waits_for_a_lingering_accepted_state() -> None:
     outcome = world.reconcile()
     assert outcome.status is Status.SUCCEEDED
     assert world.accounts.state(AOAI_1).provisioning_state == "Succeeded"
-    assert world.accounts.calls.count(("get", AOAI_1)) == 1 + 3  # gather, read-back after update, two polls
+    # gather, the re-read before the update, the read-back after it, two polls
+    assert world.accounts.calls.count(("get", AOAI_1)) == 1 + 4
 
 
 def test_a_transient_read_error_while_verifying_is_retried() -> None:
     world = make_world()
     world.accounts.linger(AOAI_1, 1)
-    # Reads: gather, the update's read-back ("Accepted"), a verify read that fails with 503, a verify read that passes.
-    world.accounts.fail(AOAI_1, "get", None, None, TransientError("503 service unavailable"))
+    # Reads: gather, the re-read before the update, the update's read-back ("Accepted"), a verify read that fails
+    # with 503, a verify read that passes.
+    world.accounts.fail(AOAI_1, "get", None, None, None, TransientError("503 service unavailable"))
     outcome = world.reconcile()
     assert {r.account: r.status for r in outcome.accounts}[AOAI_1] is Status.SUCCEEDED
-    assert world.accounts.calls.count(("get", AOAI_1)) == 4
+    assert world.accounts.calls.count(("get", AOAI_1)) == 5
 
 
 def test_verify_gives_up_at_its_deadline() -> None:
@@ -361,3 +363,76 @@ def test_a_lock_lost_after_the_create_stops_the_account_updates() -> None:
     assert world.account_versions() == {"aoai-1": "v1", "aoai-2": "v1", "aoai-3": "v1"}
     assert (outcome.status, outcome.retryable) == (Status.FAILED, True)
     assert all(r.status is Status.FAILED for r in outcome.accounts)
+
+
+# --- what changed while the rotation ran ---------------------------------------------------------------------------
+
+
+def test_a_tagged_version_that_is_no_longer_usable_is_not_adopted() -> None:
+    world = make_world()
+    busy = ConflictError("busy")
+    for ref in ACCOUNTS:
+        world.accounts.fail(ref, "update_key_version", *[busy] * 4)  # every attempt of the first delivery
+    first = world.reconcile(request_id="req-1")
+    assert (first.status, first.retryable) == (Status.FAILED, True)
+    (tagged,) = world.vault.created
+    world.vault.disable(KEY, tagged.version)  # an operator disables it before the request is delivered again
+
+    again = world.reconcile(request_id="req-1")
+
+    assert again.status is Status.SUCCEEDED
+    assert again.to_version not in ("v1", tagged.version)
+    assert set(world.account_versions().values()) == {again.to_version}
+
+
+def test_an_account_moved_to_another_key_during_the_rotation_is_left_there() -> None:
+    world = make_world()
+
+    def someone_moves_aoai_2() -> None:  # runs before the create, after the snapshot was read
+        world.accounts.add(account(AOAI_2, key=OTHER_KEY, key_version="o1"))
+
+    outcome = world.engine.reconcile(request(Trigger.TIMER, request_id="req-1"), before_write=someone_moves_aoai_2)
+
+    assert world.accounts.state(AOAI_2).key_name == OTHER_KEY.name
+    assert world.accounts.state(AOAI_2).key_version == "o1"
+    results = {r.account: r for r in outcome.accounts}
+    assert (results[AOAI_2].status, results[AOAI_2].reason) == (Status.FAILED, Reason.ACCOUNT_USES_OTHER_KEY)
+    assert "no longer uses" in (results[AOAI_2].error or "")
+    assert ("update_key_version", AOAI_2) not in world.accounts.calls
+
+
+def test_a_lock_lost_between_create_retries_creates_nothing_more() -> None:
+    world = make_world()
+    world.vault.fail("create_version", TransientError("503 service unavailable"))
+    checks = iter([None])  # the first check passes; the lease is gone by the retry
+
+    def lock_check() -> None:
+        if next(checks, "lost") == "lost":
+            raise TransientError("the lock on the key was lost")
+
+    with pytest.raises(TransientError, match="lock"):
+        world.engine.reconcile(request(Trigger.TIMER, request_id="req-1"), before_write=lock_check)
+
+    assert world.vault.created == []
+
+
+def test_an_account_that_could_not_be_read_for_a_transient_reason_is_retryable() -> None:
+    world = make_world()
+    world.accounts.fail(AOAI_2, "get", *[TransientError("429 too many requests")] * 10)
+
+    outcome = world.reconcile()
+
+    assert (outcome.status, outcome.retryable) == (Status.FAILED, True)
+    failed = {r.account: r for r in outcome.accounts if r.status is Status.FAILED}
+    assert list(failed) == [AOAI_2] and "429" in (failed[AOAI_2].error or "")
+
+
+def test_an_account_whose_last_update_failed_on_the_target_version_is_updated_again() -> None:
+    world = make_world(expires_on=NOW + 100 * DAY)  # fresh: no new version
+    world.accounts.add(account(AOAI_1, key_version="v1", state="Failed"))
+
+    outcome = world.reconcile()
+
+    assert outcome.status is Status.SUCCEEDED
+    assert world.accounts.state(AOAI_1).provisioning_state == "Succeeded"
+    assert ("update_key_version", AOAI_1) in world.accounts.calls
