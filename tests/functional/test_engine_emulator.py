@@ -315,7 +315,7 @@ def test_a_slow_operation_and_a_lingering_accepted_are_waited_out(scene: Scene) 
 def test_a_vault_that_refuses_the_identity_fails_fast_with_the_missing_permission(scene: Scene) -> None:
     scene.vault.deny(IDENTITY)
 
-    with pytest.raises(PermissionDenied, match=r"keys/list on vault https://127\.0\.0\.1:\d+ \(403"):
+    with pytest.raises(PermissionDenied, match=r"keys/list and keys/get on vault https://127\.0\.0\.1:\d+ \(403"):
         scene.reconcile()
 
     assert scene.vault_statuses() == [403]  # one call: no retries
