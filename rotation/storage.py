@@ -374,8 +374,9 @@ class KeyLock:
     """A blob lease that lets one worker at a time rotate a key; use it as a context manager.
 
     ``acquire`` raises ``LockHeld`` at once when another worker holds the lease. While held, a daemon thread renews
-    the lease every ``renew_every`` seconds (default: a third of ``duration``). If a renewal fails, ``lost`` turns
-    true, ``rotation.lock_lost`` is logged and renewal stops; call ``raise_if_lost()`` before each write.
+    the lease every ``renew_every`` seconds (default: a third of ``duration``). If storage refuses a renewal, or none
+    has got through for three quarters of ``duration``, ``lost`` turns true (and ``rotation.lock_lost`` is logged
+    once the renewer notices); call ``raise_if_lost()`` before each write.
     """
 
     def __init__(
@@ -384,8 +385,8 @@ class KeyLock:
         if isinstance(duration, bool) or not isinstance(duration, int) or not 15 <= duration <= 60:
             raise InvalidInput(f"lock duration must be 15-60 whole seconds (Azure's lease limits), got {duration!r}")
         interval = duration / 3 if renew_every is None else renew_every
-        if not 0 < interval < duration:
-            raise InvalidInput(f"renew_every must be more than 0 and less than duration ({duration}), got {interval!r}")
+        if not 0 < interval <= duration / 2:
+            raise InvalidInput(f"renew_every must be more than 0 and at most half of duration ({duration}), got {interval!r}")
         self.key_id = key_id
         self.blob_name = lock_blob_name(key_id)
         self._container = locks
@@ -394,6 +395,7 @@ class KeyLock:
         self._duration = duration
         self._renew_every = interval
         self._held = False
+        self._renewed_at = 0.0  # time.monotonic() of the last acquire or renewal that storage confirmed
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -419,12 +421,16 @@ class KeyLock:
 
     @property
     def lost(self) -> bool:
-        """True once a renewal failed: another worker may hold the key now."""
-        return self._lost.is_set()
+        """True once storage refused a renewal, or no renewal got through for so long that the lease may have
+        expired (a renewal can hang for minutes inside the storage client's own retries): another worker may hold
+        the key now."""
+        if self._lost.is_set():
+            return True
+        return self._held and time.monotonic() - self._renewed_at >= self._duration * 3 / 4  # a quarter as margin
 
     def raise_if_lost(self) -> None:
-        """Raise ``LockLost`` when the lease could not be renewed; call it before every write."""
-        if self._lost.is_set():
+        """Raise ``LockLost`` when the lease may no longer be ours; call it before every write."""
+        if self.lost:
             raise LockLost(f"the lock on {self.key_id} was lost (renewal failed); stop and let the queue retry")
 
     def acquire(self) -> None:
@@ -436,6 +442,7 @@ class KeyLock:
         except ResourceNotFoundError:
             self._create_lock_blob()
             self._take_lease()
+        self._renewed_at = time.monotonic()
         self._held = True
         self._stop.clear()
         self._lost.clear()
@@ -494,12 +501,11 @@ class KeyLock:
     def _renew(self) -> None:
         """Renew until released. Storage refusing the renewal (the lease was broken or taken) loses the lock at once;
         a failure to reach storage is retried as long as the lease cannot have expired yet."""
-        renewed = time.monotonic()
         while not self._stop.wait(self._renew_every):
             error: Exception
             try:
                 self._lease.renew()
-                renewed = time.monotonic()
+                self._renewed_at = time.monotonic()
                 continue
             except HttpResponseError as exc:
                 refused = exc.status_code is not None and exc.status_code < 500
@@ -507,7 +513,7 @@ class KeyLock:
             except Exception as exc:  # noqa: BLE001 -- a renewer that dies quietly is exactly the failure to report
                 refused = False
                 error = exc
-            if refused or time.monotonic() - renewed + self._renew_every >= self._duration:
+            if refused or self.lost:
                 log.error(
                     "rotation.lock_lost",
                     extra={"key": self.key_id, "lock": self.blob_name, "error": _service_error(error)},

@@ -241,6 +241,7 @@ class Relay:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._cut = threading.Event()
+        self._hang = threading.Event()
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -250,6 +251,9 @@ class Relay:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self._hang.is_set():  # keep the connection open and answer nothing
+                self._open.append(client)
+                continue
             if self._cut.is_set():
                 client.close()
                 continue
@@ -273,8 +277,15 @@ class Relay:
                 sock.shutdown(socket.SHUT_RDWR)
         self._open.clear()
 
+    def hang(self) -> None:
+        """From now on, requests reach nothing and get no answer (open connections are cut first)."""
+        self._hang.set()
+        self.cut()
+        self._cut.clear()
+
     def restore(self) -> None:
         self._cut.clear()
+        self._hang.clear()
 
     def close(self) -> None:
         self.cut()
@@ -305,6 +316,33 @@ def test_a_storage_outage_shorter_than_the_lease_does_not_lose_the_lock(
         with pytest.raises(LockHeld):  # still ours: another worker is refused
             KeyLock.from_connection_string(azurite.connection_string, KEY, container_name=name, duration=15).acquire()
     finally:
+        lock.release()
+        relay.close()
+
+
+def test_a_renewal_that_hangs_loses_the_lock_before_the_lease_can_expire(azurite: Any) -> None:
+    relay = Relay(azurite.endpoints["blob"])
+    via_relay = azurite.connection_string.replace(
+        azurite.endpoints["blob"] + "/devstoreaccount1", f"http://127.0.0.1:{relay.port}/devstoreaccount1"
+    )
+    lock = KeyLock.from_connection_string(
+        via_relay, KEY, container_name=unique("locks-"), duration=15, renew_every=1, retry_total=0
+    )
+    try:
+        lock.acquire()
+        relay.hang()  # the next renewal blocks inside the storage client, far longer than the lease
+        lock.raise_if_lost()  # just renewed: still ours
+        deadline = time.monotonic() + 14
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.2)
+        held_for = time.monotonic() - (deadline - 14)
+        assert lock.lost, "a hung renewal must not leave the lock looking held"
+        assert held_for < 15  # reported lost before the 15 s lease could have expired
+        with pytest.raises(LockLost):
+            lock.raise_if_lost()
+    finally:
+        relay.cut()  # ends the hung connection, so the renewer thread can stop
+        relay.restore()
         lock.release()
         relay.close()
 
@@ -365,7 +403,7 @@ def test_a_killed_holders_lease_expires_while_a_renewed_lease_outlives_its_durat
     KeyLock(locks, OTHER_KEY, duration=15).acquire()
 
 
-@pytest.mark.parametrize(("duration", "renew_every"), [(10, None), (61, None), (15, 15), (15, 0)])
+@pytest.mark.parametrize(("duration", "renew_every"), [(10, None), (61, None), (15, 15), (15, 8), (15, 0)])
 def test_lock_timing_outside_azures_limits_is_refused(
     locks: ContainerClient, duration: int, renew_every: float | None
 ) -> None:
