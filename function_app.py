@@ -92,10 +92,10 @@ def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.queue_trigger(arg_name="message", queue_name="rotation-requests", connection="AzureWebJobsStorage")
 def rotation_worker(message: func.QueueMessage) -> None:
-    current_app().work(message.get_body().decode())
+    current_app().work(message.get_body())
 
 
 @app.queue_trigger(arg_name="message", queue_name="rotation-requests-poison", connection="AzureWebJobsStorage")
 def rotation_poison(message: func.QueueMessage) -> None:
     reason = "every delivery of the request failed (host.json: extensions.queues.maxDequeueCount)"
-    current_app().give_up(message.get_body().decode(), reason=reason)
+    current_app().give_up(message.get_body(), reason=reason)

@@ -48,10 +48,12 @@ class AccountsAdapter:
         *,
         base_url: str | None = None,
         polling_interval: float = 5.0,
+        operation_timeout: float = 600.0,
         **client_kwargs: Any,
     ) -> None:
         self._credential = credential
         self._base_url = base_url
+        self._operation_timeout = operation_timeout
         self._client_kwargs = {
             "polling_interval": polling_interval,
             "retry_total": 4,
@@ -108,7 +110,8 @@ class AccountsAdapter:
         except AzureError as exc:
             raise translate(exc, action=action, resource=account.id, permission=permission) from exc
         try:
-            poller.result()
+            # Bounded: an operation still running after this is left to the engine's verify step (its own deadline).
+            poller.result(timeout=self._operation_timeout)
         except HttpResponseError as exc:
             if isinstance(exc.__cause__, OperationFailed):
                 # The operation ran and failed. Azure reports some causes (a key it cannot reach yet) only this way, so

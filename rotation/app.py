@@ -21,7 +21,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,11 +34,13 @@ from rotation.errors import ConfigError, RotationError
 from rotation.events import EventRejected, parse_key_event
 from rotation.model import (
     AccountAction,
+    AccountResult,
     Clock,
     KeyRef,
     RotationOutcome,
     RotationPlan,
     RotationRequest,
+    Status,
     Trigger,
     system_clock,
 )
@@ -45,6 +48,7 @@ from rotation.notify import OutcomePublisher
 from rotation.status import target_status
 from rotation.storage import (
     FINAL_STATUSES,
+    MAX_ACCOUNTS_JSON_CHARS,
     InvalidInput,
     KeyLock,
     Ledger,
@@ -233,7 +237,7 @@ class RotationApp:
         return Answer(200, {"keys": keys})
 
     # Queue worker ------------------------------------------------------------------------------------------------
-    def work(self, message: str) -> RotationOutcome | None:
+    def work(self, message: str | bytes) -> RotationOutcome | None:
         """Run one queued request under its key's lock. None when the message was not run (malformed, the lock is
         held and the request was re-enqueued, or the request had already finished).
 
@@ -273,7 +277,7 @@ class RotationApp:
         finally:
             lock.release()
 
-    def give_up(self, message: str, *, reason: str) -> None:
+    def give_up(self, message: str | bytes, *, reason: str) -> None:
         """The poison handler: the request will not be retried again; mark it failed and say so."""
         try:
             request = _request(decode_request(message))
@@ -378,9 +382,31 @@ def _ledger_fields(outcome: RotationOutcome, *, final: bool) -> dict[str, Any]:
         "reason": outcome.reason.value,
         "from_version": outcome.from_version or "",
         "to_version": outcome.to_version or "",
-        "accounts": {a.account.id: a.to_dict() for a in outcome.accounts},
+        "accounts": _account_results(outcome.accounts),
         "error": outcome.error or "",
     }
+
+
+def _account_results(results: Sequence[AccountResult]) -> dict[str, Any]:
+    """Each account's result for the ledger row. A fleet too large for one Table property keeps every failure it can
+    (errors shortened) and counts the rest under ``"summary"``; the log and the outcome event carry every account."""
+    full: dict[str, Any] = {r.account.id: r.to_dict() for r in results}
+    if _json_chars(full) <= MAX_ACCOUNTS_JSON_CHARS:
+        return full
+    summary = {"summary": dict(Counter(r.status.value for r in results))}
+    kept: dict[str, Any] = {}
+    for r in results:
+        if r.status is not Status.FAILED:
+            continue
+        entry = {"status": r.status.value, "reason": r.reason.value, "error": (r.error or "")[:200]}
+        if _json_chars({**kept, r.account.id: entry, **summary}) > MAX_ACCOUNTS_JSON_CHARS:
+            break
+        kept[r.account.id] = entry
+    return {**kept, **summary}
+
+
+def _json_chars(value: Mapping[str, Any]) -> int:
+    return len(json.dumps(value, sort_keys=True, separators=(",", ":")))
 
 
 def _row(entry: LedgerEntry) -> dict[str, Any]:

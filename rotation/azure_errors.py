@@ -16,6 +16,7 @@ lives) are never read here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from azure.core.exceptions import (
@@ -38,14 +39,20 @@ from rotation.errors import (
 _MAX_DETAIL = 300
 
 
+MAX_RETRY_AFTER = 60.0  # seconds; a longer (or absurd) Retry-After is cut to this, so a step stays within its bounds
+
+
 def retry_after(exc: HttpResponseError) -> float | None:
-    """The server's ``Retry-After`` in seconds, when it sent one as a number."""
+    """The server's ``Retry-After`` in seconds, when it sent one as a finite number, at most ``MAX_RETRY_AFTER``."""
     response: Any = exc.response  # an azure.core HttpResponse; the typed base lacks ``headers``
     value = response.headers.get("Retry-After") if response is not None else None
     try:
-        return max(0.0, float(value)) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def detail(exc: AzureError) -> str:

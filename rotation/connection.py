@@ -30,6 +30,7 @@ class AzureConnection:
     ca_bundle: str | None = None  # a CA bundle to trust (the emulator's); None: the system's
     verify_challenge_resource: bool = True  # Key Vault's check that the challenge names *.vault.azure.net
     polling_interval: float = 5.0  # seconds between ARM polls when the service sends no Retry-After
+    operation_timeout: float = 600.0  # longest wait on one ARM operation before the verify step takes over
 
     @classmethod
     def default(cls, settings: Settings) -> AzureConnection:
@@ -48,7 +49,11 @@ class AzureConnection:
 
     def accounts(self) -> AccountsAdapter:
         return AccountsAdapter(
-            self.credential, base_url=self.arm_endpoint, polling_interval=self.polling_interval, **self._transport()
+            self.credential,
+            base_url=self.arm_endpoint,
+            polling_interval=self.polling_interval,
+            operation_timeout=self.operation_timeout,
+            **self._transport(),
         )
 
     def publisher(self, settings: Settings) -> OutcomePublisher | None:

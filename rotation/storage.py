@@ -73,7 +73,8 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "skipped"})
 
 MAX_ERROR_CHARS = 2000
 """Longer ``error`` texts are cut to this length (a Table string property holds at most 32 K characters)."""
-_MAX_ACCOUNTS_JSON_CHARS = 32_000
+MAX_ACCOUNTS_JSON_CHARS = 32_000
+"""The most a row's ``accounts`` may take as compact JSON (a Table string property holds at most 32 K characters)."""
 _MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600  # the queue's default message time-to-live; the delay must be shorter
 
 
@@ -386,7 +387,9 @@ class KeyLock:
             raise InvalidInput(f"lock duration must be 15-60 whole seconds (Azure's lease limits), got {duration!r}")
         interval = duration / 3 if renew_every is None else renew_every
         if not 0 < interval <= duration / 2:
-            raise InvalidInput(f"renew_every must be more than 0 and at most half of duration ({duration}), got {interval!r}")
+            raise InvalidInput(
+                f"renew_every must be more than 0 and at most half of duration ({duration}), got {interval!r}"
+            )
         self.key_id = key_id
         self.blob_name = lock_blob_name(key_id)
         self._container = locks
@@ -785,9 +788,9 @@ def _to_row(entry: LedgerEntry) -> dict[str, Any]:
         accounts = json.dumps(dict(entry.accounts), sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"ledger accounts must map account ids to JSON values: {exc}") from exc
-    if len(accounts) > _MAX_ACCOUNTS_JSON_CHARS:
+    if len(accounts) > MAX_ACCOUNTS_JSON_CHARS:
         raise InvalidInput(
-            f"ledger accounts take {len(accounts)} characters as JSON, more than {_MAX_ACCOUNTS_JSON_CHARS}; "
+            f"ledger accounts take {len(accounts)} characters as JSON, more than {MAX_ACCOUNTS_JSON_CHARS}; "
             "store a shorter outcome per account"
         )
     error = _redacted(entry.error)

@@ -31,11 +31,17 @@ from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
 from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
 from azure.storage.blob import BlobClient
 
+import function_app
+from emulator.azurite import Azurite
 from emulator.control import FaultRule
+from emulator.core import Emulator
 from emulator.eventgrid import CLOUD_EVENT_SCHEMA, EVENT_GRID_SCHEMA
+from emulator.functions_host import FunctionsHost
+from rotation.app import configure
 from rotation.model import TAG_REQUEST_ID
 from rotation.storage import LOCKS_CONTAINER, REQUESTS_QUEUE, lock_blob_name
-from tests.functional.conftest import ACCOUNT_NAMES, KEY, Fleet
+from tests.functional.conftest import ACCOUNT_NAMES, KEY, Fleet, empty_queues
+from tests.functional.wiring import build_app
 
 ROOT = Path(__file__).resolve().parents[2]
 NEAR_EXPIRY = "Microsoft.KeyVault.KeyNearExpiry"
@@ -483,3 +489,39 @@ def test_the_sweep_reports_a_blocked_key_and_enqueues_nothing(fleet: Fleet, capl
     blocked = [r for r in caplog.records if r.getMessage() == "rotation.sweep_blocked"]
     assert [(r.key, r.reason) for r in blocked] == [(fleet.key_id, "KeyDisabled")]  # type: ignore[attr-defined]
     assert fleet.versions() == [fleet.initial_version]
+
+
+# --- a large fleet ------------------------------------------------------------------------------------------------
+
+
+def test_a_fleet_too_large_for_one_ledger_cell_is_summarised_and_still_succeeds(
+    emulator: Emulator, azurite: Azurite
+) -> None:
+    vault = emulator.add_vault("kv-fleet")
+    current = vault.create_key("cmk", exp=datetime.now(UTC) + timedelta(days=20))
+    encryption = {
+        "keySource": "Microsoft.KeyVault",
+        "keyVaultProperties": {"keyName": "cmk", "keyVersion": current.version, "keyVaultUri": vault.url},
+    }
+    accounts = [emulator.arm.add_account(f"openai-{i:03}", encryption=encryption)["id"] for i in range(90)]
+    emulator.arm.set_throttle_scale(100)
+    key = f"{vault.url}/keys/cmk"
+    app = build_app(emulator.endpoints(), azurite.connection_string, [{"key": key, "accounts": accounts}])
+    host = FunctionsHost(function_app.app, azurite.connection_string)
+    empty_queues(host)
+    configure(app)
+    try:
+        answer = host.http("submit_rotation", "POST", "/api/rotations", body=json.dumps({"key": key}).encode())
+        assert answer.status_code == 202
+        body = json.loads(answer.get_body())
+        assert host.pump("rotation_worker") == 1
+        row = app.ledger.get(body["request_id"])
+    finally:
+        configure(None)
+        empty_queues(host)
+
+    assert row is not None and row.status == "succeeded"
+    assert row.accounts == {"summary": {"succeeded": 90}}
+    (new,) = [v.version for v in vault.versions("cmk") if v.version != current.version]
+    stored = [emulator.arm.account("rg-ai", f"openai-{i:03}")["properties"]["encryption"] for i in range(90)]
+    assert {e["keyVaultProperties"]["keyVersion"] for e in stored} == {new}
