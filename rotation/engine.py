@@ -17,7 +17,9 @@ Errors: a key-level step (listing versions, creating a version) that still fails
 ``RotationError`` (the class tells the caller what to do; ``RotationOutcome.from_error`` builds the ledger row). An
 account-level failure never stops the other accounts: it is recorded in the outcome, which is ``failed`` and
 ``retryable`` when every failure is transient. Step retries use stamina with the explicit predicate ``is_transient``
-and bounded attempts and time; azure-core's HTTP retries underneath are not wrapped again. Anything that is not a
+and bounded attempts and time. They re-run a whole step, re-reading Azure first where the step writes, for what
+azure-core's HTTP retries cannot fix: a 409 conflict, an operation that ran and failed, a create (sent with azure-core's
+retries off), or a throttle or outage that outlasted azure-core's own few retries. Anything that is not a
 ``RotationError`` is a bug and propagates.
 """
 
