@@ -218,6 +218,13 @@ class RotationApp:
             except RotationError as exc:
                 return _error(502, exc.reason.value, str(exc))
         entry = self._record_and_enqueue(request, idempotency_key=idempotency_key)
+        if entry.force != request.force:
+            return _error(
+                422,
+                "IdempotencyKeyReused",
+                f"Idempotency-Key {idempotency_key!r} was first used with force={str(entry.force).lower()} for "
+                f"request {entry.request_id}; use a new key for a different request",
+            )
         location = f"/api/rotations/{request.request_id}"
         return Answer(202, {**_row(entry), "status_url": location}, {"Location": location})
 
@@ -307,12 +314,13 @@ class RotationApp:
             created_at=now,
             updated_at=now,
             idempotency_key=idempotency_key,
+            force=request.force,
         )
 
     def _record_and_enqueue(self, request: RotationRequest, *, idempotency_key: str | None = None) -> LedgerEntry:
         entry, created = self.ledger.get_or_create(self._entry(request, idempotency_key=idempotency_key))
-        if created or entry.status == "queued":  # a repeat of a queued request re-sends: the first send may be lost
-            self.queue.enqueue(_message(request))
+        if created or (entry.status == "queued" and entry.force == request.force):
+            self.queue.enqueue(_message(request))  # a repeat of a queued request re-sends: the first send may be lost
         return entry
 
     def _publish_plan(self, plan: RotationPlan) -> None:

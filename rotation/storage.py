@@ -579,6 +579,7 @@ class LedgerEntry:
     error: str = ""
     attempts: int = 0
     idempotency_key: str | None = None
+    force: bool = False  # the request asked for a new version whether or not one is due
     etag: str | None = None
 
 
@@ -811,6 +812,7 @@ def _to_row(entry: LedgerEntry) -> dict[str, Any]:
         "accounts": accounts,
         "error": error,
         "attempts": entry.attempts,
+        "force": bool(entry.force),
     }
     if entry.idempotency_key is not None:
         request_id_for(entry.idempotency_key, entry.key)  # validates the header value
@@ -833,6 +835,7 @@ def _from_row(row: TableEntity) -> LedgerEntry:
         error=row.get("error", ""),
         attempts=int(row.get("attempts", 0)),
         idempotency_key=row.get("idempotency_key"),
+        force=bool(row.get("force", False)),
         etag=row.metadata["etag"],
     )
 

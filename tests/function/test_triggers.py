@@ -545,3 +545,20 @@ def test_an_app_without_storage_settings_answers_503_naming_the_setting(
 
     body = assert_json_error(response, 503, "ConfigError")
     assert "AzureWebJobsStorage" in body["error"]["message"]
+
+
+def test_an_idempotency_key_reused_with_a_different_force_is_refused(rotation: Rotation) -> None:
+    def submit(force: bool) -> Any:
+        body = json.dumps({"key": SAMPLE_KEY, "force": force}).encode()
+        return rotation.host.http(
+            "submit_rotation", "POST", "/api/rotations", body=body, headers={"Idempotency-Key": "change-42"}
+        )
+
+    first = submit(False)
+    assert first.status_code == 202
+    refused = assert_json_error(submit(True), 422, "IdempotencyKeyReused")
+    assert "force=false" in refused["error"]["message"]
+    assert submit(False).status_code == 202  # the original request, unchanged
+    assert [m["force"] for m in enqueued(rotation)] == [False, False]  # the refusal sent nothing
+    row = rotation.app.ledger.get(json.loads(first.get_body())["request_id"])
+    assert row is not None and row.force is False
