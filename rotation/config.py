@@ -52,6 +52,7 @@ DEFAULT_VERIFY_TIMEOUT = timedelta(minutes=10)
 DEFAULT_APP_NAME = "aoai-cmk-rotation"
 MIN_KEY_LIFETIME = timedelta(days=28)  # Key Vault's minimum expiryTime for a rotation policy
 MAX_CONCURRENCY = 64
+MAX_VERIFY_TIMEOUT = timedelta(minutes=20)  # leaves room for the other steps within functionTimeout (30 minutes)
 
 _APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TARGET_FIELDS = frozenset({"key", "accounts", "vault_location"})
@@ -100,7 +101,7 @@ class Settings:
         targets = check(lambda: parse_targets(setting(TARGETS)))
         lifetime = check(lambda: _duration(KEY_LIFETIME, setting(KEY_LIFETIME), DEFAULT_KEY_LIFETIME))
         renew_before = check(lambda: _duration(RENEW_BEFORE, setting(RENEW_BEFORE), DEFAULT_RENEW_BEFORE))
-        verify_timeout = check(lambda: _duration(VERIFY_TIMEOUT, setting(VERIFY_TIMEOUT), DEFAULT_VERIFY_TIMEOUT))
+        verify_timeout = check(lambda: _verify_timeout(setting(VERIFY_TIMEOUT)))
         schedule = check(lambda: parse_schedule(setting(SCHEDULE) or DEFAULT_SCHEDULE))
         endpoint = check(lambda: _events_endpoint(setting(EVENTS_ENDPOINT)))
         events_key = setting(EVENTS_KEY)
@@ -233,6 +234,16 @@ def _duration(name: str, text: str | None, default: timedelta) -> timedelta:
         )
     if value <= timedelta(0):
         raise ConfigError(f"{name}={shown(text)} must be a positive duration, e.g. P30D")
+    return value
+
+
+def _verify_timeout(text: str | None) -> timedelta:
+    value = _duration(VERIFY_TIMEOUT, text, DEFAULT_VERIFY_TIMEOUT)
+    if value > MAX_VERIFY_TIMEOUT:
+        raise ConfigError(
+            f"{VERIFY_TIMEOUT}={shown(text or '')} is longer than {_iso(MAX_VERIFY_TIMEOUT)}: a worker waits this long "
+            "per account on top of its other steps and must finish within host.json's functionTimeout (30 minutes)"
+        )
     return value
 
 

@@ -131,6 +131,10 @@ def test_target_errors(env: dict[str, str], fragments: list[str]) -> None:
             ["ROTATION_RENEW_BEFORE='P60D' must be shorter than ROTATION_KEY_LIFETIME='P60D'"],
         ),
         ({"ROTATION_VERIFY_TIMEOUT": "10m"}, ["ROTATION_VERIFY_TIMEOUT='10m' is not an ISO 8601 duration"]),
+        (
+            {"ROTATION_VERIFY_TIMEOUT": "PT21M"},
+            ["ROTATION_VERIFY_TIMEOUT='PT21M' is longer than PT20M", "functionTimeout"],
+        ),
         ({"ROTATION_SCHEDULE": "0 3 * *"}, ["ROTATION_SCHEDULE='0 3 * *' has 4 fields", "'0 0 3 * * *'"]),
         ({"ROTATION_SCHEDULE": "0 0 25 * * *"}, ["the hour field '25' is invalid", "0 to 23"]),
         ({"ROTATION_SCHEDULE": "0 0 3 * FOO *"}, ["the month field 'FOO' is invalid"]),
