@@ -9,33 +9,72 @@
     fleet_status        HTTP GET    /api/status                             → versions and accounts of every target
     rotation_worker     queue       rotation-requests                       → lock, reconcile, ledger, outcome event
     rotation_poison     queue       rotation-requests-poison                → ledger row failed, failure event
+
+Triggers never raise by accident. The one exception that leaves a function is ``Redeliver``, raised on purpose so the
+host delivers the message or event again (a storage fault, a lost lease, a recorded retryable failure, a bad setting
+that must not lose the message). Anything else is a bug: it is logged with the event's or message's id and the input
+is acknowledged. HTTP answers are JSON in the project's error format: a 4xx names the bad value, 503 the bad setting.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import azure.functions as func
 
-from rotation.app import Answer, RotationApp, current_app
+from rotation.app import Answer, Redeliver, RotationApp, current_app, error_answer
 from rotation.errors import ConfigError
+from rotation.log import install_redaction
+from rotation.redact import clipped
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("rotation")
 # azure-core logs every HTTP request and response at INFO (headers redacted): noise next to the rotation.* events.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+install_redaction()
+
+
+@contextmanager
+def _edge(function: str, input_id: object, *, redeliver_on_config_error: bool) -> Iterator[None]:
+    """Let only ``Redeliver`` out of a trigger; log and acknowledge anything else. A bad setting is redelivered where
+    the input would otherwise be lost (a queued request), and acknowledged where the sender retries (Event Grid)."""
+    try:
+        yield
+    except Redeliver:
+        raise
+    except ConfigError as exc:
+        log.error(
+            "rotation.config_error: %s cannot run (input %s): %s",
+            function,
+            clipped(str(input_id), 100),
+            exc,
+            extra={"function": function, "input_id": clipped(str(input_id), 100)},
+        )
+        if redeliver_on_config_error:
+            raise Redeliver(f"{function} cannot run until the settings are fixed: {exc}") from exc
+    except Exception as exc:
+        log.exception(
+            "rotation.internal_error: %s failed on input %s with %s",
+            function,
+            clipped(str(input_id), 100),
+            type(exc).__name__,
+            extra={"function": function, "input_id": clipped(str(input_id), 100)},
+        )
 
 
 def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
-    """The JSON answer of ``call``; a 503 naming the bad setting when the app cannot be configured."""
+    """The JSON answer of ``call``: 503 naming the bad setting when the app cannot be configured, and a JSON 500
+    without details (logged with its traceback) for a bug."""
     try:
-        rotation = current_app()
+        answer = call(current_app())
     except ConfigError as exc:
-        body = {"error": {"code": "ConfigError", "message": f"the service is misconfigured: {exc}"}}
-        return func.HttpResponse(json.dumps(body), status_code=503, mimetype="application/json")
-    answer = call(rotation)
+        answer = error_answer(503, "ConfigError", f"the service is misconfigured: {exc}", {"Retry-After": "300"})
+    except Exception as exc:
+        log.exception("rotation.internal_error: an HTTP request failed with %s", type(exc).__name__)
+        answer = error_answer(500, "InternalError", "the service failed unexpectedly; the error is in its log")
     return func.HttpResponse(
         json.dumps(answer.body), status_code=answer.status, headers=dict(answer.headers), mimetype="application/json"
     )
@@ -43,36 +82,60 @@ def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
 
 @app.event_grid_trigger(arg_name="event")
 def on_key_event(event: func.EventGridEvent) -> None:
-    # The library hands a CloudEvent for the CloudEvents schema and an EventGridEvent otherwise.
-    event_type = event.type if isinstance(event, func.CloudEvent) else event.event_type
-    data = event.get_json()  # both classes keep the payload's "data" there; CloudEvent has no .data attribute
-    current_app().on_key_event(event_id=event.id, event_type=event_type, subject=event.subject, data=data)
+    with _edge("on_key_event", event.id, redeliver_on_config_error=True):
+        # The library hands a CloudEvent for the CloudEvents schema and an EventGridEvent otherwise.
+        event_type = event.type if isinstance(event, func.CloudEvent) else event.event_type
+        data = event.get_json()  # both classes keep the payload's "data" there; CloudEvent has no .data attribute
+        current_app().on_key_event(event_id=event.id, event_type=event_type, subject=event.subject, data=data)
 
 
 @app.queue_trigger(arg_name="message", queue_name="key-events", connection="AzureWebJobsStorage")
 def on_queued_key_event(message: func.QueueMessage) -> None:
     # Event Grid's storage-queue destination writes one event per message, in the subscription's schema.
-    try:
-        event = json.loads(message.get_body())
-    except ValueError:
-        log.warning("rotation.event_ignored", extra={"why": "a key-events message is not JSON"})
-        return
-    if not isinstance(event, dict):
-        log.warning("rotation.event_ignored", extra={"why": "a key-events message is not one event object"})
-        return
-    cloud = "specversion" in event
-    current_app().on_key_event(
-        event_id=event.get("id"),
-        event_type=event.get("type" if cloud else "eventType"),
-        subject=event.get("subject"),
-        data=event.get("data"),
-    )
+    with _edge("on_queued_key_event", message.id, redeliver_on_config_error=True):
+        try:
+            event = json.loads(message.get_body())
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+            log.warning(
+                "rotation.event_ignored: key-events message %s is not JSON",
+                message.id,
+                extra={"event": "rotation.event_ignored", "why": "not JSON"},
+            )
+            return
+        if not isinstance(event, dict):
+            log.warning(
+                "rotation.event_ignored: key-events message %s is not one event object",
+                message.id,
+                extra={"event": "rotation.event_ignored", "why": "not one event object"},
+            )
+            return
+        cloud = "specversion" in event
+        current_app().on_key_event(
+            event_id=event.get("id"),
+            event_type=event.get("type" if cloud else "eventType"),
+            subject=event.get("subject"),
+            data=event.get("data"),
+        )
 
 
 @app.timer_trigger(schedule="%ROTATION_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def rotation_sweep(timer: func.TimerRequest) -> None:
-    requests = current_app().sweep()
-    log.info("rotation.sweep_completed", extra={"enqueued": len(requests), "past_due": timer.past_due})
+    with _edge("rotation_sweep", "timer", redeliver_on_config_error=False):
+        result = current_app().sweep()
+        log.log(
+            logging.ERROR if result.failed else logging.INFO,
+            "rotation.sweep_completed: %d enqueued, %d stuck requests sent again, %d targets failed%s",
+            len(result.enqueued),
+            len(result.repaired),
+            len(result.failed),
+            f" ({', '.join(result.failed)})" if result.failed else "",
+            extra={
+                "enqueued": len(result.enqueued),
+                "repaired": len(result.repaired),
+                "failed": len(result.failed),
+                "past_due": timer.past_due,
+            },
+        )
 
 
 @app.route(route="rotations", methods=["POST"])
@@ -92,10 +155,12 @@ def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.queue_trigger(arg_name="message", queue_name="rotation-requests", connection="AzureWebJobsStorage")
 def rotation_worker(message: func.QueueMessage) -> None:
-    current_app().work(message.get_body())
+    with _edge("rotation_worker", message.id, redeliver_on_config_error=True):
+        current_app().work(message.get_body())
 
 
 @app.queue_trigger(arg_name="message", queue_name="rotation-requests-poison", connection="AzureWebJobsStorage")
 def rotation_poison(message: func.QueueMessage) -> None:
     reason = "every delivery of the request failed (host.json: extensions.queues.maxDequeueCount)"
-    current_app().give_up(message.get_body(), reason=reason)
+    with _edge("rotation_poison", message.id, redeliver_on_config_error=True):
+        current_app().give_up(message.get_body(), reason=reason)

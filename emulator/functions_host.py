@@ -108,6 +108,31 @@ class FunctionsHost:
             message_decode_policy=TextBase64DecodePolicy(),
         )
 
+    def deliver_message(
+        self,
+        name: str,
+        text: str,
+        *,
+        message_id: str = "00000000-0000-0000-0000-000000000000",
+        dequeue_count: int = 1,
+        inserted_on: datetime | None = None,
+        expires_on: datetime | None = None,
+        next_visible_on: datetime | None = None,
+        pop_receipt: str = "",
+    ) -> None:
+        """Invoke a queue-triggered function with one message's text (already base64-decoded, as the host hands it
+        over) and the host's metadata; whatever the function raises propagates, as it would to the host."""
+        metadata = {
+            "Id": meta.Datum(message_id, "string"),
+            "DequeueCount": meta.Datum(str(dequeue_count), "json"),
+            "InsertionTime": meta.Datum(_iso(inserted_on), "string"),
+            "ExpirationTime": meta.Datum(_iso(expires_on), "string"),
+            "NextVisibleTime": meta.Datum(_iso(next_visible_on), "string"),
+            "PopReceipt": meta.Datum(pop_receipt, "string"),
+        }
+        decoded = QueueMessageInConverter.decode(meta.Datum(text, "string"), trigger_metadata=metadata)
+        self.function(name)(decoded)
+
     def pump(self, name: str, *, visibility_timeout: int = 1, max_messages: int = 100) -> int:
         """Deliver the visible messages of the function's queue, once each; the number of invocations."""
         queue_name = self.trigger(name)["queueName"]
@@ -117,17 +142,17 @@ class FunctionsHost:
             if invoked >= max_messages:
                 break
             invoked += 1
-            metadata = {
-                "Id": meta.Datum(message.id, "string"),
-                "DequeueCount": meta.Datum(str(message.dequeue_count), "json"),
-                "InsertionTime": meta.Datum(_iso(message.inserted_on), "string"),
-                "ExpirationTime": meta.Datum(_iso(message.expires_on), "string"),
-                "NextVisibleTime": meta.Datum(_iso(message.next_visible_on), "string"),
-                "PopReceipt": meta.Datum(message.pop_receipt or "", "string"),
-            }
-            decoded = QueueMessageInConverter.decode(meta.Datum(message.content, "string"), trigger_metadata=metadata)
             try:
-                self.function(name)(decoded)
+                self.deliver_message(
+                    name,
+                    message.content,
+                    message_id=message.id,
+                    dequeue_count=message.dequeue_count or 1,
+                    inserted_on=message.inserted_on,
+                    expires_on=message.expires_on,
+                    next_visible_on=message.next_visible_on,
+                    pop_receipt=message.pop_receipt or "",
+                )
             except Exception as exc:  # noqa: BLE001 -- the host logs a failed invocation and redelivers
                 log.info("invocation of %s failed: %s", name, exc)
                 if (message.dequeue_count or 0) >= self.max_dequeue_count:

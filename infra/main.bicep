@@ -45,6 +45,9 @@ param concurrency int = 8
 @description('ROTATION_VERIFY_TIMEOUT: ISO 8601 duration, how long to wait for an account to report the new version.')
 param verifyTimeout string = 'PT10M'
 
+@description('ROTATION_FORCE_COOLDOWN: ISO 8601 duration, the least time between two forced rotations of one key over HTTP.')
+param forceCooldown string = 'PT1H'
+
 @description('How Event Grid delivers key events: AzureFunction (push to on_key_event) or StorageQueue (queue key-events).')
 @allowed([
   'AzureFunction'
@@ -178,6 +181,7 @@ module app 'modules/app.bicep' = {
     renewBefore: renewBefore
     concurrency: concurrency
     verifyTimeout: verifyTimeout
+    forceCooldown: forceCooldown
     outcomeEventsTopic: outcomeEventsTopic
     failureAlert: failureAlert
     alertEmail: alertEmail

@@ -1,36 +1,53 @@
 """The Functions app's use cases: one method per trigger, with no ``azure.functions`` import.
 
     on_key_event   parse the event, check ROTATION_TARGETS, record and enqueue a request         (< 1 s)
-    sweep          plan every target; enqueue the keys that are due or whose accounts drift
+    sweep          plan every target; enqueue the keys that are due or drift; re-send stuck requests
     submit         validate an HTTP body; answer the plan (dry run) or record and enqueue      (202)
     request        the ledger row of one request
     fleet_status   every target's versions and accounts, as the CLI's ``status --json`` prints
     work           the queue worker: per-key lock, ledger row, ``reconcile``, outcome event
     give_up        the poison handler: mark the ledger row failed and emit a failure event
 
-Triggers only parse, check and enqueue; ``work`` does the slow part under the key's lock, so duplicate events, retries,
-a racing timer and a racing HTTP request all funnel into one serialised ``reconcile`` that re-derives its decision from
-Azure's state. Inputs from outside (events, HTTP bodies, queue messages) are hints that name a key: anything not in
-``ROTATION_TARGETS`` is refused, and nothing outside the targets is ever read or written.
+Every entry runs in one order: parse, validate, check the target, and only then write. A rejected input leaves no
+trace but one clipped log line: no ledger row, lease, message, outcome event or ``rotation.failed``. Inputs from
+outside (events, HTTP bodies, queue messages) are hints that name a key: anything not in ``ROTATION_TARGETS`` is
+refused, and nothing outside the targets is ever read or written. One target's fault never stops another.
+
+What leaves a method on purpose: ``Redeliver`` (a transient fault of storage or of the key's lease: the host delivers
+the message or event again) and ``ConfigError`` (a bad setting). ``function_app.py`` catches anything else at the
+edge, as a bug, and acknowledges it.
+
+No request is lost: a ledger row is written before its queue message, so a row can exist without a message only when
+the send failed; the sweep re-sends every ``queued`` or ``running`` row that nobody touched for ``repair_after`` and
+whose key is not locked (a second copy of a request is harmless: the worker's lock and the final row make it a no-op).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from rotation.config import Settings
 from rotation.connection import AzureConnection
-from rotation.engine import RotationEngine
-from rotation.errors import ConfigError, RotationError
+from rotation.engine import RetrySettings, RotationEngine
+from rotation.errors import (
+    FinalStatus,
+    InvalidInput,
+    LedgerConflict,
+    LockHeld,
+    RotationError,
+    StorageUnavailable,
+    TransientError,
+)
 from rotation.events import EventRejected, parse_key_event
 from rotation.model import (
     AccountAction,
@@ -41,30 +58,45 @@ from rotation.model import (
     RotationPlan,
     RotationRequest,
     Status,
+    Target,
     Trigger,
+    request_id_for,
     system_clock,
 )
 from rotation.notify import OutcomePublisher
+from rotation.redact import clipped
 from rotation.status import target_status
 from rotation.storage import (
-    FINAL_STATUSES,
+    LEDGER_TABLE,
     MAX_ACCOUNTS_JSON_CHARS,
-    InvalidInput,
     KeyLock,
     Ledger,
     LedgerEntry,
-    LockHeld,
+    LedgerStatus,
     RotationQueue,
     StorageAccount,
-    decode_request,
-    request_id_for,
 )
 
 log = logging.getLogger("rotation")
 
-LOCK_HELD_DELAY = 30  # seconds before a request whose key is locked is seen again
 MAX_BODY_BYTES = 16 * 1024
 _SUBMIT_FIELDS = frozenset({"key", "force", "dry_run"})
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every wait of the app, with production defaults; tests and the chaos suite pass shorter ones."""
+
+    lock_held_delay: int = 30  # seconds before a request whose key is locked is seen again
+    poison_retry_delay: int = 60  # seconds before the poison handler looks again at a request whose key is locked
+    lease: int = 60  # seconds, the key lock's blob lease (Azure: 15-60)
+    renew_every: float | None = None  # seconds between lease renewals; None: a third of the lease
+    repair_after: timedelta = timedelta(minutes=15)  # an unfinished row untouched this long is re-sent by the sweep
+
+
+class Redeliver(TransientError):
+    """Raised on purpose so the host delivers the input again: a transient fault of storage or of the key's lease,
+    or a retryable failure that was recorded in the ledger."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +108,16 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def _error(status: int, code: str, message: str) -> Answer:
-    return Answer(status, {"error": {"code": code, "message": message}})
+def error_answer(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Answer:
+    """The project's error format: ``{"error": {"code", "message"}}``."""
+    return Answer(status, {"error": {"code": code, "message": message}}, dict(headers or {}))
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    enqueued: tuple[str, ...]  # request ids of keys that were due or drifting
+    repaired: tuple[str, ...]  # request ids of stuck requests sent again
+    failed: tuple[str, ...]  # key ids whose sweep failed (each logged with its reason)
 
 
 @dataclass
@@ -86,9 +126,10 @@ class RotationApp:
     engine: RotationEngine
     queue: RotationQueue
     ledger: Ledger
-    lock_for: Callable[[str], KeyLock]
+    lock_for: Callable[[KeyRef], KeyLock]
     publisher: OutcomePublisher | None = None
     clock: Clock = system_clock
+    timings: Timings = field(default_factory=Timings)
 
     @classmethod
     def build(
@@ -97,230 +138,469 @@ class RotationApp:
         *,
         connection: AzureConnection | None = None,
         clock: Clock = system_clock,
+        timings: Timings | None = None,
+        retry: RetrySettings | None = None,
+        ledger_table: str = LEDGER_TABLE,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> RotationApp:
-        """Everything from app settings; ``connection`` replaces the default (managed identity, public cloud)."""
+        """Everything from app settings; ``connection`` replaces the default (managed identity, public cloud), and
+        ``timings``, ``retry`` (the engine's step retries) and ``storage_options`` (storage client keyword arguments,
+        such as azure-core's retry settings) replace production defaults."""
         settings = Settings.from_env(env)
         connection = connection or AzureConnection.default(settings)
-        try:
-            storage = StorageAccount.from_settings(env)
-        except InvalidInput as exc:
-            raise ConfigError(str(exc)) from exc
-        engine = RotationEngine(connection.key_vault(), connection.accounts(), settings, clock=clock)
+        storage = StorageAccount.from_settings(env, **(storage_options or {}))
+        timings = timings or Timings()
+        engine = RotationEngine(connection.key_vault(), connection.accounts(), settings, clock=clock, retry=retry)
+
+        def lock_for(key: KeyRef) -> KeyLock:
+            return storage.key_lock(key, duration=timings.lease, renew_every=timings.renew_every)
+
         return cls(
             settings=settings,
             engine=engine,
             queue=storage.rotation_queue(),
-            ledger=storage.ledger(),
-            lock_for=storage.key_lock,
+            ledger=storage.ledger(table_name=ledger_table),
+            lock_for=lock_for,
             publisher=connection.publisher(settings),
             clock=clock,
+            timings=timings,
         )
 
     # Event Grid --------------------------------------------------------------------------------------------------
     def on_key_event(self, *, event_id: object, event_type: object, subject: object, data: Any) -> str | None:
         """Record and enqueue a request for a target key's event; the request id, or None when it was ignored.
-        The arguments are the event's fields as delivered: anything unusable is logged and ignored.
+        The arguments are the event's fields as delivered: anything unusable is logged once and ignored.
 
         Duplicate deliveries of one event map to one request id: the ledger keeps one row, and the worker's lock and
-        re-derived decision make a second queue message harmless.
+        re-derived decision make a second queue message harmless. ``Redeliver`` when storage failed.
         """
         try:
             event = parse_key_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
-        except EventRejected as exc:
-            fields = {"event_id": str(event_id)[:100], "event_type": str(event_type)[:100], "why": str(exc)}
-            log.info("rotation.event_ignored", extra=fields)
-            return None
-        if self.settings.target_for(event.key) is None:
-            log.warning(
+            if self.settings.target_for(event.key) is None:
+                raise EventRejected(f"key {event.key.id} is not in ROTATION_TARGETS")
+            request = RotationRequest(
+                request_id=request_id_for(f"event-{event.event_id}", event.key),
+                key=event.key,
+                trigger=event.trigger,
+                requested_at=self.clock(),
+                event_version=event.version,
+            )
+        except (EventRejected, InvalidInput) as exc:
+            _refused(
                 "rotation.event_ignored",
-                extra={"event_id": event.event_id, "key": event.key.id, "why": "the key is not in ROTATION_TARGETS"},
+                f"event {clipped(str(event_id), 100)}",
+                exc,
+                event_id=event_id,
+                event_type=event_type,
             )
             return None
         try:
-            request_id = request_id_for(f"event-{event.event_id}", event.key.id)
-        except InvalidInput as exc:  # an id Event Grid never sends: too long, or not printable ASCII
-            log.warning("rotation.event_ignored", extra={"event_id": event.event_id[:100], "why": str(exc)})
-            return None
-        request = RotationRequest(
-            request_id=request_id,
-            key=event.key,
-            trigger=event.trigger,
-            requested_at=self.clock(),
-            event_version=event.version,
-        )
-        self._record_and_enqueue(request)
+            self._record_and_enqueue(request)
+        except StorageUnavailable as exc:
+            raise Redeliver(f"event {request.request_id} for {request.key.id} was not recorded: {exc}") from exc
         return request.request_id
 
     # Timer -------------------------------------------------------------------------------------------------------
-    def sweep(self) -> list[str]:
-        """Enqueue every target whose key is due or whose accounts drift; the request ids."""
+    def sweep(self) -> SweepResult:
+        """Enqueue every target whose key is due or whose accounts drift, then re-send stuck requests. A target that
+        fails is logged (``rotation.sweep_failed``) and the others go on."""
         enqueued: list[str] = []
+        failed: list[str] = []
         for target in self.settings.targets:
+            try:
+                request_id = self._sweep_target(target)
+            except Exception as exc:
+                failed.append(target.key.id)
+                reason = exc.reason.value if isinstance(exc, RotationError) else type(exc).__name__
+                log.error(
+                    "rotation.sweep_failed: the sweep of %s failed (%s): %s",
+                    target.key.id,
+                    reason,
+                    clipped(str(exc), 500),
+                    extra={"key": target.key.id, "reason": reason},
+                    exc_info=not isinstance(exc, RotationError),
+                )
+                continue
+            if request_id is not None:
+                enqueued.append(request_id)
+        return SweepResult(tuple(enqueued), tuple(self._repair()), tuple(failed))
+
+    def _sweep_target(self, target: Target) -> str | None:
+        request = RotationRequest(
+            request_id=str(uuid.uuid4()), key=target.key, trigger=Trigger.TIMER, requested_at=self.clock()
+        )
+        plan = self.engine.dry_run(request)
+        if plan.blocked:  # nothing the worker could do; the finding is what an operator must fix
+            log.error(
+                "rotation.sweep_blocked: %s cannot be rotated (%s): %s",
+                target.key.id,
+                plan.reason.value,
+                plan.message,
+                extra={"key": target.key.id, "reason": plan.reason.value},
+            )
+            return None
+        drifting = any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in plan.accounts)
+        if plan.create is None and not drifting:
+            return None
+        self._record_and_enqueue(request)
+        return request.request_id
+
+    def _repair(self) -> list[str]:
+        """Send again every request that is still queued or running, untouched for ``repair_after``, on a key that
+        nobody holds: its message was lost (a failed send) or its worker died and its message with it."""
+        try:
+            stuck = self.ledger.unfinished(updated_before=self.clock() - self.timings.repair_after)
+        except RotationError as exc:
+            log.error("rotation.sweep_failed: stuck requests could not be listed: %s", exc, extra={"reason": "repair"})
+            return []
+        repaired: list[str] = []
+        for entry in stuck:
+            if self.settings.target_for(entry.key) is None:
+                continue  # the key left ROTATION_TARGETS: the service no longer acts on it
             request = RotationRequest(
-                request_id=str(uuid.uuid4()), key=target.key, trigger=Trigger.TIMER, requested_at=self.clock()
+                request_id=entry.request_id,
+                key=entry.key,
+                trigger=entry.trigger,
+                force=entry.force,
+                requested_at=entry.created_at,
             )
             try:
-                plan = self.engine.dry_run(request)
+                if self.lock_for(entry.key).busy():
+                    continue
+                self.queue.enqueue(request)
             except RotationError as exc:
-                log.error("rotation.sweep_failed", extra={"key": target.key.id, "reason": exc.reason.value})
+                log.error(
+                    "rotation.sweep_failed: stuck request %s for %s could not be sent again: %s",
+                    entry.request_id,
+                    entry.key.id,
+                    exc,
+                    extra={"key": entry.key.id, "request_id": entry.request_id, "reason": exc.reason.value},
+                )
                 continue
-            if plan.blocked:  # nothing the worker could do; the finding is what an operator must fix
-                log.error("rotation.sweep_blocked", extra={"key": target.key.id, "reason": plan.reason.value})
-                continue
-            drifting = any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in plan.accounts)
-            if plan.create is None and not drifting:
-                continue
-            self._record_and_enqueue(request)
-            enqueued.append(request.request_id)
-        return enqueued
+            log.warning(
+                "rotation.request_repaired: request %s for %s was %s since %s with no worker; sent again",
+                entry.request_id,
+                entry.key.id,
+                entry.status.value,
+                entry.updated_at.isoformat(),
+                extra={"key": entry.key.id, "request_id": entry.request_id, "status": entry.status.value},
+            )
+            repaired.append(entry.request_id)
+        return repaired
 
     # HTTP --------------------------------------------------------------------------------------------------------
     def submit(self, body: bytes, idempotency_key: str | None) -> Answer:
         """``POST /api/rotations``: 202 with the request (the same one for a repeated Idempotency-Key), or 200 with
-        the plan for a dry run. Bad input is a 4xx that names the bad value; nothing is written for it."""
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, "BodyTooLarge", f"the body has {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-        try:
-            data = json.loads(body or b"null")
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            return _error(400, "InvalidJson", 'the body is not JSON; send {"key": "<key url>", "force": false}')
-        if not isinstance(data, dict):
-            return _error(400, "InvalidBody", 'the body must be a JSON object: {"key": "<key url>", "force": false}')
-        unknown = sorted(set(data) - _SUBMIT_FIELDS)
-        if unknown:
-            return _error(400, "UnknownField", f"unknown field(s) {unknown}; allowed: {sorted(_SUBMIT_FIELDS)}")
-        flags = {name: data.get(name, False) for name in ("force", "dry_run")}
-        for name, value in flags.items():
-            if not isinstance(value, bool):
-                return _error(400, "InvalidField", f"{name} must be true or false, not {json.dumps(value)[:40]}")
-        if not isinstance(data.get("key"), str):
-            return _error(
-                400, "InvalidField", 'key is required: the versionless key URL, "https://<vault>/keys/<name>"'
-            )
-        try:
-            key = KeyRef.parse(data["key"])
-        except ValueError as exc:  # KeyRef.parse names the bad URL and the expected shape
-            return _error(400, "InvalidKey", str(exc))
-        if self.settings.target_for(key) is None:
-            return _error(
-                403, "KeyNotAllowed", f"key {key.id} is not in ROTATION_TARGETS; the service never acts on it"
-            )
-        try:
-            request_id = request_id_for(idempotency_key, key.id) if idempotency_key is not None else str(uuid.uuid4())
-        except InvalidInput as exc:
-            return _error(400, "InvalidIdempotencyKey", str(exc))
-        request = RotationRequest(
-            request_id=request_id, key=key, trigger=Trigger.HTTP, force=flags["force"], requested_at=self.clock()
-        )
-        if flags["dry_run"]:
+        the plan for a dry run. Bad input is a 4xx that names the bad value; nothing is written for it. A forced
+        request within ``ROTATION_FORCE_COOLDOWN`` of another is 429; storage that fails is 503, both with
+        ``Retry-After``."""
+        parsed = self._submission(body, idempotency_key)
+        if isinstance(parsed, Answer):
+            return parsed
+        request, dry_run = parsed
+        if dry_run:
             try:
                 return Answer(200, self.engine.dry_run(request).to_dict())
             except RotationError as exc:
-                return _error(502, exc.reason.value, str(exc))
-        entry = self._record_and_enqueue(request, idempotency_key=idempotency_key)
+                return error_answer(502, exc.reason.value, str(exc))
+        try:
+            cooldown = self._force_cooldown(request)
+            if cooldown is not None:
+                return cooldown
+            entry, send = self._record(request, idempotency_key=idempotency_key)
+        except StorageUnavailable as exc:
+            return _storage_answer(exc, None)
         if entry.force != request.force:
-            return _error(
+            return error_answer(
                 422,
                 "IdempotencyKeyReused",
                 f"Idempotency-Key {idempotency_key!r} was first used with force={str(entry.force).lower()} for "
                 f"request {entry.request_id}; use a new key for a different request",
             )
+        if send:
+            try:
+                self.queue.enqueue(request)
+            except StorageUnavailable as exc:
+                return _storage_answer(exc, request.request_id)
         location = f"/api/rotations/{request.request_id}"
         return Answer(202, {**_row(entry), "status_url": location}, {"Location": location})
+
+    def _submission(self, body: bytes, idempotency_key: str | None) -> tuple[RotationRequest, bool] | Answer:
+        """The request a POST body describes and whether it is a dry run, or the 4xx answer naming what is wrong."""
+        if len(body) > MAX_BODY_BYTES:
+            return error_answer(413, "BodyTooLarge", f"the body has {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+            return error_answer(400, "InvalidJson", 'the body is not JSON; send {"key": "<key url>", "force": false}')
+        if not isinstance(data, dict):
+            return error_answer(
+                400, "InvalidBody", 'the body must be a JSON object: {"key": "<key url>", "force": false}'
+            )
+        unknown = sorted(clipped(name, 40) for name in set(data) - _SUBMIT_FIELDS)
+        if unknown:
+            return error_answer(400, "UnknownField", f"unknown field(s) {unknown}; allowed: {sorted(_SUBMIT_FIELDS)}")
+        flags = {name: data.get(name, False) for name in ("force", "dry_run")}
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                return error_answer(
+                    400, "InvalidField", f"{name} must be true or false, not {clipped(json.dumps(value), 40)}"
+                )
+        if not isinstance(data.get("key"), str):
+            return error_answer(
+                400, "InvalidField", 'key is required: the versionless key URL, "https://<vault>/keys/<name>"'
+            )
+        try:
+            key = KeyRef.parse(data["key"])
+        except ValueError as exc:  # KeyRef.parse names the bad URL and the expected shape
+            return error_answer(400, "InvalidKey", str(exc))
+        if self.settings.target_for(key) is None:
+            return error_answer(
+                403, "KeyNotAllowed", f"key {key.id} is not in ROTATION_TARGETS; the service never acts on it"
+            )
+        try:
+            request_id = request_id_for(idempotency_key, key) if idempotency_key is not None else str(uuid.uuid4())
+        except InvalidInput as exc:
+            return error_answer(400, "InvalidIdempotencyKey", str(exc))
+        request = RotationRequest(
+            request_id=request_id, key=key, trigger=Trigger.HTTP, force=flags["force"], requested_at=self.clock()
+        )
+        return request, flags["dry_run"]
+
+    def _force_cooldown(self, request: RotationRequest) -> Answer | None:
+        """429 when another forced request for the key is younger than ROTATION_FORCE_COOLDOWN; a repeat of the same
+        request (its Idempotency-Key) is not another one."""
+        cooldown = self.settings.force_cooldown
+        if not request.force or cooldown <= timedelta(0):
+            return None
+        now = self.clock()
+        last = self.ledger.last_forced(request.key, since=now - cooldown)
+        if last is None or last.request_id == request.request_id:
+            return None
+        wait = max(1, math.ceil((last.created_at + cooldown - now).total_seconds()))
+        return error_answer(
+            429,
+            "ForceCooldown",
+            f"key {request.key.id} was force-rotated by request {last.request_id} at {last.created_at.isoformat()}; "
+            f"another forced rotation is allowed {wait} s from now (ROTATION_FORCE_COOLDOWN); a rotation that is "
+            "due needs no force",
+            {"Retry-After": str(wait)},
+        )
 
     def request(self, request_id: str) -> Answer:
         """``GET /api/rotations/{id}``."""
         try:
             entry = self.ledger.get(request_id)
         except InvalidInput as exc:
-            return _error(400, "InvalidRequestId", str(exc))
+            return error_answer(400, "InvalidRequestId", str(exc))
+        except StorageUnavailable as exc:
+            return _storage_answer(exc, None)
         if entry is None:
-            return _error(404, "RequestNotFound", f"no rotation request {request_id!r} in the ledger")
+            return error_answer(
+                404, "RequestNotFound", f"no rotation request {clipped(request_id, 140)!r} in the ledger"
+            )
         return Answer(200, _row(entry))
 
     def fleet_status(self) -> Answer:
-        """``GET /api/status``: the CLI's ``status --json``."""
+        """``GET /api/status``: the CLI's ``status --json``; a target that cannot be read is reported with its error."""
         keys = [target_status(self.engine, self.settings, t, trigger=Trigger.HTTP) for t in self.settings.targets]
         return Answer(200, {"keys": keys})
 
     # Queue worker ------------------------------------------------------------------------------------------------
     def work(self, message: str | bytes) -> RotationOutcome | None:
-        """Run one queued request under its key's lock. None when the message was not run (malformed, the lock is
+        """Run one queued request under its key's lock. None when the message was not run (refused, the lock is
         held and the request was re-enqueued, or the request had already finished).
 
-        Raises ``RotationError`` for a retryable failure, after recording it, so the queue delivers the message again
-        (and, after ``maxDequeueCount``, to the poison queue).
+        ``Redeliver`` for a retryable failure (after recording it) and for a fault of storage or of the lease, so the
+        queue delivers the message again (and, after ``maxDequeueCount``, to the poison queue).
         """
-        try:
-            fields = decode_request(message)
-            request = _request(fields)
-        except InvalidInput as exc:
-            log.error("rotation.message_rejected", extra={"why": str(exc)})
+        request = self._queued_request(message)
+        if request is None:
             return None
-        lock = self.lock_for(request.key.id)
+        try:
+            return self._work(request)
+        except TransientError as exc:
+            if isinstance(exc, Redeliver):
+                raise
+            raise Redeliver(
+                f"request {request.request_id} for {request.key.id} will be delivered again: {exc}"
+            ) from exc
+
+    def _work(self, request: RotationRequest) -> RotationOutcome | None:
+        lock = self.lock_for(request.key)
         try:
             lock.acquire()
         except LockHeld:
-            self.queue.enqueue(fields, visibility_timeout=LOCK_HELD_DELAY)
-            log.info("rotation.lock_busy", extra={"key": request.key.id, "request_id": request.request_id})
+            self.queue.enqueue(request, delay=self.timings.lock_held_delay)
+            log.info(
+                "rotation.lock_busy: %s is locked by another worker; request %s is seen again in %s s",
+                request.key.id,
+                request.request_id,
+                self.timings.lock_held_delay,
+                extra={"key": request.key.id, "request_id": request.request_id},
+            )
             return None
         try:
-            entry, _ = self.ledger.get_or_create(self._entry(request))
-            if entry.status in FINAL_STATUSES:
-                log.info("rotation.duplicate", extra={"request_id": request.request_id, "status": entry.status})
+            entry = self._open_row(request)
+            if entry is None:
                 return None
-            entry = self.ledger.transition(entry, at=self.clock(), status="running", attempts=entry.attempts + 1)
-            try:
-                outcome = self.engine.reconcile(request, before_write=lock.raise_if_lost, on_plan=self._publish_plan)
-            except RotationError as exc:
-                outcome = RotationOutcome.from_error(request, exc)
+            entry = self._update(entry, lambda e: {"status": LedgerStatus.RUNNING, "attempts": e.attempts + 1})
+            if entry is None:
+                return None
+            outcome = self._reconcile(request, lock)
             lock.raise_if_lost()
-            retry = outcome.status == "failed" and outcome.retryable
-            self.ledger.transition(entry, at=self.clock(), **_ledger_fields(outcome, final=not retry))
+            retry = outcome.status is Status.FAILED and outcome.retryable
+            fields = _ledger_fields(outcome, final=not retry)
+            stored = self._update(entry, lambda _: fields)
             if retry:
-                raise RotationRetry(outcome.error or outcome.message)
-            self._publish(outcome.status.value, outcome.to_dict())
+                raise Redeliver(outcome.error or outcome.message)
+            if stored is not None:
+                self._publish(outcome.status.value, outcome.to_dict())
             return outcome
         finally:
             lock.release()
 
-    def give_up(self, message: str | bytes, *, reason: str) -> None:
-        """The poison handler: the request will not be retried again; mark it failed and say so."""
+    def _reconcile(self, request: RotationRequest, lock: KeyLock) -> RotationOutcome:
         try:
-            request = _request(decode_request(message))
-        except InvalidInput as exc:
-            log.error("rotation.message_rejected", extra={"why": str(exc)})
+            return self.engine.reconcile(request, before_write=lock.raise_if_lost, on_plan=self._publish_plan)
+        except RotationError as exc:
+            return RotationOutcome.from_error(request, exc)
+        except Exception as exc:
+            log.exception(
+                "rotation.internal_error: reconciling %s for request %s raised %s",
+                request.key.id,
+                request.request_id,
+                type(exc).__name__,
+                extra={"key": request.key.id, "request_id": request.request_id},
+            )
+            return RotationOutcome.from_error(
+                request, RotationError(f"internal error {type(exc).__name__}: {clipped(str(exc), 300)}")
+            )
+
+    def give_up(self, message: str | bytes, *, reason: str) -> None:
+        """The poison handler: the request will not be retried again; mark it failed and say so.
+
+        It never overrides a copy of the request that holds the key's lock: when the lock is held, the poison message
+        goes back on the poison queue for ``poison_retry_delay`` and the handler looks again then (by which time the
+        other copy has usually finished the row, and there is nothing left to do).
+        """
+        request = self._queued_request(message)
+        if request is None:
             return
-        entry, _ = self.ledger.get_or_create(self._entry(request))
-        if entry.status in FINAL_STATUSES:
+        try:
+            self._give_up(request, reason)
+        except TransientError as exc:
+            if isinstance(exc, Redeliver):
+                raise
+            raise Redeliver(f"poison request {request.request_id} will be delivered again: {exc}") from exc
+
+    def _give_up(self, request: RotationRequest, reason: str) -> None:
+        lock = self.lock_for(request.key)
+        try:
+            lock.acquire()
+        except LockHeld:
+            self.queue.defer_poison(request, delay=self.timings.poison_retry_delay)
+            log.info(
+                "rotation.poison_deferred: %s is locked by a running copy of request %s; the poison handler looks "
+                "again in %s s",
+                request.key.id,
+                request.request_id,
+                self.timings.poison_retry_delay,
+                extra={"key": request.key.id, "request_id": request.request_id},
+            )
             return
-        error = f"gave up after {entry.attempts} attempt(s): {reason}" + (
-            f"; last error: {entry.error}" if entry.error else ""
-        )
-        entry = self.ledger.transition(entry, at=self.clock(), status="failed", error=error)
-        log.error(
-            "rotation.failed",
-            extra={"event": "rotation.failed", "key": request.key.id, "request_id": request.request_id, "why": error},
-        )
-        self._publish("failed", _row(entry))
+        try:
+            entry = self._open_row(request)
+            if entry is None:
+                return
+            error = f"gave up after {entry.attempts} attempt(s): {reason}" + (
+                f"; last error: {entry.error}" if entry.error else ""
+            )
+            lock.raise_if_lost()
+            stored = self._update(entry, lambda _: {"status": LedgerStatus.FAILED, "error": error})
+            if stored is None:
+                return
+            log.error(
+                "rotation.failed: request %s for %s failed for good: %s",
+                request.request_id,
+                request.key.id,
+                clipped(error, 1000),
+                extra={
+                    "event": "rotation.failed",
+                    "key": request.key.id,
+                    "request_id": request.request_id,
+                    "why": error,
+                },
+            )
+            self._publish("failed", _row(stored))
+        finally:
+            lock.release()
 
     # Shared ------------------------------------------------------------------------------------------------------
-    def _entry(self, request: RotationRequest, *, idempotency_key: str | None = None) -> LedgerEntry:
-        now = self.clock()
-        return LedgerEntry(
-            request_id=request.request_id,
-            key=request.key.id,
-            trigger=request.trigger.value,
-            created_at=now,
-            updated_at=now,
-            idempotency_key=idempotency_key,
-            force=request.force,
-        )
+    def _queued_request(self, message: str | bytes) -> RotationRequest | None:
+        """The request a queue message carries, when it is valid, for a target, and not a forgery of another key's
+        request id; None (logged once) otherwise. Reads only."""
+        try:
+            request = RotationRequest.from_message(message)
+            if self.settings.target_for(request.key) is None:
+                raise InvalidInput(f"key {request.key.id} is not in ROTATION_TARGETS; the service never acts on it")
+            existing = self.ledger.get(request.request_id)
+            if existing is not None and not existing.describes(request):
+                raise InvalidInput(
+                    f"request id {request.request_id} belongs to key {existing.key.id}, not {request.key.id}"
+                )
+        except InvalidInput as exc:
+            _refused("rotation.message_rejected", "a rotation-requests message", exc)
+            return None
+        except StorageUnavailable as exc:
+            raise Redeliver(f"a rotation-requests message could not be checked: {exc}") from exc
+        if existing is not None and existing.status.final:
+            log.info(
+                "rotation.duplicate: request %s is already %s",
+                request.request_id,
+                existing.status.value,
+                extra={"request_id": request.request_id, "key": request.key.id, "status": existing.status.value},
+            )
+            return None
+        return request
 
-    def _record_and_enqueue(self, request: RotationRequest, *, idempotency_key: str | None = None) -> LedgerEntry:
-        entry, created = self.ledger.get_or_create(self._entry(request, idempotency_key=idempotency_key))
-        if created or (entry.status == "queued" and entry.force == request.force):
-            self.queue.enqueue(_message(request))  # a repeat of a queued request re-sends: the first send may be lost
+    def _open_row(self, request: RotationRequest) -> LedgerEntry | None:
+        """The request's unfinished row, created if missing; None when it is final (or, by a race, another key's)."""
+        entry, _ = self.ledger.get_or_create(LedgerEntry.for_request(request, at=self.clock()))
+        if not entry.describes(request) or entry.status.final:
+            return None
+        return entry
+
+    def _update(self, entry: LedgerEntry, change: Callable[[LedgerEntry], Mapping[str, Any]]) -> LedgerEntry | None:
+        """Apply ``change(row)`` to the row; when another writer changed it meanwhile, read it again and re-apply,
+        unless it is final by now (None: the other writer finished the request)."""
+        for _ in range(3):
+            try:
+                return self.ledger.transition(entry, at=self.clock(), **change(entry))
+            except (FinalStatus, LedgerConflict):
+                fresh = self.ledger.get(entry.request_id)
+            if fresh is None or fresh.status.final:
+                log.info(
+                    "rotation.ledger_finished_elsewhere: request %s was finished by another writer",
+                    entry.request_id,
+                    extra={"request_id": entry.request_id, "key": entry.key.id},
+                )
+                return None
+            entry = fresh
+        raise LedgerConflict(f"request {entry.request_id} kept changing while it was being updated")
+
+    def _record(self, request: RotationRequest, *, idempotency_key: str | None = None) -> tuple[LedgerEntry, bool]:
+        """The request's row (created if new) and whether a queue message must be sent: for a new row, and again for
+        a repeat of a still-queued request (its first send may have been lost)."""
+        entry, created = self.ledger.get_or_create(
+            LedgerEntry.for_request(request, at=self.clock(), idempotency_key=idempotency_key)
+        )
+        return entry, created or (entry.status is LedgerStatus.QUEUED and entry.force == request.force)
+
+    def _record_and_enqueue(self, request: RotationRequest) -> LedgerEntry:
+        entry, send = self._record(request)
+        if send:
+            self.queue.enqueue(request)
         return entry
 
     def _publish_plan(self, plan: RotationPlan) -> None:
@@ -353,40 +633,33 @@ def configure(app: RotationApp | None) -> None:
         _current = app
 
 
-class RotationRetry(RotationError):
-    """A transient failure was recorded; raising lets the queue deliver the request again."""
+def _refused(event: str, what: str, exc: Exception, **ids: object) -> None:
+    """The one log line of a refused input: what it was and why, clipped."""
+    why = clipped(str(exc), 300)
+    log.warning(
+        f"{event}: %s was refused: %s",
+        what,
+        why,
+        extra={"event": event, "why": why, **{name: clipped(str(value), 100) for name, value in ids.items()}},
+    )
 
 
-def _message(request: RotationRequest) -> dict[str, Any]:
-    requested_at = request.requested_at or system_clock()
-    return {
-        "request_id": request.request_id,
-        "key": request.key.id,
-        "trigger": request.trigger.value,
-        "force": request.force,
-        "requested_at": requested_at.isoformat(),
-        "event_version": request.event_version,
-    }
-
-
-def _request(fields: Mapping[str, Any]) -> RotationRequest:
-    """The request a decoded queue message describes; ``InvalidInput`` when its key or trigger is not ours."""
-    try:
-        return RotationRequest(
-            request_id=fields["request_id"],
-            key=KeyRef.parse(fields["key"]),
-            trigger=Trigger(fields["trigger"]),
-            force=fields["force"],
-            requested_at=datetime.fromisoformat(fields["requested_at"]),
-            event_version=fields.get("event_version"),
+def _storage_answer(exc: StorageUnavailable, request_id: str | None) -> Answer:
+    """503 with Retry-After: the app's storage failed. When the request was recorded but not queued, the answer says
+    so: the sweep sends it later, and a retry with the same Idempotency-Key finds it."""
+    message = f"the app's storage failed; retry in a minute ({exc})"
+    if request_id is not None:
+        message = (
+            f"request {request_id} was recorded but could not be queued; the timer sweep sends it later, or retry "
+            f"with the same Idempotency-Key ({exc})"
         )
-    except ValueError as exc:
-        raise InvalidInput(f"the queue message describes no valid request: {exc}") from exc
+    log.error("rotation.storage_unavailable: %s", message, extra={"request_id": request_id})
+    return error_answer(503, "StorageUnavailable", message, {"Retry-After": "60"})
 
 
 def _ledger_fields(outcome: RotationOutcome, *, final: bool) -> dict[str, Any]:
     return {
-        "status": outcome.status.value if final else "queued",
+        "status": LedgerStatus(outcome.status.value) if final else LedgerStatus.QUEUED,
         "reason": outcome.reason.value,
         "from_version": outcome.from_version or "",
         "to_version": outcome.to_version or "",
@@ -420,15 +693,16 @@ def _json_chars(value: Mapping[str, Any]) -> int:
 def _row(entry: LedgerEntry) -> dict[str, Any]:
     return {
         "request_id": entry.request_id,
-        "key": entry.key,
-        "trigger": entry.trigger,
-        "status": entry.status,
+        "key": entry.key.id,
+        "trigger": entry.trigger.value,
+        "status": entry.status.value,
         "reason": entry.reason,
         "from_version": entry.from_version or None,
         "to_version": entry.to_version or None,
         "accounts": dict(entry.accounts),
         "error": entry.error or None,
         "attempts": entry.attempts,
+        "force": entry.force,
         "created_at": entry.created_at.isoformat(),
         "updated_at": entry.updated_at.isoformat(),
     }

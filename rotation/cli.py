@@ -16,11 +16,24 @@ Settings come from the environment, as in the Functions app (``Settings.from_env
 JSON on stdout (``RotationPlan.to_dict`` and ``RotationOutcome.to_dict`` for plans and outcomes). While accounts are
 updated, each engine event (version created, account updated, account failed) is one progress line on stderr.
 
-Exit codes: 0 ok; 1 a rotation failed or would fail (a blocked plan, a blocking preflight finding, Azure refused a
-request); 2 bad input or configuration (a bad setting or option, a bad key URL, a key outside the targets, a key or
-account in the targets that does not exist), found by reading before anything is written and reported as one line
-``error: ...``. A CLI run sends one request per key (a new uuid4, trigger ``cli``). When the Functions app's storage is
-configured (``AzureWebJobsStorage``), ``rotate`` and ``reconcile`` hold the key's lock as the worker does.
+Every target is read, planned and reconciled on its own: a target that fails (its key or an account does not exist,
+its vault cannot be reached, Azure refuses a request) is reported in the output, text and ``--json``, with its reason
+and error, and the other targets are still reported, planned and reconciled. A target whose key cannot be read is one
+line ``<key url>: FAILED (<reason>): <error>`` (in JSON its ``key``, ``reason`` and ``error``); a key that does not
+exist is a blocked plan (``KeyNotFound``); an account that cannot be read is that account blocked
+(``AccountUnreadable``, with the error), and the key's other accounts are still rotated.
+
+Exit codes::
+
+    0   every target is well (status, plan, preflight) or reconciled (rotate, reconcile)
+    1   any target failed, is blocked or would fail: its key or an account does not exist or cannot be read, a plan
+        or a preflight finding blocks, Azure refused a request (``rotate --key`` of a missing key too)
+    2   bad input or configuration of the command itself, before anything is read: a bad option, a bad key URL,
+        ``--key`` outside the targets, a settings or ``--targets`` file that cannot be read or is invalid;
+        one line ``error: ...``
+
+A CLI run sends one request per key (a new uuid4, trigger ``cli``). When the Functions app's storage is configured
+(``AzureWebJobsStorage``), ``rotate`` and ``reconcile`` hold the key's lock as the worker does.
 
 Not checked: the role assignments of an account's identity on its key (the Key Vault data plane cannot list them).
 This module must never print a traceback for bad input, never print a token, key material or connection string, and
@@ -41,12 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from azure.core.exceptions import AzureError
-
 from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
 from rotation.engine import RotationEngine
-from rotation.errors import ConfigError, NotFound, RotationError, TransientError
+from rotation.errors import ConfigError, RotationError
 from rotation.log import LOGGER_NAME, Event
 from rotation.model import (
     AccountAction,
@@ -67,8 +78,8 @@ from rotation.model import (
 )
 from rotation.plan import decide
 from rotation.preflight import preflight
-from rotation.status import iso, key_status
-from rotation.storage import InvalidInput, StorageAccount
+from rotation.status import TargetFailure, failed_status, iso, key_status, observe
+from rotation.storage import StorageAccount
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -103,7 +114,8 @@ def _parser() -> _Parser:
         prog=PROG,
         description="Rotate the customer-managed keys of Azure OpenAI accounts. Settings come from the environment, "
         f"as in the Functions app ({TARGETS}, ROTATION_KEY_LIFETIME, ROTATION_RENEW_BEFORE ...).",
-        epilog="exit codes: 0 ok, 1 a rotation failed or would fail, 2 bad input or configuration",
+        epilog="exit codes: 0 ok, 1 a target failed, is blocked or would fail (the others are still reported), "
+        "2 bad input or configuration",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
@@ -111,14 +123,15 @@ def _parser() -> _Parser:
         parents=[common],
         help="each key's versions and each account's version and drift",
         description="Per key: every version (enabled, created, expires, days left), and each account's key version, "
-        "provisioning state and drift from the target version. Reads only.",
+        "provisioning state and drift from the target version. Reads only. Exits 1 when a target cannot be read or "
+        "is blocked (the others are still reported).",
     )
     plan = commands.add_parser(
         "plan",
         parents=[common],
         help="dry run: what would change and why",
         description="A dry run for every target: what reconcile would do now, and why. Reads only. Exits 1 when a "
-        "plan is blocked (the rotation would fail).",
+        "target cannot be read or a plan is blocked (the rotation would fail).",
     )
     plan.add_argument("--key", metavar="URL", help="only this key: https://<vault>.vault.azure.net/keys/<name>")
     rotate = commands.add_parser(
@@ -135,7 +148,8 @@ def _parser() -> _Parser:
         "reconcile",
         parents=[common],
         help="reconcile every target",
-        description="Reconcile every target key and its accounts, as the timer sweep does.",
+        description="Reconcile every target key and its accounts, as the timer sweep does. A target that fails does "
+        "not stop the others; exits 1 when any failed.",
     )
     commands.add_parser(
         "preflight",
@@ -180,9 +194,6 @@ def main(
     except ConfigError as exc:
         err.write(f"error: {_one_line(exc)}\n")
         return EXIT_BAD_INPUT
-    except RotationError as exc:
-        err.write(f"error: {_one_line(exc)}\n")
-        return EXIT_FAILED
     except KeyboardInterrupt:
         err.write("interrupted; run the same command again: every step is safe to repeat\n")
         return EXIT_INTERRUPTED
@@ -239,38 +250,44 @@ def _targets(run: _Run, key_text: str | None) -> tuple[Target, ...]:
     return (target,)
 
 
-def _observe(run: _Run, requests: Sequence[RotationRequest]) -> list[Observation]:
-    """Gather every request's key and accounts (reads only); a key or account that does not exist is bad input."""
-    observations = [run.engine.gather(request) for request in requests]
-    missing = [
-        f"key {obs.target.key.id} does not exist (it has no versions)" for obs in observations if not obs.versions
-    ]
-    missing += [
-        f"account {account.id} does not exist"
-        for obs in observations
-        for account, error in obs.unreadable.items()
-        if isinstance(error, NotFound)
-    ]
-    if missing:
-        raise ConfigError(f"{'; '.join(missing)}; create it or correct {TARGETS} (or the --targets file)")
-    return observations
+def _observe(run: _Run, targets: Sequence[Target], *, force: bool = False) -> list[Observation | TargetFailure]:
+    """Gather each target's key and accounts (reads only), each on its own: a target that cannot be read is returned
+    as its failure. A key that does not exist is an observation without versions (its plan is blocked), an account
+    that cannot be read is in ``unreadable`` (that account is blocked)."""
+    return [observe(run.engine, run.request(target.key, force=force)) for target in targets]
 
 
 def _plan(run: _Run, obs: Observation) -> RotationPlan:
     return decide(obs, run.settings.renewal, app_name=run.settings.app_name)
 
 
+def _would_fail(plan: RotationPlan) -> bool:
+    """The plan is blocked, or leaves an account blocked: reconciling it now would fail."""
+    return plan.blocked or any(a.action is AccountAction.BLOCKED for a in plan.accounts)
+
+
 # Commands ------------------------------------------------------------------------------------------------------------
 
 
 def _status_command(run: _Run, args: argparse.Namespace) -> int:
-    observations = _observe(run, [run.request(t.key) for t in run.settings.targets])
-    reports = [key_status(obs, _plan(run, obs)) for obs in observations]
+    reports: list[dict[str, object]] = []
+    lines: list[str] = []
+    failed = False
+    for found in _observe(run, run.settings.targets):
+        if isinstance(found, TargetFailure):
+            reports.append(failed_status(found))
+            lines += _render_failure(found)
+            failed = True
+            continue
+        plan = _plan(run, found)
+        reports.append(key_status(found, plan))
+        lines += _render_status(reports[-1])
+        failed = failed or _would_fail(plan)
     if run.as_json:
         run.print_json(reports)
     else:
-        run.print([line for report in reports for line in _render_status(report)])
-    return EXIT_OK
+        run.print(lines)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _plan_command(run: _Run, args: argparse.Namespace) -> int:
@@ -289,24 +306,25 @@ def _reconcile_command(run: _Run, args: argparse.Namespace) -> int:
 
 
 def _preflight_command(run: _Run, args: argparse.Namespace) -> int:
-    observations = _observe(run, [run.request(t.key) for t in run.settings.targets])
-    reports = [(obs.target, preflight(obs)) for obs in observations]
-    blocked = any(f.severity is Severity.BLOCK for _, findings in reports for f in findings)
+    reports: list[dict[str, object]] = []
+    lines: list[str] = []
+    failed = False
+    for found in _observe(run, run.settings.targets):
+        if isinstance(found, TargetFailure):
+            reports.append(found.to_dict())
+            lines += _render_failure(found)
+            failed = True
+            continue
+        findings = preflight(found)
+        blocked = any(f.severity is Severity.BLOCK for f in findings)
+        reports.append({"key": found.target.key.id, "blocked": blocked, "findings": [f.to_dict() for f in findings]})
+        lines += _render_findings(found.target, findings)
+        failed = failed or blocked
     if run.as_json:
-        run.print_json(
-            [
-                {
-                    "key": target.key.id,
-                    "blocked": any(f.severity is Severity.BLOCK for f in findings),
-                    "findings": [f.to_dict() for f in findings],
-                }
-                for target, findings in reports
-            ]
-        )
+        run.print_json(reports)
     else:
-        lines = [line for target, findings in reports for line in _render_findings(target, findings)]
         run.print([*lines, f"note: {ROLE_NOTE}"])
-    return EXIT_FAILED if blocked else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 COMMANDS = {
@@ -319,22 +337,29 @@ COMMANDS = {
 
 
 def _dry_run(run: _Run, targets: Sequence[Target], *, single: bool, force: bool = False) -> int:
-    plans = [_plan(run, obs) for obs in _observe(run, [run.request(t.key, force=force) for t in targets])]
+    plans = [
+        found if isinstance(found, TargetFailure) else _plan(run, found)
+        for found in _observe(run, targets, force=force)
+    ]
     if run.as_json:
         run.print_json(plans[0].to_dict() if single else [p.to_dict() for p in plans])
     else:
-        run.print([line for plan in plans for line in _render_plan(plan)])
-    would_fail = any(p.blocked or any(a.action is AccountAction.BLOCKED for a in p.accounts) for p in plans)
+        run.print(
+            [
+                line
+                for plan in plans
+                for line in (_render_failure(plan) if isinstance(plan, TargetFailure) else _render_plan(plan))
+            ]
+        )
+    would_fail = any(isinstance(p, TargetFailure) or _would_fail(p) for p in plans)
     return EXIT_FAILED if would_fail else EXIT_OK
 
 
 def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: bool = False) -> int:
-    """Check every target reads cleanly (bad configuration stops everything before any write), then reconcile each key
-    in turn; a key that fails does not stop the others."""
-    requests = [run.request(t.key, force=force) for t in targets]
-    _observe(run, requests)
+    """Reconcile each key in turn; a key that fails (or cannot be read, or has an account that cannot) is reported and
+    does not stop the others. Only a problem of the command itself (its storage settings) stops them all."""
     with _progress(run.err):
-        outcomes = [_reconcile_key(run, request) for request in requests]
+        outcomes = [_reconcile_key(run, run.request(t.key, force=force)) for t in targets]
     if run.as_json:
         run.print_json(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
     else:
@@ -343,6 +368,8 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
 
 
 def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
+    """The outcome of reconciling one key; a ``RotationError`` of this key is its outcome, never raised (only a
+    ``ConfigError`` of the command's own settings is)."""
     try:
         with _key_lock(run.env, request.key) as still_held:
             return run.engine.reconcile(request, before_write=still_held)
@@ -360,17 +387,8 @@ def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[Callable[[], None
     if not any(env.get(name, "").strip() for name in STORAGE_SETTINGS):
         yield lambda: None
         return
-    try:
-        lock = StorageAccount.from_settings(env).key_lock(key.id)
-        lock.acquire()  # LockHeld (a TransientError) when the worker is rotating this key right now
-    except InvalidInput as exc:
-        raise ConfigError(str(exc)) from exc
-    except AzureError as exc:
-        status = getattr(exc, "status_code", None)
-        raise TransientError(
-            f"could not take the lock on {key.id} in the app's storage (AzureWebJobsStorage): "
-            f"{type(exc).__name__}{f' {status}' if status else ''}; check the setting and your access to it"
-        ) from exc
+    lock = StorageAccount.from_settings(env).key_lock(key)  # ConfigError: the settings are not usable
+    lock.acquire()  # LockHeld when the worker is rotating this key right now; StorageUnavailable
     try:
         yield lock.raise_if_lost
     finally:
@@ -433,6 +451,11 @@ def _progress(stream: TextIO) -> Iterator[None]:
 # Rendering -----------------------------------------------------------------------------------------------------------
 
 
+def _render_failure(failure: TargetFailure) -> list[str]:
+    """A target whose key could not be read: one line."""
+    return [f"{failure.key.id}: FAILED ({failure.reason.value}): {' '.join(failure.error.split())}", ""]
+
+
 def _render_status(report: Mapping[str, object]) -> list[str]:
     target = report["target_version"] or ("a new version is due" if report["new_version_due"] else "none")
     versions = _rows(report["versions"])
@@ -465,6 +488,7 @@ def _render_status(report: Mapping[str, object]) -> list[str]:
                 for a in accounts
             ],
         ),
+        *[f"  blocked: {a['reason']}: {a['message']}" for a in accounts if a["action"] == AccountAction.BLOCKED],
         "",
     ]
 

@@ -1,8 +1,14 @@
 """App settings (DESIGN §4), parsed and validated once at start into a frozen ``Settings``.
 
 Every problem is collected and reported together; each line names the setting, the bad value and how to fix it.
-``ROTATION_EVENTS_KEY`` is a secret: it is never echoed, in errors or in ``repr``. This module must never read
-``os.environ`` itself (callers pass the mapping) and never touch the network.
+Each setting is checked with the rules of the code that will use it (the HTTP transport's for URLs, ``int`` and
+``timedelta``'s limits for numbers and durations), so a setting that passes never fails later at run time, and no
+value, however large or odd, raises anything but ``ConfigError``.
+
+A value is echoed only redacted and clipped (``rotation.redact``), so a SAS token pasted into a URL setting is not
+repeated; ``ROTATION_EVENTS_KEY`` is a secret: it is never echoed, in errors or in ``repr``, even where it was pasted
+into another setting. This module must never read ``os.environ`` itself (callers pass the mapping) and never touch the
+network.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import isodate
 
 from rotation.errors import ConfigError
-from rotation.model import GUID_PATTERN, AccountRef, KeyRef, RenewalPolicy, Target, normalize_location, shown
+from rotation.hosts import split_https_url
+from rotation.model import GUID_PATTERN, AccountRef, KeyRef, RenewalPolicy, Target, normalize_location
+from rotation.redact import REDACTED, clipped, redacted
 
 TARGETS = "ROTATION_TARGETS"
 KEY_LIFETIME = "ROTATION_KEY_LIFETIME"
@@ -28,6 +35,7 @@ EVENTS_ENDPOINT = "ROTATION_EVENTS_ENDPOINT"
 EVENTS_KEY = "ROTATION_EVENTS_KEY"
 CONCURRENCY = "ROTATION_CONCURRENCY"
 VERIFY_TIMEOUT = "ROTATION_VERIFY_TIMEOUT"
+FORCE_COOLDOWN = "ROTATION_FORCE_COOLDOWN"
 APP_NAME = "ROTATION_APP_NAME"
 CLIENT_ID = "AZURE_CLIENT_ID"
 # Every setting Settings.from_env reads: the public interface, documented in the README.
@@ -40,6 +48,7 @@ SETTING_NAMES = (
     EVENTS_KEY,
     CONCURRENCY,
     VERIFY_TIMEOUT,
+    FORCE_COOLDOWN,
     APP_NAME,
     CLIENT_ID,
 )
@@ -49,14 +58,22 @@ DEFAULT_RENEW_BEFORE = timedelta(days=30)
 DEFAULT_SCHEDULE = "0 0 3 * * *"
 DEFAULT_CONCURRENCY = 8
 DEFAULT_VERIFY_TIMEOUT = timedelta(minutes=10)
+DEFAULT_FORCE_COOLDOWN = timedelta(hours=1)
+MAX_FORCE_COOLDOWN = timedelta(days=7)
 DEFAULT_APP_NAME = "aoai-cmk-rotation"
 MIN_KEY_LIFETIME = timedelta(days=28)  # Key Vault's minimum expiryTime for a rotation policy
+MAX_KEY_LIFETIME = timedelta(days=3650)  # ten years; also the bound of ROTATION_RENEW_BEFORE
 MAX_CONCURRENCY = 64
 MAX_VERIFY_TIMEOUT = timedelta(minutes=20)  # leaves room for the other steps within functionTimeout (30 minutes)
+MAX_TARGETS_BYTES = 256 * 1024  # far above any real list; refused before parsing
 
 _APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TARGET_FIELDS = frozenset({"key", "accounts", "vault_location"})
 _TARGETS_EXAMPLE = '[{"key": "https://<vault>.vault.azure.net/keys/<name>", "accounts": ["/subscriptions/..."]}]'
+_EVENTS_ENDPOINT_FIX = (
+    "use the topic endpoint, e.g. https://<topic>.<region>-1.eventgrid.azure.net/api/events, and put an access key in "
+    f"{EVENTS_KEY} (or leave it out to use the app's identity)"
+)
 
 T = TypeVar("T")
 
@@ -71,6 +88,7 @@ class Settings:
     events_key: str | None = field(default=None, repr=False)
     concurrency: int = DEFAULT_CONCURRENCY
     verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT
+    force_cooldown: timedelta = DEFAULT_FORCE_COOLDOWN  # the least time between two forced rotations of one key
     client_id: str | None = None
     app_name: str = DEFAULT_APP_NAME
 
@@ -99,9 +117,10 @@ class Settings:
             return value.strip() if value is not None and value.strip() else None
 
         targets = check(lambda: parse_targets(setting(TARGETS)))
-        lifetime = check(lambda: _duration(KEY_LIFETIME, setting(KEY_LIFETIME), DEFAULT_KEY_LIFETIME))
-        renew_before = check(lambda: _duration(RENEW_BEFORE, setting(RENEW_BEFORE), DEFAULT_RENEW_BEFORE))
+        lifetime = check(lambda: _key_lifetime(setting(KEY_LIFETIME)))
+        renew_before = check(lambda: _renew_before(setting(RENEW_BEFORE)))
         verify_timeout = check(lambda: _verify_timeout(setting(VERIFY_TIMEOUT)))
+        force_cooldown = check(lambda: _force_cooldown(setting(FORCE_COOLDOWN)))
         schedule = check(lambda: parse_schedule(setting(SCHEDULE) or DEFAULT_SCHEDULE))
         endpoint = check(lambda: _events_endpoint(setting(EVENTS_ENDPOINT)))
         events_key = setting(EVENTS_KEY)
@@ -111,13 +130,13 @@ class Settings:
 
         if lifetime is not None and lifetime < MIN_KEY_LIFETIME:
             problems.append(
-                f"{KEY_LIFETIME}={shown(str(setting(KEY_LIFETIME)))} is shorter than 28 days (P28D), Key Vault's "
+                f"{KEY_LIFETIME}={_shown(str(setting(KEY_LIFETIME)))} is shorter than 28 days (P28D), Key Vault's "
                 "minimum key lifetime; use e.g. P90D or the default P120D"
             )
         if lifetime is not None and renew_before is not None and renew_before >= lifetime:
             problems.append(
-                f"{RENEW_BEFORE}={shown(_iso(renew_before))} must be shorter than "
-                f"{KEY_LIFETIME}={shown(_iso(lifetime))}, or every new version would be due at once; "
+                f"{RENEW_BEFORE}={_shown(_iso(renew_before))} must be shorter than "
+                f"{KEY_LIFETIME}={_shown(_iso(lifetime))}, or every new version would be due at once; "
                 "e.g. P30D before a P120D lifetime"
             )
         if events_key is not None and setting(EVENTS_ENDPOINT) is None:
@@ -125,9 +144,12 @@ class Settings:
                 f"{EVENTS_KEY} is set but {EVENTS_ENDPOINT} is not; set the topic endpoint or remove the key"
             )
         if problems:
+            if events_key is not None:  # pasted into another setting by mistake: still never shown
+                problems = [problem.replace(events_key, REDACTED) for problem in problems]
             raise ConfigError("invalid app settings:\n- " + "\n- ".join(problems))
         assert targets is not None and lifetime is not None and renew_before is not None
         assert verify_timeout is not None and schedule is not None and concurrency is not None
+        assert force_cooldown is not None
         assert app_name is not None
         return cls(
             targets=targets,
@@ -138,6 +160,7 @@ class Settings:
             events_key=events_key,
             concurrency=concurrency,
             verify_timeout=verify_timeout,
+            force_cooldown=force_cooldown,
             client_id=client_id,
             app_name=app_name,
         )
@@ -151,16 +174,35 @@ def _iso(value: timedelta) -> str:
     return str(isodate.duration_isoformat(value))
 
 
+def _shown(value: str) -> str:
+    """A setting's value quoted for an error message: redacted and clipped, so no secret pasted into it is echoed."""
+    return repr(clipped(value))
+
+
 def parse_targets(text: str | None) -> tuple[Target, ...]:
     """Parse ROTATION_TARGETS: a JSON list of {"key": url, "accounts": [arm ids], optional "vault_location"}."""
     if text is None:
         raise ConfigError(f"{TARGETS} is not set; set it to a JSON list such as {_TARGETS_EXAMPLE}")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TARGETS_BYTES:
+        raise ConfigError(
+            f"{TARGETS} is {size} bytes, more than the {MAX_TARGETS_BYTES // 1024} KiB allowed; list each key once "
+            "with all of its accounts, and split the keys between two apps if there are still too many"
+        )
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{TARGETS} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             f"expected a list such as {_TARGETS_EXAMPLE}"
+        ) from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            f"{TARGETS} nests JSON lists or objects too deeply to parse; expected a list such as {_TARGETS_EXAMPLE}"
+        ) from exc
+    except ValueError as exc:  # e.g. a number with more digits than int() converts
+        raise ConfigError(
+            f"{TARGETS} is not valid JSON ({clipped(str(exc), 80)}); expected a list such as {_TARGETS_EXAMPLE}"
         ) from exc
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{TARGETS} must be a non-empty JSON list such as {_TARGETS_EXAMPLE}")
@@ -172,7 +214,9 @@ def parse_targets(text: str | None) -> tuple[Target, ...]:
 def _target(index: int, item: object) -> Target:
     where = f"{TARGETS}[{index}]"
     if not isinstance(item, dict):
-        raise ConfigError(f'{where} must be an object with "key" and "accounts", got {shown(json.dumps(item))}')
+        # A list is not echoed: it may nest too deeply for json.dumps (loads stopped short of the recursion limit).
+        got = "a list" if isinstance(item, list) else _shown(json.dumps(item))
+        raise ConfigError(f'{where} must be an object with "key" and "accounts", got {got}')
     unknown = sorted(set(item) - _TARGET_FIELDS)
     if unknown:
         raise ConfigError(
@@ -181,10 +225,18 @@ def _target(index: int, item: object) -> Target:
     key_text = item.get("key")
     if not isinstance(key_text, str):
         raise ConfigError(f"{where}.key must be a key URL string such as https://<vault>.vault.azure.net/keys/<name>")
+    # The URL is checked as the transport will read it before KeyRef.parse, which would let an empty DNS label through
+    # and raise a bare ValueError from urlsplit. KeyRef.parse and AccountRef.parse echo their input unredacted: their
+    # errors are redacted here, and not chained.
+    split_https_url(
+        key_text.strip(),
+        what=f"{where}.key: key URL {_shown(key_text)}",
+        fix="expected https://<vault>.vault.azure.net/keys/<name>",
+    )
     try:
         key = KeyRef.parse(key_text)
     except ConfigError as exc:
-        raise ConfigError(f"{where}.key: {exc}") from exc
+        raise ConfigError(f"{where}.key: {redacted(str(exc))}") from None
     accounts_raw = item.get("accounts")
     if not isinstance(accounts_raw, list) or not accounts_raw or not all(isinstance(a, str) for a in accounts_raw):
         raise ConfigError(f"{where}.accounts must be a non-empty list of account ARM id strings")
@@ -193,7 +245,7 @@ def _target(index: int, item: object) -> Target:
         try:
             accounts.append(AccountRef.parse(arm_id))
         except ConfigError as exc:
-            raise ConfigError(f"{where}.accounts[{j}]: {exc}") from exc
+            raise ConfigError(f"{where}.accounts[{j}]: {redacted(str(exc))}") from None
     location = item.get("vault_location")
     if location is not None and (not isinstance(location, str) or not normalize_location(location)):
         raise ConfigError(f'{where}.vault_location must be an Azure region name such as "eastus", or be left out')
@@ -221,28 +273,59 @@ def _check_unique(targets: tuple[Target, ...]) -> None:
             owners[folded] = target.key.id
 
 
-def _duration(name: str, text: str | None, default: timedelta) -> timedelta:
+def _key_lifetime(text: str | None) -> timedelta:
+    return _duration(
+        KEY_LIFETIME, text, DEFAULT_KEY_LIFETIME, MAX_KEY_LIFETIME, "ten years, the longest lifetime a new version gets"
+    )
+
+
+def _renew_before(text: str | None) -> timedelta:
+    return _duration(
+        RENEW_BEFORE, text, DEFAULT_RENEW_BEFORE, MAX_KEY_LIFETIME, f"it must be shorter than {KEY_LIFETIME}"
+    )
+
+
+def _verify_timeout(text: str | None) -> timedelta:
+    return _duration(
+        VERIFY_TIMEOUT,
+        text,
+        DEFAULT_VERIFY_TIMEOUT,
+        MAX_VERIFY_TIMEOUT,
+        "a worker waits this long per account on top of its other steps and must finish within host.json's "
+        "functionTimeout (30 minutes)",
+    )
+
+
+def _force_cooldown(text: str | None) -> timedelta:
+    return _duration(
+        FORCE_COOLDOWN,
+        text,
+        DEFAULT_FORCE_COOLDOWN,
+        MAX_FORCE_COOLDOWN,
+        "a forced rotation that is refused for longer is better made by the CLI, which has no cooldown",
+    )
+
+
+def _duration(name: str, text: str | None, default: timedelta, maximum: timedelta, why_maximum: str) -> timedelta:
+    """An ISO 8601 duration in days, hours, minutes or seconds, positive and at most ``maximum``."""
     if text is None:
         return default
     try:
         value = isodate.parse_duration(text)
-    except (isodate.ISO8601Error, ValueError) as exc:
-        raise ConfigError(f"{name}={shown(text)} is not an ISO 8601 duration; write e.g. P120D, P30D or PT10M") from exc
+    except (ValueError, ArithmeticError) as exc:  # ISO8601Error is a ValueError; P1000000000D overflows timedelta
+        raise ConfigError(
+            f"{name}={_shown(text)} is not an ISO 8601 duration of at most {_iso(maximum)} ({why_maximum}); "
+            f"write e.g. {_iso(default)}"
+        ) from exc
     if not isinstance(value, timedelta):
         raise ConfigError(
-            f"{name}={shown(text)} uses months or years, which have no fixed length; write it in days, e.g. P90D"
+            f"{name}={_shown(text)} uses months or years, which have no fixed length; write it in days, e.g. P90D"
         )
     if value <= timedelta(0):
-        raise ConfigError(f"{name}={shown(text)} must be a positive duration, e.g. P30D")
-    return value
-
-
-def _verify_timeout(text: str | None) -> timedelta:
-    value = _duration(VERIFY_TIMEOUT, text, DEFAULT_VERIFY_TIMEOUT)
-    if value > MAX_VERIFY_TIMEOUT:
+        raise ConfigError(f"{name}={_shown(text)} must be a positive duration, e.g. {_iso(default)}")
+    if value > maximum:
         raise ConfigError(
-            f"{VERIFY_TIMEOUT}={shown(text or '')} is longer than {_iso(MAX_VERIFY_TIMEOUT)}: a worker waits this long "
-            "per account on top of its other steps and must finish within host.json's functionTimeout (30 minutes)"
+            f"{name}={_shown(text)} is longer than {_iso(maximum)}: {why_maximum}; write e.g. {_iso(default)}"
         )
     return value
 
@@ -250,33 +333,32 @@ def _verify_timeout(text: str | None) -> timedelta:
 def _concurrency(text: str | None) -> int:
     if text is None:
         return DEFAULT_CONCURRENCY
-    if not text.isdigit() or not 1 <= int(text) <= MAX_CONCURRENCY:
-        raise ConfigError(f"{CONCURRENCY}={shown(text)} must be a whole number from 1 to {MAX_CONCURRENCY} (default 8)")
+    # ASCII digits only ('²'.isdigit() is True, but int('²') fails), and no more of them than the maximum has.
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_CONCURRENCY))
+    if not digits or not 1 <= int(text) <= MAX_CONCURRENCY:
+        raise ConfigError(
+            f"{CONCURRENCY}={_shown(text)} must be a whole number from 1 to {MAX_CONCURRENCY} (default 8)"
+        )
     return int(text)
 
 
 def _events_endpoint(text: str | None) -> str | None:
     if text is None:
         return None
-    parts = urlsplit(text)
-    if parts.scheme != "https" or not parts.hostname or parts.username is not None or parts.query:
-        raise ConfigError(
-            f"{EVENTS_ENDPOINT}={shown(text)} must be an https topic endpoint without credentials or query, "
-            "e.g. https://<topic>.<region>-1.eventgrid.azure.net/api/events"
-        )
+    split_https_url(text, what=f"{EVENTS_ENDPOINT}={_shown(text)}", fix=_EVENTS_ENDPOINT_FIX)
     return text
 
 
 def _client_id(text: str | None) -> str | None:
     if text is not None and not GUID_PATTERN.fullmatch(text):
-        raise ConfigError(f"{CLIENT_ID}={shown(text)} must be the client id (a GUID) of a user-assigned identity")
+        raise ConfigError(f"{CLIENT_ID}={_shown(text)} must be the client id (a GUID) of a user-assigned identity")
     return text
 
 
 def _app_name(text: str) -> str:
     if not _APP_NAME_PATTERN.fullmatch(text):
         raise ConfigError(
-            f"{APP_NAME}={shown(text)} must be 1-64 letters, digits, '.', '_' or '-' (it is written into key tags)"
+            f"{APP_NAME}={_shown(text)} must be 1-64 letters, digits, '.', '_' or '-' (it is written into key tags)"
         )
     return text
 
@@ -292,7 +374,8 @@ _CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
     ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
     ("day-of-week", 0, 6, {d: i for i, d in enumerate(_DAYS)}),
 )
-_CRON_ITEM = re.compile(r"^(?P<base>\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(?P<step>[0-9]+))?$")
+# Numbers and names are at most 3 characters (59, "MON"), which also keeps int() away from absurdly long digit strings.
+_CRON_ITEM = re.compile(r"^(?P<base>\*|[A-Za-z0-9]{1,3}(?:-[A-Za-z0-9]{1,3})?)(?:/(?P<step>[0-9]{1,3}))?$")
 
 
 def parse_schedule(text: str) -> str:
@@ -300,7 +383,7 @@ def parse_schedule(text: str) -> str:
     fields = text.split()
     if len(fields) not in (5, 6):
         raise ConfigError(
-            f"{SCHEDULE}={shown(text)} has {len(fields)} fields; use an NCRONTAB expression with 6 fields "
+            f"{SCHEDULE}={_shown(text)} has {len(fields)} fields; use an NCRONTAB expression with 6 fields "
             "'{second} {minute} {hour} {day} {month} {day-of-week}', e.g. '0 0 3 * * *' (daily at 03:00 UTC)"
         )
     specs = _CRON_FIELDS if len(fields) == 6 else _CRON_FIELDS[1:]
@@ -308,7 +391,7 @@ def parse_schedule(text: str) -> str:
         for item in value.split(","):
             if not _cron_item_ok(item, low, high, names):
                 raise ConfigError(
-                    f"{SCHEDULE}={shown(text)}: the {name} field {shown(value)} is invalid; use *, a number from "
+                    f"{SCHEDULE}={_shown(text)}: the {name} field {_shown(value)} is invalid; use *, a number from "
                     f"{low} to {high}, a range a-b, a list a,b or a step */n"
                 )
     return " ".join(fields)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from rotation.model import KeyRef, Trigger
+from rotation.model import KEY_VERSION_PATTERN, KeyRef, Trigger
 
 KEY_EVENT_TYPES: Mapping[str, Trigger] = {
     "Microsoft.KeyVault.KeyNearExpiry": Trigger.KEY_NEAR_EXPIRY,
@@ -44,28 +44,35 @@ def parse_key_event(*, event_id: object, event_type: object, subject: object, da
         raise EventRejected(f"the event has no id (got {event_id!r:.60}); Event Grid gives every event one")
     trigger = KEY_EVENT_TYPES.get(event_type.strip()) if isinstance(event_type, str) else None
     if trigger is None:
-        raise EventRejected(f"event type {event_type!r} is not a Key Vault key event this service handles")
+        raise EventRejected(f"event type {event_type!r:.100} is not a Key Vault key event this service handles")
     if not isinstance(data, Mapping):
-        raise EventRejected(f"event {event_id!r} has no data object")
+        raise EventRejected(f"event {event_id!r:.100} has no data object")
     fields = {str(k).strip().lower(): v for k, v in data.items()}
     object_type = _text(fields.get("objecttype"))
     if object_type is not None and object_type.lower() != "key":
-        raise EventRejected(f"event {event_id!r} is about a {object_type!r}, not a key")
+        raise EventRejected(f"event {event_id!r:.100} is about a {object_type!r:.40}, not a key")
     key, version = _from_id(_text(fields.get("id")))
     if key is None:
         vault = _text(fields.get("vaultname"))
         name = _text(fields.get("objectname")) or _text(subject)
         if not vault or not name:
-            raise EventRejected(f"event {event_id!r} names no vault and key (no usable Id, VaultName or ObjectName)")
+            raise EventRejected(
+                f"event {event_id!r:.100} names no vault and key (no usable Id, VaultName or ObjectName)"
+            )
         try:
             key = KeyRef.parse(f"https://{vault}{_KEY_VAULT_DNS_SUFFIX}/keys/{name}")
         except ValueError as exc:  # KeyRef.parse names what is wrong with the vault or key name
-            raise EventRejected(f"event {event_id!r}: {exc}") from exc
-    return KeyEvent(event_id=event_id, trigger=trigger, key=key, version=version or _text(fields.get("version")))
+            raise EventRejected(f"event {event_id!r:.100}: {exc}") from exc
+    version = version or _text(fields.get("version"))
+    if version is not None and KEY_VERSION_PATTERN.fullmatch(version) is None:
+        raise EventRejected(f"event {event_id!r:.100} names version {version!r:.80}, not a Key Vault version id")
+    return KeyEvent(event_id=event_id, trigger=trigger, key=key, version=version)
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
+    """A scalar field as stripped text (Microsoft's samples send NBF and EXP as strings or numbers); None for
+    anything else, such as a nested object, which no Key Vault event carries."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None
     text = str(value).strip()
     return text or None

@@ -5,6 +5,11 @@ Each record's message is the stable event name (``rotation.planned`` ...) follow
 Application Insights stores them as custom dimensions and tests assert on them instead of on text. Callers pass only
 identifiers, versions, reasons and error messages: this module must never be given a token, key material or a
 connection string, and never formats arbitrary objects into a record.
+
+Other libraries' records are not so careful: with DEBUG logging and a SAS connection string, urllib3 logs each request
+line with its live ``sig=``. ``install_redaction`` puts a ``RedactingFilter`` on the loggers that do that, so their
+records are rewritten through ``rotation.redact.redacted`` before any handler sees them. A logger's filter applies
+only to records logged on that very logger, not to those of its children, hence the list of names.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from enum import StrEnum
 
 from rotation.model import AccountRef, KeyRef
 from rotation.reasons import Reason
+from rotation.redact import redacted
 
 LOGGER_NAME = "rotation"
 logger = logging.getLogger(LOGGER_NAME)
 
 FieldValue = str | int | bool | None
+
+# Loggers that write request URLs or headers: urllib3's request lines, azure-core's HTTP logging policy.
+REDACTED_LOGGERS = ("urllib3.connectionpool", "urllib3", "azure", "azure.core.pipeline.policies.http_logging_policy")
 
 
 class Event(StrEnum):
@@ -53,3 +62,25 @@ def emit(
         **fields,
     }
     logger.log(level, "%s: %s", event.value, message, extra={k: v for k, v in extra.items() if v is not None})
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message (``msg % args``) through ``redacted`` and clears its ``args``; drops nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a filter runs in the caller's logging call and must never raise into it
+            message = f"{record.msg} (arguments dropped: they do not match the format)"
+        record.msg = redacted(message)
+        record.args = ()
+        return True
+
+
+_REDACTING_FILTER = RedactingFilter()
+
+
+def install_redaction() -> None:
+    """Attach the ``RedactingFilter`` to each of ``REDACTED_LOGGERS``; calling it again adds nothing."""
+    for name in REDACTED_LOGGERS:
+        logging.getLogger(name).addFilter(_REDACTING_FILTER)

@@ -11,15 +11,20 @@ and only callers that need the real time pass it in.
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import SplitResult
 
-from rotation.errors import ConfigError, RotationError, TransientError
+from rotation.errors import ConfigError, InvalidInput, RotationError, TransientError
+from rotation.hosts import split_https_url
 from rotation.reasons import Reason
+from rotation.redact import clipped
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware UTC datetime. Passed in everywhere; never read implicitly."""
@@ -43,6 +48,12 @@ _ARM_ID_SHAPE = (
     "/subscriptions/<subscription-id>/resourceGroups/<group>/providers/Microsoft.CognitiveServices/accounts/<name>"
 )
 _KEY_URL_SHAPE = "https://<vault>.vault.azure.net/keys/<name>"
+KEY_VERSION_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")  # Key Vault's version ids: 32 hex digits
+REQUEST_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+MAX_MESSAGE_BYTES = 4096
+"""The largest rotation-requests message accepted; ours take about 300 bytes."""
+MAX_IDEMPOTENCY_KEY = 200
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3c52-7a8e-5b0f-9c4d-2e6a1b9f0c37")
 
 KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
 SUPPORTED_ACCOUNT_KINDS = frozenset({"OpenAI", "AIServices"})
@@ -59,8 +70,9 @@ TAG_REASON = "rotation-reason"
 
 
 def shown(value: str, limit: int = 200) -> str:
-    """A user-supplied value quoted for an error message, cut to ``limit`` characters."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
+    """A user-supplied value quoted for an error message: redacted (a secret pasted into it is not repeated) and cut
+    to ``limit`` characters."""
+    return repr(clipped(value, limit))
 
 
 def normalize_vault_url(text: str) -> str:
@@ -68,15 +80,10 @@ def normalize_vault_url(text: str) -> str:
 
     Raises ``ConfigError`` when ``text`` is not an https URL of a vault (no path other than ``/``).
     """
-    parts = urlsplit(text.strip())
-    if parts.scheme.lower() != "https":
-        raise ConfigError(
-            f"vault URL {shown(text)} must use https (Key Vault only accepts TLS), e.g. https://<vault>.vault.azure.net"
-        )
-    _check_authority(text, parts.hostname, parts.username, parts.query, parts.fragment)
+    parts = split_https_url(text.strip(), what=f"vault URL {shown(text)}", fix="give https://<vault>.vault.azure.net")
     if parts.path not in ("", "/"):
         raise ConfigError(f"vault URL {shown(text)} has a path {shown(parts.path)}; give only https://<vault host>")
-    return "https://" + _host_port(text)
+    return "https://" + _host_port(parts)
 
 
 def normalize_location(location: str) -> str:
@@ -84,23 +91,12 @@ def normalize_location(location: str) -> str:
     return "".join(location.split()).lower()
 
 
-def _check_authority(text: str, host: str | None, user: str | None, query: str, fragment: str) -> None:
-    if not host:
-        raise ConfigError(f"URL {shown(text)} has no host; expected {_KEY_URL_SHAPE}")
-    if user is not None or query or fragment:
-        raise ConfigError(
-            f"URL {shown(text)} must not carry credentials, a query or a fragment; expected {_KEY_URL_SHAPE}"
-        )
-
-
-def _host_port(text: str) -> str:
-    parts = urlsplit(text.strip())
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"URL {shown(text)} has an invalid port; expected {_KEY_URL_SHAPE}") from exc
+def _host_port(parts: SplitResult) -> str:
+    """``host[:port]`` of an URL ``split_https_url`` accepted: lower case, brackets kept for IPv6, no default port."""
     host = (parts.hostname or "").lower()
-    return host if port in (None, 443) else f"{host}:{port}"
+    if ":" in host:
+        host = f"[{host}]"
+    return host if parts.port in (None, 443) else f"{host}:{parts.port}"
 
 
 class Trigger(StrEnum):
@@ -124,12 +120,7 @@ class KeyRef:
     @classmethod
     def parse(cls, text: str) -> KeyRef:
         """Parse ``https://<vault>/keys/<name>`` (optional trailing slash). Versioned URLs and http are rejected."""
-        parts = urlsplit(text.strip())
-        if parts.scheme.lower() != "https":
-            raise ConfigError(
-                f"key URL {shown(text)} must use https (Key Vault only accepts TLS); expected {_KEY_URL_SHAPE}"
-            )
-        _check_authority(text, parts.hostname, parts.username, parts.query, parts.fragment)
+        parts = split_https_url(text.strip(), what=f"key URL {shown(text)}", fix=f"expected {_KEY_URL_SHAPE}")
         path = parts.path[:-1] if parts.path.endswith("/") else parts.path
         segments = path.split("/")
         if len(segments) == 4 and segments[1] == "keys" and segments[3]:
@@ -145,7 +136,7 @@ class KeyRef:
                 f"key name {shown(name)} in {shown(text)} is invalid; "
                 "Key Vault key names are 1-127 letters, digits and '-'"
             )
-        return cls(vault_url="https://" + _host_port(text), name=name)
+        return cls(vault_url="https://" + _host_port(parts), name=name)
 
     @property
     def id(self) -> str:
@@ -155,6 +146,12 @@ class KeyRef:
     def vault_host(self) -> str:
         """The vault's host (and port, if not 443): used for lock and ledger names."""
         return self.vault_url.removeprefix("https://")
+
+    @property
+    def folded_id(self) -> str:
+        """The id with the name in lower case. Key Vault names are case-insensitive, so two spellings of one key
+        share one lock, one ledger partition and one request id per Idempotency-Key."""
+        return f"{self.vault_url}/keys/{self.name.lower()}"
 
     def __str__(self) -> str:
         return self.id
@@ -260,7 +257,12 @@ class AccountEncryption:
 
 @dataclass(frozen=True)
 class RotationRequest:
-    """One request to reconcile one key. ``request_id`` ends up in provenance tags, so it is checked here."""
+    """One request to reconcile one key, checked when it is made.
+
+    It crosses the queue as one JSON message: ``to_message`` writes it and ``from_message`` reads it back with the same
+    rules, so a message that ``from_message`` accepts is exactly one that ``to_message`` could have written. The
+    ``request_id`` ends up in provenance tags and Table keys, and ``event_version`` is a Key Vault version id.
+    """
 
     request_id: str
     key: KeyRef
@@ -270,8 +272,167 @@ class RotationRequest:
     event_version: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.request_id or len(self.request_id) > 256 or not self.request_id.isprintable():
-            raise ConfigError(f"request id {shown(self.request_id)} must be 1-256 printable characters")
+        check_request_id(self.request_id)
+        if not isinstance(self.key, KeyRef) or not isinstance(self.trigger, Trigger):
+            raise InvalidInput("a rotation request needs a KeyRef and a Trigger")
+        if not isinstance(self.force, bool):
+            raise InvalidInput(f"rotation request field 'force' must be true or false, got {_clip(self.force)}")
+        if self.requested_at is not None and (
+            not isinstance(self.requested_at, datetime) or self.requested_at.utcoffset() is None
+        ):
+            raise InvalidInput(
+                "rotation request field 'requested_at' must be a time with a UTC offset, "
+                f"got {_clip(self.requested_at)}"
+            )
+        if self.event_version is not None and (
+            not isinstance(self.event_version, str) or KEY_VERSION_PATTERN.fullmatch(self.event_version) is None
+        ):
+            raise InvalidInput(
+                f"rotation request field 'event_version' must be a Key Vault version id (32 hex digits) or null, "
+                f"got {_clip(self.event_version)}"
+            )
+
+    def to_message(self) -> str:
+        """The queue message: compact JSON, the same fields ``from_message`` reads."""
+        return json.dumps(
+            {
+                "request_id": self.request_id,
+                "key": self.key.id,
+                "trigger": self.trigger.value,
+                "force": self.force,
+                "requested_at": None if self.requested_at is None else self.requested_at.isoformat(),
+                "event_version": self.event_version,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_message(cls, body: str | bytes) -> RotationRequest:
+        """The request in a queue message body (JSON text, as the trigger hands it over: already base64-decoded).
+
+        Raises ``InvalidInput`` naming what is wrong, for anything ``to_message`` would not have written: too large,
+        not UTF-8, not JSON (or nested too deep for the parser), missing or unknown fields, a bad value in any field.
+        """
+        size = len(body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body)
+        if size > MAX_MESSAGE_BYTES:
+            raise InvalidInput(f"rotation request has {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        if isinstance(body, bytes):
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"rotation request is not UTF-8 text (byte {exc.start}); enqueue JSON text") from exc
+        try:
+            fields = json.loads(body, object_pairs_hook=_unique_fields)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+            raise InvalidInput(
+                f"rotation request is not JSON, or repeats a field ({clipped(str(exc), 120)}); enqueue a JSON object"
+            ) from exc
+        if not isinstance(fields, dict):
+            raise InvalidInput(f"rotation request must be a JSON object, got {type(fields).__name__}")
+        missing = [name for name in _MESSAGE_REQUIRED if name not in fields]
+        unknown = sorted(name[:40] for name in fields if name not in _MESSAGE_REQUIRED + _MESSAGE_OPTIONAL)
+        if missing or unknown:
+            raise InvalidInput(
+                f"rotation request is missing {missing} or has unknown fields {unknown}; "
+                f"fields: {', '.join(_MESSAGE_REQUIRED + _MESSAGE_OPTIONAL)}"
+            )
+        return cls(
+            request_id=_text_field(fields, "request_id"),
+            key=_key_field(fields["key"]),
+            trigger=_trigger_field(fields["trigger"]),
+            force=fields["force"],
+            requested_at=_time_field(fields["requested_at"]),
+            event_version=fields.get("event_version"),
+        )
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's fields; a name that appears twice is refused (``to_message`` never writes one twice)."""
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise ValueError("a field appears twice")
+    return fields
+
+
+_MESSAGE_REQUIRED = ("request_id", "key", "trigger", "force", "requested_at")
+_MESSAGE_OPTIONAL = ("event_version",)
+
+
+def _clip(value: object, limit: int = 80) -> str:
+    """A value from outside, quoted for an error message and cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _text_field(fields: Mapping[str, Any], name: str) -> str:
+    value = fields[name]
+    if not isinstance(value, str):
+        raise InvalidInput(f"rotation request field {name!r} must be text, got {type(value).__name__}")
+    return value
+
+
+def _key_field(value: object) -> KeyRef:
+    if not isinstance(value, str):
+        raise InvalidInput(f"rotation request field 'key' must be a key URL, got {type(value).__name__}")
+    try:
+        return KeyRef.parse(value)
+    except ConfigError as exc:
+        raise InvalidInput(f"rotation request field 'key': {exc}") from exc
+
+
+def _trigger_field(value: object) -> Trigger:
+    if isinstance(value, str) and value in Trigger.__members__.values():
+        return Trigger(value)
+    raise InvalidInput(
+        f"rotation request field 'trigger' must be one of {', '.join(t.value for t in Trigger)}, got {_clip(value)}"
+    )
+
+
+def _time_field(value: object) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise InvalidInput(
+            "rotation request field 'requested_at' must be an ISO 8601 time with a UTC offset, such as "
+            f"'2025-01-31T12:00:00+00:00', got {_clip(value)}"
+        )
+    return moment
+
+
+def check_request_id(request_id: object) -> str:
+    """``request_id`` if it is 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit (a UUID fits);
+    ``InvalidInput`` naming it otherwise."""
+    if not isinstance(request_id, str) or REQUEST_ID_PATTERN.fullmatch(request_id) is None:
+        raise InvalidInput(
+            f"request id {_clip(request_id)} is not valid; use 1-128 letters, digits, '.', '_' or '-' starting with a "
+            "letter or digit (a UUID, for example)"
+        )
+    return request_id
+
+
+def request_id_for(idempotency_key: str, key: KeyRef) -> str:
+    """The request id for an ``Idempotency-Key`` (or an event id) on a request for ``key``; the same inputs give the
+    same id: a UUIDv5 of ``<folded key id>|<idempotency key>``, so a retried POST finds the request its first attempt
+    created, and the same header sent for two keys names two requests. ``InvalidInput`` for a value that is not 1-200
+    printable ASCII characters."""
+    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        size = f"{len(idempotency_key)} characters" if isinstance(idempotency_key, str) else "no text"
+        raise InvalidInput(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters; got {size}. "
+            "Send a short unique token such as a UUID."
+        )
+    for position, char in enumerate(idempotency_key):
+        if not " " <= char <= "~":
+            raise InvalidInput(
+                f"Idempotency-Key has the non-printable or non-ASCII character {char!r} at position {position}; "
+                "use printable ASCII only, such as a UUID."
+            )
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{key.folded_id}|{idempotency_key}"))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Outcome events: each final state of a rotation request, published as a CloudEvent to an Event Grid topic.
 
 The events are for alerting and compliance evidence (README, "Outcome events"). Publishing is best effort: a failure
-is logged as ``rotation.publish_failed`` and never fails the rotation, whose truth is the ledger row.
+of any kind (an ``AzureError``, or a ``ValueError`` the transport raises for a URL it cannot send to) is logged as
+``rotation.publish_failed`` and never fails the rotation, whose truth is the ledger row.
 
 Event types: ``CmkRotation.Planned`` (the plan, before acting), ``CmkRotation.Succeeded``, ``CmkRotation.Failed``,
 ``CmkRotation.Skipped``. ``source`` is ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the
@@ -26,6 +27,9 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid._legacy import EventGridPublisherClient
 
 from rotation.azure_errors import detail
+from rotation.config import EVENTS_ENDPOINT
+from rotation.errors import ConfigError
+from rotation.redact import clipped
 
 log = logging.getLogger("rotation")
 
@@ -46,7 +50,15 @@ class OutcomePublisher:
         app_name: str,
         **client_kwargs: Any,
     ) -> None:
-        self._client = EventGridPublisherClient(endpoint, credential, **{"retry_total": 3, **client_kwargs})
+        """Raises ``ConfigError`` when the client cannot be built (config.py has validated ``endpoint`` already)."""
+        try:
+            self._client = EventGridPublisherClient(endpoint, credential, **{"retry_total": 3, **client_kwargs})
+        except ValueError as exc:  # the SDK refuses a credential it cannot use with ValueError
+            raise ConfigError(
+                f"{EVENTS_ENDPOINT}={clipped(endpoint)!r}: the outcome-events client cannot be built "
+                f"({type(exc).__name__}: {clipped(str(exc))}); set it to the topic endpoint "
+                "https://<topic>.<region>-1.eventgrid.azure.net/api/events, with the topic key or the app's identity"
+            ) from exc
         self._source = f"/aoai-cmk-rotation/{app_name}"
 
     def publish(self, status: str, outcome: Mapping[str, Any]) -> bool:
@@ -59,10 +71,17 @@ class OutcomePublisher:
         )
         try:
             self._client.send([event])
-        except AzureError as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort: whatever publishing raises must not fail the rotation
+            request_id = outcome.get("request_id")
+            error = clipped(" ".join((detail(exc) if isinstance(exc, AzureError) else str(exc)).split()))
             log.warning(
-                "rotation.publish_failed",
-                extra={"request_id": outcome.get("request_id"), "status": status, "error": detail(exc)},
+                "rotation.publish_failed: the %s outcome of request %s was not published (%s: %s); the rotation is "
+                "unaffected and its ledger row is the record",
+                status,
+                request_id,
+                type(exc).__name__,
+                error,
+                extra={"request_id": request_id, "status": status, "error_class": type(exc).__name__, "error": error},
             )
             return False
         return True

@@ -2,28 +2,71 @@
 
 One builder serves ``GET /api/status`` and the CLI's ``status``. It works on what a dry run sees (an observation and
 its plan), so "drift" and "due" mean exactly what the worker would act on; it never writes.
+
+Each target is read on its own (``observe``): a target that cannot be read (its vault unreachable, the identity
+refused, or anything unexpected) is reported with its reason and error, and never hides the other targets' state.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from rotation.config import Settings
 from rotation.engine import RotationEngine
 from rotation.errors import RotationError
-from rotation.model import Observation, RotationPlan, RotationRequest, Target, Trigger
+from rotation.model import KeyRef, Observation, RotationPlan, RotationRequest, Target, Trigger
 from rotation.plan import decide
+from rotation.reasons import Reason
+
+MAX_UNEXPECTED_DETAIL = 200
+
+
+@dataclass(frozen=True)
+class TargetFailure:
+    """A target whose key could not be read: its reason and its error, safe to show (no secret, no traceback)."""
+
+    key: KeyRef
+    reason: Reason
+    error: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"key": self.key.id, "reason": self.reason.value, "error": self.error}
+
+
+def observe(engine: RotationEngine, request: RotationRequest) -> Observation | TargetFailure:
+    """``engine.gather(request)``, or why this one target could not be read: its ``RotationError``, or anything else
+    it raised (a bug, or e.g. the ``ValueError`` an SDK raises for a host it refuses), reported as ``Error``."""
+    try:
+        return engine.gather(request)
+    except RotationError as exc:
+        return TargetFailure(request.key, exc.reason, str(exc))
+    except Exception as exc:  # noqa: BLE001 -- one target's surprise must not hide the other targets' state
+        return TargetFailure(request.key, Reason.ERROR, _unexpected(exc))
+
+
+def _unexpected(exc: Exception) -> str:
+    """An exception the service did not anticipate, shown safely: its class and the first line of its message, clipped
+    (an SDK's message may echo its input, so no more of it)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > MAX_UNEXPECTED_DETAIL:
+        first = first[: MAX_UNEXPECTED_DETAIL - 1] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def target_status(engine: RotationEngine, settings: Settings, target: Target, *, trigger: Trigger) -> dict[str, object]:
-    """``key_status`` of one target read now; a key that cannot be read is reported with its error, not raised."""
-    request = RotationRequest(request_id=f"status-{uuid.uuid4()}", key=target.key, trigger=trigger)
-    try:
-        observation = engine.gather(request)
-    except RotationError as exc:
-        return {"key": target.key.id, "reason": exc.reason.value, "error": str(exc), "versions": [], "accounts": []}
-    return key_status(observation, decide(observation, settings.renewal, app_name=settings.app_name))
+    """``key_status`` of one target read now; a target that cannot be read is ``failed_status``, never raised."""
+    found = observe(engine, RotationRequest(request_id=f"status-{uuid.uuid4()}", key=target.key, trigger=trigger))
+    if isinstance(found, TargetFailure):
+        return failed_status(found)
+    return key_status(found, decide(found, settings.renewal, app_name=settings.app_name))
+
+
+def failed_status(failure: TargetFailure) -> dict[str, object]:
+    """The status of a target that could not be read: its reason and error, and no versions or accounts."""
+    return {**failure.to_dict(), "versions": [], "accounts": []}
 
 
 def key_status(obs: Observation, plan: RotationPlan) -> dict[str, object]:

@@ -35,6 +35,9 @@ param concurrency int
 @description('ROTATION_VERIFY_TIMEOUT: ISO 8601 duration, how long to wait for an account to report the new version.')
 param verifyTimeout string
 
+@description('ROTATION_FORCE_COOLDOWN: ISO 8601 duration, the least time between two forced rotations of one key over HTTP.')
+param forceCooldown string
+
 @description('Create an Event Grid custom topic for the outcome events (ROTATION_EVENTS_ENDPOINT).')
 param outcomeEventsTopic bool
 
@@ -283,6 +286,10 @@ var baseSettings = [
   {
     name: 'ROTATION_VERIFY_TIMEOUT'
     value: verifyTimeout
+  }
+  {
+    name: 'ROTATION_FORCE_COOLDOWN'
+    value: forceCooldown
   }
 ]
 

@@ -25,7 +25,7 @@ from emulator.azurite import Azurite
 from emulator.core import Emulator
 from emulator.functions_host import registered_functions
 from rotation.app import configure
-from rotation.storage import decode_request, request_id_for
+from rotation.model import KeyRef, RotationRequest, request_id_for
 from tests.function.conftest import SAMPLE_ACCOUNT, SAMPLE_KEY, Rotation
 
 # Copied exactly from azure-facts.md §4.2 (Microsoft's Key Vault event schema page): note "ObjectName " and " ee05...".
@@ -95,7 +95,7 @@ def with_data(data: Any, *, schema: str = "EventGridSchema", **fields: Any) -> d
 
 
 def enqueued(rotation: Rotation) -> list[dict[str, Any]]:
-    return [dict(decode_request(text)) for text in rotation.queued()]
+    return [json.loads(RotationRequest.from_message(text).to_message()) for text in rotation.queued()]
 
 
 # --- binding metadata -------------------------------------------------------------------------------------------
@@ -175,13 +175,13 @@ def test_key_variants_of_microsofts_samples_enqueue_one_request(
     rotation.host.deliver_events("on_key_event", payload)
 
     (message,) = enqueued(rotation)
-    request_id = request_id_for("event-00eccf70-95a7-4e7c-8299-2eb17ee9ad64", SAMPLE_KEY)
+    request_id = request_id_for("event-00eccf70-95a7-4e7c-8299-2eb17ee9ad64", KeyRef.parse(SAMPLE_KEY))
     assert message["request_id"] == request_id
     assert (message["key"], message["trigger"], message["force"]) == (SAMPLE_KEY, event_type, False)
     assert message["event_version"] == SAMPLE_VERSION  # the leading space is gone
     row = rotation.app.ledger.get(request_id)
     assert row is not None
-    assert (row.key, row.trigger, row.status) == (SAMPLE_KEY, event_type, "queued")
+    assert (row.key.id, row.trigger, row.status) == (SAMPLE_KEY, event_type, "queued")
 
 
 def pascal(**overrides: Any) -> dict[str, Any]:
@@ -245,7 +245,7 @@ def test_a_batch_invokes_the_function_once_per_event(rotation: Rotation) -> None
     rotation.host.deliver_events("on_key_event", events)
 
     assert sorted(m["request_id"] for m in enqueued(rotation)) == sorted(
-        request_id_for(f"event-event-{n}", SAMPLE_KEY) for n in range(3)
+        request_id_for(f"event-event-{n}", KeyRef.parse(SAMPLE_KEY)) for n in range(3)
     )
 
 
@@ -263,7 +263,10 @@ def test_microsofts_exact_secret_samples_are_ignored(
     assert rotation.queued() == []
     assert rotation.app.ledger.list_requests() == []
     (ignored,) = [r for r in caplog.records if r.name == "rotation"]
-    assert (ignored.msg, ignored.event_type) == ("rotation.event_ignored", "Microsoft.KeyVault.SecretNewVersionCreated")
+    assert (ignored.event, ignored.event_type) == (
+        "rotation.event_ignored",
+        "Microsoft.KeyVault.SecretNewVersionCreated",
+    )
 
 
 IGNORED = {
@@ -311,7 +314,7 @@ def test_ignored_events_are_acknowledged_logged_and_never_enqueued(
 
     assert rotation.queued() == []
     assert rotation.app.ledger.list_requests() == []
-    assert [r.msg for r in caplog.records if r.name == "rotation"] == ["rotation.event_ignored"]
+    assert [r.event for r in caplog.records if r.name == "rotation"] == ["rotation.event_ignored"]
 
 
 # --- HTTP: bad input ----------------------------------------------------------------------------------------------
@@ -562,3 +565,64 @@ def test_an_idempotency_key_reused_with_a_different_force_is_refused(rotation: R
     assert [m["force"] for m in enqueued(rotation)] == [False, False]  # the refusal sent nothing
     row = rotation.app.ledger.get(json.loads(first.get_body())["request_id"])
     assert row is not None and row.force is False
+
+
+# --- no silent stops (issue 8) ------------------------------------------------------------------------------------
+
+NESTED = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    ("function", "body"),
+    [
+        ("on_queued_key_event", NESTED),
+        (
+            "on_queued_key_event",
+            '{"id": "e1", "eventType": "Microsoft.KeyVault.KeyNearExpiry", "data": ' + NESTED + "}",
+        ),
+        ("rotation_worker", NESTED),
+        ("rotation_worker", "x" * 1_000_000),
+        ("rotation_poison", NESTED),
+        ("rotation_worker", json.dumps({"request_id": "r1", "key": "https://[x/keys/k", "trigger": "http"})),
+    ],
+    ids=["key-events nested", "key-events data nested", "worker nested", "worker 1 MB", "poison nested", "bad host"],
+)
+def test_a_hostile_message_is_acknowledged_with_one_clipped_line_and_writes_nothing(
+    rotation: Rotation, function: str, body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rotation")
+
+    rotation.host.deliver_message(function, body)  # returns: acknowledged, never retried
+
+    assert rotation.queued() == []
+    assert rotation.app.ledger.list_requests() == []
+    (line,) = [r for r in caplog.records if r.name == "rotation"]
+    assert line.event in ("rotation.event_ignored", "rotation.message_rejected")
+    assert len(line.getMessage()) < 1000
+
+
+@pytest.mark.parametrize("version", ["ver-1.0", "a" * 65, "0123456789abcdef0123456789abcde\u0000"])
+def test_an_event_for_a_target_key_with_a_bad_version_is_ignored_before_any_write(
+    rotation: Rotation, version: str
+) -> None:
+    event = with_data(pascal(Id=f"https://sample-kv.vault.azure.net/keys/newsecret/{version}", Version=version))
+
+    rotation.host.deliver_events("on_key_event", [event])
+
+    assert rotation.queued() == []
+    assert rotation.app.ledger.list_requests() == []
+
+
+def test_a_malformed_storage_setting_answers_503_naming_it_without_echoing_it(
+    rotation: Rotation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "c2VjcmV0LWtleS1ub3QtYS1yZWFsLW9uZQ=="
+    monkeypatch.setenv("AzureWebJobsStorage", f"AccountName=st;AccountKey={secret};BlobEndpoint=https://[x")
+    monkeypatch.setenv("ROTATION_TARGETS", json.dumps([{"key": SAMPLE_KEY, "accounts": [SAMPLE_ACCOUNT]}]))
+    configure(None)
+
+    response = rotation.host.http("fleet_status", "GET", "/api/status")
+
+    body = assert_json_error(response, 503, "ConfigError")
+    assert "AzureWebJobsStorage" in body["error"]["message"]
+    assert secret not in response.get_body().decode()

@@ -38,8 +38,9 @@ from emulator.core import Emulator
 from emulator.eventgrid import CLOUD_EVENT_SCHEMA, EVENT_GRID_SCHEMA
 from emulator.functions_host import FunctionsHost
 from rotation.app import configure
-from rotation.model import TAG_REQUEST_ID
-from rotation.storage import LOCKS_CONTAINER, REQUESTS_QUEUE, lock_blob_name
+from rotation.model import TAG_REQUEST_ID, KeyRef, RotationRequest
+from rotation.storage import LOCKS_CONTAINER, REQUESTS_QUEUE
+from rotation.storage.lock import lock_blob_name
 from tests.functional.conftest import ACCOUNT_NAMES, KEY, Fleet, empty_queues
 from tests.functional.wiring import build_app
 
@@ -91,7 +92,7 @@ def test_key_near_expiry_rotates_once_and_every_account_is_verified(fleet: Fleet
 
     (new,) = fleet.new_versions()
     fleet.assert_converged(new)
-    (row,) = fleet.app.ledger.list_requests(fleet.key_id)
+    (row,) = fleet.app.ledger.list_requests(KeyRef.parse(fleet.key_id))
     assert (row.trigger, row.status, row.reason) == ("KeyNearExpiry", "succeeded", "Expiring")
     assert (row.from_version, row.to_version, row.attempts) == (fleet.initial_version, new, 1)
     assert {account["status"] for account in row.accounts.values()} == {"succeeded"}
@@ -165,7 +166,7 @@ def test_a_version_someone_else_created_is_rolled_out_and_none_is_created(fleet:
     assert fleet.versions() == [fleet.initial_version, portal.version]
     fleet.assert_converged(portal.version)
     assert successful_calls(fleet, "keyvault.create_key") == []
-    (row,) = fleet.app.ledger.list_requests(fleet.key_id)
+    (row,) = fleet.app.ledger.list_requests(KeyRef.parse(fleet.key_id))
     assert (row.trigger, row.status, row.to_version) == ("KeyNewVersionCreated", "succeeded", portal.version)
 
 
@@ -198,7 +199,7 @@ def test_duplicate_and_out_of_order_events_end_with_one_new_version(
     assert fleet.new_versions() == [new]
     fleet.assert_converged(new)
     assert len(successful_calls(fleet, "keyvault.create_key")) == 1
-    rows = fleet.app.ledger.list_requests(fleet.key_id)
+    rows = fleet.app.ledger.list_requests(KeyRef.parse(fleet.key_id))
     assert sorted((r.trigger, r.status, r.to_version) for r in rows) == [
         ("KeyNearExpiry", "succeeded", new),
         ("KeyNewVersionCreated", "skipped", new),
@@ -219,7 +220,7 @@ def test_a_timer_sweep_and_an_http_request_racing_on_one_key_make_one_version(fl
     (new,) = fleet.new_versions()
     fleet.assert_converged(new)
     assert len(successful_calls(fleet, "keyvault.create_key")) == 1
-    rows = fleet.app.ledger.list_requests(fleet.key_id)
+    rows = fleet.app.ledger.list_requests(KeyRef.parse(fleet.key_id))
     assert sorted(r.trigger for r in rows) == ["KeyNearExpiry", "http", "timer"]
     assert sorted(r.status for r in rows) == ["skipped", "skipped", "succeeded"]
     assert {r.to_version for r in rows} == {new}
@@ -366,11 +367,13 @@ def test_a_worker_killed_mid_rotation_keeps_the_lease_and_the_retry_adopts_its_v
 
     # Another worker finds the key locked: it puts the request back with a delay and touches nothing.
     calls_before = len(fleet.emulator.control.calls())
-    assert fleet.app.work(json.dumps(_message_of(fleet, request_id))) is None
+    assert fleet.app.work(_message_of(fleet, request_id)) is None
     assert events_named(caplog, "rotation.lock_busy")
     assert len(fleet.emulator.control.calls()) == calls_before
 
-    lease = BlobClient.from_connection_string(fleet.storage, LOCKS_CONTAINER, lock_blob_name(fleet.key_id))
+    lease = BlobClient.from_connection_string(
+        fleet.storage, LOCKS_CONTAINER, lock_blob_name(KeyRef.parse(fleet.key_id))
+    )
     deadline = time.monotonic() + 30
     while lease.get_blob_properties().lease.state == "leased":
         assert time.monotonic() < deadline, "the killed worker's lease never expired"
@@ -391,15 +394,9 @@ def test_a_worker_killed_mid_rotation_keeps_the_lease_and_the_retry_adopts_its_v
     assert [r.created_version for r in retry if getattr(r, "event", None) == "rotation.completed"] == [True]
 
 
-def _message_of(fleet: Fleet, request_id: str) -> dict[str, Any]:
+def _message_of(fleet: Fleet, request_id: str) -> str:
     row = fleet.row(request_id)
-    return {
-        "request_id": request_id,
-        "key": row.key,
-        "trigger": row.trigger,
-        "force": False,
-        "requested_at": row.created_at.isoformat(),
-    }
+    return RotationRequest(request_id, row.key, row.trigger, requested_at=row.created_at).to_message()
 
 
 # --- (d) poison ---------------------------------------------------------------------------------------------------
@@ -486,7 +483,7 @@ def test_the_sweep_reports_a_blocked_key_and_enqueues_nothing(fleet: Fleet, capl
         fleet.host.fire_timer("rotation_sweep")
 
     assert fleet.pump() == 0
-    blocked = [r for r in caplog.records if r.getMessage() == "rotation.sweep_blocked"]
+    blocked = events_named(caplog, "rotation.sweep_blocked")
     assert [(r.key, r.reason) for r in blocked] == [(fleet.key_id, "KeyDisabled")]  # type: ignore[attr-defined]
     assert fleet.versions() == [fleet.initial_version]
 

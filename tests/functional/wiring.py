@@ -4,24 +4,22 @@ The same function builds the app in the test process and in the worker processes
 process talks to the same emulator (by its ``endpoints()`` JSON) and the same Azurite (by connection string). It builds
 what ``RotationApp.build`` builds in Azure, with three test-only choices made through the app's own seams: the
 emulator's credential, ARM endpoint and CA bundle (``AzureConnection``); step retries that wait milliseconds instead of
-seconds (``RetrySettings``); and an optional shorter lease (``StorageAccount.key_lock(duration=...)``, at least Azure's
-15 s). It never patches or mocks the code under test.
+seconds (``RetrySettings``); and shorter waits (``Timings``: a lease of at least Azure's 15 s, and the delays). It
+never patches or mocks the code under test.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from emulator.credential import EmulatorCredential
-from rotation.app import RotationApp
+from rotation.app import RotationApp, Timings
 from rotation.connection import AzureConnection
-from rotation.engine import RetrySettings, RotationEngine
-from rotation.storage import LEDGER_TABLE, StorageAccount
+from rotation.engine import RetrySettings
+from rotation.storage import LEDGER_TABLE
 
 QUICK_RETRIES = RetrySettings(
     attempts=2,
@@ -54,9 +52,12 @@ def build_app(
     identity: str = "rotation-app",
     lock_duration: int = 60,
     ledger_table: str = LEDGER_TABLE,
+    timings: Timings | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> RotationApp:
-    """A ``RotationApp`` on the emulator and Azurite; ``identity`` is the oid the emulator's call log records."""
-    env = app_settings(endpoints, storage_connection_string, targets)
+    """A ``RotationApp`` on the emulator and Azurite; ``identity`` is the oid the emulator's call log records, and
+    ``settings`` add to (or replace) the app settings."""
+    env = {**app_settings(endpoints, storage_connection_string, targets), **(settings or {})}
     connection = AzureConnection(
         EmulatorCredential(identity),
         arm_endpoint=endpoints["arm"],
@@ -64,13 +65,12 @@ def build_app(
         verify_challenge_resource=False,
         polling_interval=0.05,
     )
-    app = RotationApp.build(env, connection=connection)
-    storage = StorageAccount.from_settings(env)
-    app = replace(
-        app,
-        engine=RotationEngine(connection.key_vault(), connection.accounts(), app.settings, retry=QUICK_RETRIES),
-        ledger=storage.ledger(table_name=ledger_table),
-        lock_for=partial(storage.key_lock, duration=lock_duration),
+    app = RotationApp.build(
+        env,
+        connection=connection,
+        retry=QUICK_RETRIES,
+        timings=timings or Timings(lease=lock_duration),
+        ledger_table=ledger_table,
     )
     app.queue.ensure()
     app.ledger.ensure()

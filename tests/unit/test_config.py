@@ -178,3 +178,160 @@ def test_the_events_key_is_never_echoed() -> None:
 )
 def test_valid_schedules(schedule: str) -> None:
     assert parse_schedule(schedule) == schedule
+
+
+# Settings are checked with the rules of the code that will use them (issue 8): each case below passed validation, or
+# raised something other than ConfigError, before; each now fails at start with a message naming the setting.
+
+
+def targets_with_key(key_url: str) -> str:
+    return json.dumps([{"key": key_url, "accounts": [ACCOUNT]}])
+
+
+def messages(exc: BaseException | None) -> str:
+    """The text of ``exc`` and of every exception chained behind it: what a logged traceback would show."""
+    if exc is None:
+        return ""
+    return str(exc) + "\n" + messages(exc.__cause__) + messages(exc.__context__)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fragment"),
+    [
+        ("https://example..com/api/events", "empty label"),
+        ("https://topic.westeurope-1.eventgrid.azure.net./api/events", "empty label"),
+        ("https://[x/api", "is not a valid URL (Invalid IPv6 URL)"),
+        ("https://[v1.x]/api/events", "IPv6 address"),
+        ("https://-topic.westeurope-1.eventgrid.azure.net/api/events", "'-topic'"),
+        ("https://topic_1.westeurope-1.eventgrid.azure.net/api/events", "'topic_1'"),
+        (f"https://{'t' * 64}.eventgrid.azure.net/api/events", "is not 1-63 letters"),
+        (f"https://{'t.' * 127}net/api/events", "at most 253"),
+        ("https://\u2603.eventgrid.azure.net/api/events", "internationalised domain name"),
+        ("https://topic.westeurope-1.eventgrid.azure.net:0/api/events", "port 0"),
+        ("https://topic.westeurope-1.eventgrid.azure.net:99999/api/events", "Port out of range"),
+        ("https://topic.westeurope-1.eventgrid.azure.net/api/events#top", "fragment"),
+        ("https://topic.westeurope-1.eventgrid.azure.net/api/ev ents", "spaces or control characters"),
+    ],
+)
+def test_an_events_endpoint_the_transport_would_refuse_is_refused_at_start(endpoint: str, fragment: str) -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_EVENTS_ENDPOINT=endpoint)
+    assert "ROTATION_EVENTS_ENDPOINT=" in message
+    assert fragment in message
+    assert "https://<topic>.<region>-1.eventgrid.azure.net/api/events" in message
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://topic.westeurope-1.eventgrid.azure.net/api/events",
+        "https://127.0.0.1:8443/api/events",
+        "https://[::1]:8443/api/events",
+        "https://t\u00f6pic.example/api/events",
+    ],
+)
+def test_endpoints_the_transport_accepts_are_accepted(endpoint: str) -> None:
+    assert settings(ROTATION_EVENTS_ENDPOINT=endpoint).events_endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("key_url", "fragment"),
+    [
+        ("https://kv..vault.azure.net/keys/k", "empty label"),
+        ("https://[x/keys/k", "is not a valid URL"),
+        ("https://kv-.vault.azure.net/keys/k", "'kv-'"),
+    ],
+)
+def test_a_target_key_on_a_host_the_transport_would_refuse_is_refused(key_url: str, fragment: str) -> None:
+    message = error_of(ROTATION_TARGETS=targets_with_key(key_url))
+    assert "ROTATION_TARGETS[0].key:" in message
+    assert fragment in message
+    assert "https://<vault>.vault.azure.net/keys/<name>" in message
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "9" * 5000])
+def test_concurrency_takes_ascii_digits_only(value: str) -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_CONCURRENCY=value)
+    assert "ROTATION_CONCURRENCY=" in message
+    assert "must be a whole number from 1 to 64" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        ({"ROTATION_KEY_LIFETIME": "P1000000000D"}, ["ROTATION_KEY_LIFETIME='P1000000000D'", "at most P3650D"]),
+        ({"ROTATION_KEY_LIFETIME": "PT99999999999999999999S"}, ["ROTATION_KEY_LIFETIME=", "at most P3650D"]),
+        ({"ROTATION_KEY_LIFETIME": "P3651D"}, ["ROTATION_KEY_LIFETIME='P3651D' is longer than P3650D", "e.g. P120D"]),
+        ({"ROTATION_RENEW_BEFORE": "P1000000000D"}, ["ROTATION_RENEW_BEFORE='P1000000000D'", "at most P3650D"]),
+        ({"ROTATION_RENEW_BEFORE": "P4000D"}, ["ROTATION_RENEW_BEFORE='P4000D' is longer than P3650D"]),
+        ({"ROTATION_VERIFY_TIMEOUT": "P1000000000D"}, ["ROTATION_VERIFY_TIMEOUT='P1000000000D'", "at most PT20M"]),
+    ],
+)
+def test_durations_that_overflow_or_exceed_their_maximum_are_refused(env: dict[str, str], fragments: list[str]) -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, **env)
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_the_longest_key_lifetime_is_accepted() -> None:
+    assert settings(ROTATION_KEY_LIFETIME="P3650D").key_lifetime == timedelta(days=3650)
+
+
+def test_deeply_nested_targets_are_refused_at_any_depth() -> None:
+    # Around the recursion limit json.loads may succeed while echoing the item would not: every depth is refused.
+    for depth in [*range(950, 1050), 100_000]:
+        message = error_of(ROTATION_TARGETS="[" * depth + "]" * depth)
+        assert "ROTATION_TARGETS" in message
+        assert "too deeply" in message or "ROTATION_TARGETS[0] must be an object" in message
+
+
+def test_targets_larger_than_the_bound_are_refused_before_parsing() -> None:
+    text = "[" + " " * (256 * 1024) + "]"
+    message = error_of(ROTATION_TARGETS=text)
+    assert f"ROTATION_TARGETS is {len(text)} bytes, more than the 256 KiB allowed" in message
+
+
+def test_targets_with_a_number_too_long_for_int_are_refused() -> None:
+    message = error_of(ROTATION_TARGETS="[1" + "0" * 5000 + "]")
+    assert "ROTATION_TARGETS is not valid JSON" in message
+
+
+def test_a_schedule_with_a_number_too_long_for_int_is_refused() -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_SCHEDULE="0 0 " + "9" * 5000 + " * * *")
+    assert "ROTATION_SCHEDULE=" in message
+    assert "the hour field" in message
+
+
+def test_a_sas_token_pasted_into_the_events_endpoint_is_not_echoed() -> None:
+    endpoint = "https://t.eventgrid.azure.net/api/events?sv=2022&sig=SECRET123"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ROTATION_TARGETS": TARGETS, "ROTATION_EVENTS_ENDPOINT": endpoint})
+    message = str(info.value)
+    assert "ROTATION_EVENTS_ENDPOINT='https://t.eventgrid.azure.net/api/events?sv=2022&sig=<redacted>'" in message
+    assert "must not carry a query string" in message
+    assert "ROTATION_EVENTS_KEY" in message  # where the secret belongs
+    assert "SECRET123" not in messages(info.value)
+
+
+def test_a_sas_token_in_a_target_key_url_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ROTATION_TARGETS": targets_with_key(KEY_URL + "?sig=SECRET123")})
+    assert "must not carry a query string" in str(info.value)
+    assert "SECRET123" not in messages(info.value)
+
+
+def test_the_events_key_pasted_into_another_setting_is_not_echoed() -> None:
+    key = "topic-key-" + "s3cr3t" * 4
+    message = error_of(
+        ROTATION_TARGETS=TARGETS,
+        ROTATION_EVENTS_ENDPOINT="https://topic.westeurope-1.eventgrid.azure.net/api/events",
+        ROTATION_EVENTS_KEY=key,
+        ROTATION_SCHEDULE=key,
+    )
+    assert "ROTATION_SCHEDULE='<redacted>' has 1 fields" in message
+    assert "s3cr3t" not in message
+
+
+def test_a_long_value_is_clipped_in_the_message() -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_APP_NAME="x" * 100_000)
+    assert "ROTATION_APP_NAME='" + "x" * 200 + "\u2026'" in message
+    assert len(message) < 1000

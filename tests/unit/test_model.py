@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rotation.errors import ConfigError, ConflictError, PermissionDenied
+from rotation.errors import ConfigError, ConflictError, InvalidInput, PermissionDenied
 from rotation.model import AccountRef, KeyRef, RotationOutcome, RotationRequest, Status, Trigger
 from rotation.reasons import Reason
 from tests.unit.factories import KEY, SUBSCRIPTION, account, request
@@ -39,9 +39,9 @@ def test_key_urls_are_normalised(text: str, vault_url: str, name: str) -> None:
         ("https://kv-prod.vault.azure.net/keys/", "not a Key Vault key URL"),
         ("https://kv-prod.vault.azure.net/keys/cmk_1", "key name 'cmk_1'"),
         ("https://kv-prod.vault.azure.net/keys/cmk?x=1", "query"),
-        ("https://user:pw@kv-prod.vault.azure.net/keys/cmk", "credentials"),
+        ("https://user:pw@kv-prod.vault.azure.net/keys/cmk", "user name or password"),
         ("https:///keys/cmk", "no host"),
-        ("https://kv-prod.vault.azure.net:99999/keys/cmk", "invalid port"),
+        ("https://kv-prod.vault.azure.net:99999/keys/cmk", "Port out of range"),
         ("kv-prod/keys/cmk", "must use https"),
     ],
 )
@@ -92,7 +92,7 @@ def test_account_uses_only_its_own_key_in_its_own_vault() -> None:
 
 @pytest.mark.parametrize("request_id", ["", "x" * 257, "line\nbreak"])
 def test_request_ids_are_checked(request_id: str) -> None:
-    with pytest.raises(ConfigError, match="request id"):
+    with pytest.raises(InvalidInput, match="request id"):
         RotationRequest(request_id=request_id, key=KEY, trigger=Trigger.HTTP)
 
 

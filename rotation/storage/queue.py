@@ -1,0 +1,84 @@
+"""The rotation-requests queue: triggers put ``RotationRequest`` messages on it and the worker takes them off.
+
+::
+
+    rotation-requests          one message per request: ``RotationRequest.to_message()``, base64 on the wire
+    rotation-requests-poison   where the host moves a message after maxDequeueCount failed deliveries
+
+The Functions host's queue trigger decodes message text as base64 by default (host.json
+``extensions.queues.messageEncoding``), so the text goes on the wire base64-encoded, on both queues.
+
+Raises ``StorageUnavailable`` when storage cannot be reached or refuses the message; nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from rotation.model import RotationRequest
+from rotation.storage.service import unavailable
+
+log = logging.getLogger("rotation")
+
+REQUESTS_QUEUE = "rotation-requests"
+POISON_QUEUE = f"{REQUESTS_QUEUE}-poison"
+MAX_DELAY = 7 * 24 * 3600 - 1  # a message lives 7 days by default: a longer delay would never be seen
+
+
+class RotationQueue:
+    """The two queues of rotation requests, on one queue service."""
+
+    def __init__(self, service: QueueServiceClient, *, name: str = REQUESTS_QUEUE) -> None:
+        self._requests = self._client(service, name)
+        self._poison = self._client(service, f"{name}-poison")  # the host's name for the poison queue
+
+    @classmethod
+    def from_connection_string(
+        cls, conn_str: str, *, name: str = REQUESTS_QUEUE, **client_kwargs: Any
+    ) -> RotationQueue:
+        return cls(QueueServiceClient.from_connection_string(conn_str, **client_kwargs), name=name)
+
+    @staticmethod
+    def _client(service: QueueServiceClient, name: str) -> QueueClient:
+        return service.get_queue_client(
+            name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+        )
+
+    def ensure(self) -> None:
+        """Create both queues if they do not exist."""
+        with unavailable("create the rotation queues"):
+            for queue in (self._requests, self._poison):
+                with suppress(ResourceExistsError):
+                    queue.create_queue()
+
+    def enqueue(self, request: RotationRequest, *, delay: int = 0) -> None:
+        """Put ``request`` on the queue, hidden for ``delay`` whole seconds (a delayed retry)."""
+        self._send(self._requests, request, delay)
+        log.info(
+            "rotation.enqueued: request %s for %s, visible in %s s",
+            request.request_id,
+            request.key.id,
+            delay,
+            extra={"request_id": request.request_id, "key": request.key.id, "delay": delay},
+        )
+
+    def defer_poison(self, request: RotationRequest, *, delay: int) -> None:
+        """Put ``request`` back on the poison queue, hidden for ``delay`` seconds: the poison handler looks again
+        later, when the copy of the request that holds the key's lock has finished."""
+        self._send(self._poison, request, delay)
+
+    def _send(self, queue: QueueClient, request: RotationRequest, delay: int) -> None:
+        if not 0 <= delay <= MAX_DELAY:
+            raise ValueError(f"delay must be 0-{MAX_DELAY} seconds, got {delay}")
+        text = request.to_message()
+        with unavailable(f"queue request {request.request_id} on {queue.queue_name}"):
+            try:
+                queue.send_message(text, visibility_timeout=delay)
+            except ResourceNotFoundError:  # a fresh storage account has no queue yet: create it once, then send
+                self.ensure()
+                queue.send_message(text, visibility_timeout=delay)
