@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types install lock bench clean
+.PHONY: demo test lint types install lock bench fuzz chaos clean
 
 $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: lint types
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The long robustness runs; `make test` runs a short profile of each. Both print their counters.
+fuzz: $(STAMP)
+	$(PY) -m pytest tests/fuzz -q -s -p no:cacheprovider -o timeout=0 --hypothesis-profile=fuzz
+
+chaos: $(STAMP)
+	CHAOS_SCHEDULES=$${CHAOS_SCHEDULES:-1000} $(PY) -m pytest tests/chaos -q -s -p no:cacheprovider -o timeout=0
 
 # Recompile the pinned requirement files from the .in files (needs network access to the package index).
 lock:

@@ -55,7 +55,7 @@ def _edge(function: str, input_id: object, *, redeliver_on_config_error: bool) -
         )
         if redeliver_on_config_error:
             raise Redeliver(f"{function} cannot run until the settings are fixed: {exc}") from exc
-    except Exception as exc:
+    except Exception as exc:  # the edge: a bug is reported with its input's id
         log.exception(
             "rotation.internal_error: %s failed on input %s with %s",
             function,
@@ -72,7 +72,7 @@ def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
         answer = call(current_app())
     except ConfigError as exc:
         answer = error_answer(503, "ConfigError", f"the service is misconfigured: {exc}", {"Retry-After": "300"})
-    except Exception as exc:
+    except Exception as exc:  # never a traceback in an answer
         log.exception("rotation.internal_error: an HTTP request failed with %s", type(exc).__name__)
         answer = error_answer(500, "InternalError", "the service failed unexpectedly; the error is in its log")
     return func.HttpResponse(

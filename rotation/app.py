@@ -209,7 +209,7 @@ class RotationApp:
         for target in self.settings.targets:
             try:
                 request_id = self._sweep_target(target)
-            except Exception as exc:
+            except Exception as exc:  # one target's fault never stops another; each is reported
                 failed.append(target.key.id)
                 reason = exc.reason.value if isinstance(exc, RotationError) else type(exc).__name__
                 log.error(
@@ -465,7 +465,7 @@ class RotationApp:
             return self.engine.reconcile(request, before_write=lock.raise_if_lost, on_plan=self._publish_plan)
         except RotationError as exc:
             return RotationOutcome.from_error(request, exc)
-        except Exception as exc:
+        except Exception as exc:  # a bug must still end the request in the ledger
             log.exception(
                 "rotation.internal_error: reconciling %s for request %s raised %s",
                 request.key.id,

@@ -30,7 +30,7 @@ import math
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests.exceptions
@@ -52,6 +52,7 @@ from rotation.errors import (
     RotationError,
     TransientError,
 )
+from rotation.reasons import Reason
 
 _MAX_DETAIL = 300
 _TLS_WRAPPERS = (urllib3.exceptions.SSLError, requests.exceptions.SSLError)  # each wraps the ssl module's error
@@ -62,6 +63,8 @@ class Unreachable(PermanentError):
     """The service's host name does not resolve, or TLS with it failed (its certificate is not trusted): retrying
     cannot help until someone fixes the name, the private endpoint's DNS or the CA bundle. The message names the host
     and what to check."""
+
+    reason: ClassVar[Reason] = Reason.UNREACHABLE
 
 
 MAX_RETRY_AFTER = 60.0  # seconds; a longer (or absurd) Retry-After is cut to this, so a step stays within its bounds

@@ -12,6 +12,7 @@ SDK's default 30 s.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class AzureConnection:
     verify_challenge_resource: bool = True  # Key Vault's check that the challenge names *.vault.azure.net
     polling_interval: float = 5.0  # seconds between ARM polls when the service sends no Retry-After
     operation_timeout: float = 600.0  # longest wait on one ARM operation before the verify step takes over
+    client_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. azure-core's retry_total, for every client
 
     @classmethod
     def default(cls, settings: Settings) -> AzureConnection:
@@ -40,7 +42,8 @@ class AzureConnection:
         return cls(DefaultAzureCredential(managed_identity_client_id=settings.client_id))
 
     def _transport(self) -> dict[str, Any]:
-        return {} if self.ca_bundle is None else {"connection_verify": self.ca_bundle}
+        verify = {} if self.ca_bundle is None else {"connection_verify": self.ca_bundle}
+        return {**verify, **self.client_options}
 
     def key_vault(self) -> KeyVaultAdapter:
         return KeyVaultAdapter(

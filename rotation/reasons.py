@@ -52,6 +52,7 @@ class Reason(StrEnum):
     NOT_FOUND = "NotFound"
     INVALID_REQUEST = "InvalidRequest"
     CONFLICT = "Conflict"
+    UNREACHABLE = "Unreachable"  # a host name that does not resolve, or a TLS certificate that is not trusted
     TRANSIENT_FAILURE = "TransientFailure"
     CONFIG_ERROR = "ConfigError"
     ERROR = "Error"

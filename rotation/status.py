@@ -9,6 +9,7 @@ refused, or anything unexpected) is reported with its reason and error, and neve
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ from rotation.errors import RotationError
 from rotation.model import KeyRef, Observation, RotationPlan, RotationRequest, Target, Trigger
 from rotation.plan import decide
 from rotation.reasons import Reason
+
+log = logging.getLogger("rotation")
 
 MAX_UNEXPECTED_DETAIL = 200
 
@@ -42,7 +45,13 @@ def observe(engine: RotationEngine, request: RotationRequest) -> Observation | T
         return engine.gather(request)
     except RotationError as exc:
         return TargetFailure(request.key, exc.reason, str(exc))
-    except Exception as exc:  # noqa: BLE001 -- one target's surprise must not hide the other targets' state
+    except Exception as exc:  # one target's surprise must not hide the other targets' state
+        log.exception(
+            "rotation.status_failed: reading %s raised %s",
+            request.key.id,
+            type(exc).__name__,
+            extra={"event": "rotation.status_failed", "key": request.key.id},
+        )
         return TargetFailure(request.key, Reason.ERROR, _unexpected(exc))
 
 

@@ -133,7 +133,7 @@ def _built(name: str, build: Any) -> StorageAccount:
     """``build()``, with anything the SDK raises for the setting turned into a ``ConfigError`` naming it."""
     try:
         account: StorageAccount = build()
-    except Exception as exc:
+    except Exception as exc:  # each SDK raises its own class for a malformed setting
         raise ConfigError(
             f"{name} cannot be used by the storage SDK ({type(exc).__name__}); check the setting's format"
         ) from exc
