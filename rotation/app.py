@@ -371,7 +371,7 @@ class RotationApp:
         """429 when another forced request for the key is younger than ROTATION_FORCE_COOLDOWN; a repeat of the same
         request (its Idempotency-Key) is not another one."""
         cooldown = self.settings.force_cooldown
-        if not request.force or cooldown <= timedelta(0):
+        if not request.force or self.ledger.get(request.request_id) is not None:
             return None
         now = self.clock()
         last = self.ledger.last_forced(request.key, since=now - cooldown)

@@ -26,8 +26,16 @@ logger = logging.getLogger(LOGGER_NAME)
 
 FieldValue = str | int | bool | None
 
-# Loggers that write request URLs or headers: urllib3's request lines, azure-core's HTTP logging policy.
-REDACTED_LOGGERS = ("urllib3.connectionpool", "urllib3", "azure", "azure.core.pipeline.policies.http_logging_policy")
+# Loggers that write request URLs or headers: urllib3's request lines, azure-core's HTTP logging policies. A filter on
+# a logger sees only that logger's own records, so each is named; the root's handlers get the filter too, which covers
+# every record that propagates to them (the Functions worker's handler among them).
+REDACTED_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3",
+    "azure",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.core.pipeline.policies._universal",
+)
 
 
 class Event(StrEnum):
@@ -81,6 +89,9 @@ _REDACTING_FILTER = RedactingFilter()
 
 
 def install_redaction() -> None:
-    """Attach the ``RedactingFilter`` to each of ``REDACTED_LOGGERS``; calling it again adds nothing."""
+    """Attach the ``RedactingFilter`` to each of ``REDACTED_LOGGERS`` and to the root logger's handlers present now;
+    calling it again adds nothing."""
     for name in REDACTED_LOGGERS:
         logging.getLogger(name).addFilter(_REDACTING_FILTER)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_REDACTING_FILTER)

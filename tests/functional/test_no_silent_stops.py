@@ -203,3 +203,5 @@ def test_a_second_forced_rotation_within_the_cooldown_is_429_with_retry_after(fl
     assert 3500 <= int(headers["Retry-After"]) <= 3600  # the default cooldown is one hour
     assert post(fleet, {"key": fleet.key_id})[0] == 202  # an unforced request is never held back
     assert len(fleet.app.ledger.list_requests(KeyRef.parse(fleet.key_id))) == 2
+    repeat = post(fleet, {"key": fleet.key_id, "force": True}, **{"Idempotency-Key": "force-1"})
+    assert (repeat[0], repeat[1]["request_id"]) == (202, first[1]["request_id"])  # still the same request

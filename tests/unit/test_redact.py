@@ -169,3 +169,13 @@ def test_redaction_is_installed_once_and_never_breaks_a_logging_call(caplog: pyt
 
     [record] = [r for r in caplog.records if r.name == "azure"]
     assert record.getMessage() == "%s and %s sig=<redacted> (arguments dropped: they do not match the format)"
+
+
+def test_a_child_loggers_record_is_redacted_by_the_root_handlers(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    install_redaction()  # after caplog's handler joined the root: the handler gets the filter
+
+    logging.getLogger("azure.storage.queue._shared.base_client").debug("GET %s", "/q?sv=1&sig=child-secret")
+
+    assert "child-secret" not in caplog.text
+    assert "sig=<redacted>" in caplog.text
