@@ -28,7 +28,7 @@ import azure.functions as func
 from rotation.app import Answer, Redeliver, RotationApp, current_app, error_answer
 from rotation.errors import ConfigError
 from rotation.log import install_redaction
-from rotation.redact import clipped
+from rotation.redact import described
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("rotation")
@@ -49,9 +49,9 @@ def _edge(function: str, input_id: object, *, redeliver_on_config_error: bool) -
         log.error(
             "rotation.config_error: %s cannot run (input %s): %s",
             function,
-            clipped(str(input_id), 100),
+            described(input_id),
             exc,
-            extra={"function": function, "input_id": clipped(str(input_id), 100)},
+            extra={"function": function, "input_id": described(input_id)},
         )
         if redeliver_on_config_error:
             raise Redeliver(f"{function} cannot run until the settings are fixed: {exc}") from exc
@@ -59,9 +59,9 @@ def _edge(function: str, input_id: object, *, redeliver_on_config_error: bool) -
         log.exception(
             "rotation.internal_error: %s failed on input %s with %s",
             function,
-            clipped(str(input_id), 100),
+            described(input_id),
             type(exc).__name__,
-            extra={"function": function, "input_id": clipped(str(input_id), 100)},
+            extra={"function": function, "input_id": described(input_id)},
         )
 
 

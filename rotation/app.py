@@ -64,7 +64,7 @@ from rotation.model import (
     system_clock,
 )
 from rotation.notify import OutcomePublisher
-from rotation.redact import clipped
+from rotation.redact import clipped, described
 from rotation.status import target_status
 from rotation.storage import (
     LEDGER_TABLE,
@@ -187,11 +187,7 @@ class RotationApp:
             )
         except (EventRejected, InvalidInput) as exc:
             _refused(
-                "rotation.event_ignored",
-                f"event {clipped(str(event_id), 100)}",
-                exc,
-                event_id=event_id,
-                event_type=event_type,
+                "rotation.event_ignored", f"event {described(event_id)}", exc, event_id=event_id, event_type=event_type
             )
             return None
         try:
@@ -640,7 +636,7 @@ def _refused(event: str, what: str, exc: Exception, **ids: object) -> None:
         f"{event}: %s was refused: %s",
         what,
         why,
-        extra={"event": event, "why": why, **{name: clipped(str(value), 100) for name, value in ids.items()}},
+        extra={"event": event, "why": why, **{name: described(value) for name, value in ids.items()}},
     )
 
 

@@ -44,6 +44,12 @@ def clipped(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def described(value: object, limit: int = 100) -> str:
+    """A value from outside, for a log line: text ``clipped``, anything else only named by its type (the ``str`` of a
+    nested list could be megabytes long, or raise ``RecursionError``)."""
+    return clipped(value, limit) if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
 def _redact_match(match: re.Match[str]) -> str:
     """``name=<redacted>`` for a name=value pair (the name says what was there), ``<redacted>`` otherwise."""
     return f"{match[1]}={REDACTED}" if match.re.groups else REDACTED
