@@ -36,8 +36,8 @@ UNRESOLVABLE = "nonexistent-vault.invalid"  # RFC 6761: .invalid never resolves
 UNREACHABLE_KEY = f"https://{UNRESOLVABLE}/keys/k"
 SECONDS = 30  # loose: azure-core's connection retries take about 5 s; the engine's step retries took over a minute
 DNS_LINE = (
-    f"{UNREACHABLE_KEY}: FAILED (Error): cannot list key versions on {UNREACHABLE_KEY}: the host name {UNRESOLVABLE} "
-    "does not resolve ("
+    f"{UNREACHABLE_KEY}: FAILED (Unreachable): cannot list key versions on {UNREACHABLE_KEY}: "
+    f"the host name {UNRESOLVABLE} does not resolve ("
 )
 
 
@@ -144,12 +144,12 @@ def test_status_reports_every_target_with_its_reason_and_error(fleet: Fleet, ret
     unreachable = reports[UNREACHABLE_KEY]
     assert unreachable == {
         "key": UNREACHABLE_KEY,
-        "reason": "Error",
+        "reason": "Unreachable",
         "error": unreachable["error"],
         "versions": [],
         "accounts": [],
     }
-    assert unreachable["error"].startswith(DNS_LINE.split(": FAILED (Error): ", 1)[1])
+    assert unreachable["error"].startswith(DNS_LINE.split(": FAILED (Unreachable): ", 1)[1])
     assert "private DNS zone" in unreachable["error"]
     assert fleet.world.writes() == []
 
@@ -169,7 +169,8 @@ def test_plan_plans_the_healthy_targets_and_reports_the_others(fleet: Fleet) -> 
         fleet.two_account.id: ("repoint", "AccountBehind"),
         fleet.ghost: ("blocked", "AccountUnreadable"),
     }
-    assert set(plans[UNREACHABLE_KEY]) == {"key", "reason", "error"} and plans[UNREACHABLE_KEY]["reason"] == "Error"
+    assert set(plans[UNREACHABLE_KEY]) == {"key", "reason", "error"}
+    assert plans[UNREACHABLE_KEY]["reason"] == "Unreachable"
     assert fleet.world.writes() == []
 
 
@@ -186,7 +187,8 @@ def test_status_of_a_host_whose_certificate_is_not_trusted_fails_at_once_with_on
     assert result.code == 1 and result.err == ""
     [line, blank] = result.out.splitlines()
     assert blank == ""
-    assert line.startswith(f"{world.key}: FAILED (Error): cannot list key versions on {world.key}: TLS with 127.0.0.1 ")
+    expected = f"{world.key}: FAILED (Unreachable): cannot list key versions on {world.key}: TLS with 127.0.0.1 "
+    assert line.startswith(expected)
     assert "CERTIFICATE_VERIFY_FAILED" in line and "CA bundle" in line
 
 
@@ -213,10 +215,10 @@ def test_reconcile_rotates_every_account_it_can_and_reports_the_rest(fleet: Flee
     }
     assert world.key_version(fleet.two_account) == two["to_version"] != fleet.two_first
     unreachable = outcomes[UNREACHABLE_KEY]
-    assert (unreachable["status"], unreachable["reason"], unreachable["retryable"]) == ("failed", "Error", False)
+    assert (unreachable["status"], unreachable["reason"], unreachable["retryable"]) == ("failed", "Unreachable", False)
     assert f"the host name {UNRESOLVABLE} does not resolve" in unreachable["error"]
     assert [line for line in result.err.splitlines() if line.startswith("k: FAILED")] == [
-        f"k: FAILED (Error): {unreachable['error']}"
+        f"k: FAILED (Unreachable): {unreachable['error']}"
     ]
     creates = [c for c in world.emulator.control.calls(CREATE) if c.status == 200]
     assert len(creates) == 2 and world.vault.key_names() == ["cmk"]  # one per rotated key; none for "absent"
