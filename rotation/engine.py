@@ -35,7 +35,7 @@ from typing import TypeVar
 import stamina
 
 from rotation.config import Settings
-from rotation.errors import ConfigError, PermanentError, RotationError, TransientError
+from rotation.errors import ConfigError, OutcomeUnknown, PermanentError, RotationError, TransientError
 from rotation.log import Event, emit
 from rotation.model import (
     TAG_REQUEST_ID,
@@ -76,14 +76,27 @@ class RetrySettings:
     wait_max: timedelta = timedelta(seconds=30)
     poll_initial: timedelta = timedelta(seconds=5)
     poll_max: timedelta = timedelta(seconds=30)
+    # How long a create whose outcome is unknown is awaited (the versions listed again) before the request goes back
+    # to the queue; nothing is created again meanwhile. Longer than Key Vault takes to land a create it answered late.
+    create_settle: timedelta = timedelta(seconds=90)
 
 
 def is_transient(exc: Exception) -> bool | float:
-    """The retry predicate: only ``TransientError`` (and its ``ConflictError``) is worth another attempt; when the
-    server sent Retry-After, that is the wait (stamina takes a returned number as the backoff)."""
-    if not isinstance(exc, TransientError):
+    """The retry predicate: only ``TransientError`` (and its ``ConflictError``) is worth another attempt, except
+    ``CreateUnsettled``, which only the queue's next delivery may retry; when the server sent Retry-After, that is the
+    wait (stamina takes a returned number as the backoff)."""
+    if not isinstance(exc, TransientError) or isinstance(exc, CreateUnsettled):
         return False
     return True if exc.retry_after is None else exc.retry_after
+
+
+class CreateUnsettled(TransientError):
+    """A create's outcome stayed unknown for ``create_settle``: no version tagged with the request appeared. The request
+    goes back to the queue, whose next delivery looks again before it creates; the step retries never create again."""
+
+
+class _NotYetListed(TransientError):
+    """The version of a create whose outcome is unknown is not listed (yet)."""
 
 
 class AccountMoved(PermanentError):
@@ -126,6 +139,13 @@ class RotationEngine:
             wait_initial=bounds.poll_initial,
             wait_max=bounds.poll_max,
         ).on(is_transient)
+        self._settle = stamina.RetryingCaller(
+            attempts=None,
+            timeout=bounds.create_settle,
+            wait_initial=bounds.wait_initial,
+            wait_max=bounds.poll_max,
+        ).on(is_transient)
+        self._create_settle = bounds.create_settle
 
     def target(self, request: RotationRequest) -> Target:
         """The configured target of the request's key; a key outside ROTATION_TARGETS is refused."""
@@ -199,21 +219,28 @@ class RotationEngine:
         create whose response was lost (or that azure-core sent twice) is never repeated. The lock is checked before
         every attempt to create, however long the retries take."""
 
-        def attempt() -> tuple[KeyVersion, bool]:
+        def mine() -> KeyVersion | None:
             now, renewal = self._clock(), self._settings.renewal
-            mine = [
+            tagged = [
                 v
                 for v in self._vault.list_versions(request.key)
                 if v.tags.get(TAG_REQUEST_ID) == request.request_id
                 and is_usable(v, now)
                 and not is_due(v, now, renewal)
             ]
-            if mine:
-                return max(mine, key=recency), True
+            return max(tagged, key=recency, default=None)
+
+        def attempt() -> tuple[KeyVersion, bool]:
+            found = mine()
+            if found is not None:
+                return found, True
             before_write()
-            created = self._vault.create_version(
-                request.key, kty=spec.kty, key_ops=spec.key_ops, expires_on=spec.expires_on, tags=spec.tags
-            )
+            try:
+                created = self._vault.create_version(
+                    request.key, kty=spec.kty, key_ops=spec.key_ops, expires_on=spec.expires_on, tags=spec.tags
+                )
+            except OutcomeUnknown as exc:
+                return self._await_create(request, mine, exc), True
             return created, False
 
         try:
@@ -239,6 +266,28 @@ class RotationEngine:
             reason=reason,
         )
         return version
+
+    def _await_create(
+        self, request: RotationRequest, mine: Callable[[], KeyVersion | None], cause: OutcomeUnknown
+    ) -> KeyVersion:
+        """The version of a create whose outcome is unknown, once it is listed; ``CreateUnsettled`` when it has not
+        appeared within ``create_settle``. Key Vault takes no idempotency token, so creating again now could make two
+        versions: only the queue's next delivery, a minute later, may create again (after looking once more)."""
+
+        def look() -> KeyVersion:
+            found = mine()
+            if found is None:
+                raise _NotYetListed(f"no version of {request.key.id} is tagged with request {request.request_id} yet")
+            return found
+
+        try:
+            return self._settle(look)
+        except _NotYetListed as exc:
+            raise CreateUnsettled(
+                f"creating a version of {request.key.id} may have succeeded ({cause}), but none tagged with request "
+                f"{request.request_id} appeared within {self._create_settle}; the request goes back to the queue, "
+                "whose next delivery looks again before it creates"
+            ) from exc
 
     def _converge(
         self, obs: Observation, plan: RotationPlan, to_version: str | None, before_write: Callable[[], None]

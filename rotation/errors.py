@@ -5,6 +5,7 @@
     RotationError                    base; `reason` is the Reason string for logs, ledger and events
      ├── TransientError              retry later (429, 5xx, connection, lingering provisioning)
      │    ├── ConflictError          ARM 409 RequestConflict: another operation is in flight; back off, retry
+     │    ├── OutcomeUnknown         a write was sent but its answer was lost: it may have taken effect; look first
      │    ├── LockHeld               another worker holds the key's lease: re-enqueue the request with a delay
      │    ├── LockLost               the lease could not be renewed: stop writing, let the queue deliver it again
      │    ├── LedgerConflict         another writer changed the ledger row since it was read: read it again
@@ -52,6 +53,11 @@ class ConflictError(TransientError):
     """ARM 409 RequestConflict: another operation on the resource is in flight. Back off and retry."""
 
     reason: ClassVar[Reason] = Reason.CONFLICT
+
+
+class OutcomeUnknown(TransientError):
+    """A write was sent, and its answer was lost or was a server error that may follow the work (a read timeout, a
+    dropped connection, 500, 502, 504): it may have taken effect. Look before writing again."""
 
 
 class PermanentError(RotationError):

@@ -5,7 +5,9 @@ It never deletes, disables, expires or purges anything, and it never touches a s
 Why ``create_version`` turns azure-core's retries off: ``POST /keys/{name}/create`` takes no idempotency token, and
 azure-core retries a POST on 500/503/504 and on any answer with ``Retry-After``, so one call could create two versions.
 With retries off, a failed create surfaces as an error; the engine then re-reads the versions, adopts the one tagged
-with its request id if the create did land, and only otherwise creates again.
+with its request id if the create did land, and only otherwise creates again. A create whose outcome is unknown (its
+answer lost, or a server error that can follow the work) raises ``OutcomeUnknown``: the engine then waits for the
+version to show up rather than creating another.
 
 Key material is immutable, so the type and size of each version are read once per process and cached. Key Vault
 refuses to return a disabled version's key (403 ``KeyDisabled``), so only enabled versions are read.
@@ -20,11 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError, ServiceResponseError
 from azure.keyvault.keys import KeyClient, KeyProperties, KeyType, KeyVaultKey
 
 from rotation.azure_errors import translate
-from rotation.errors import InvalidRequest
+from rotation.errors import InvalidRequest, OutcomeUnknown
 from rotation.model import KeyRef, KeyVersion, recency
 
 RSA_SIZE = 2048
@@ -115,9 +117,12 @@ class KeyVaultAdapter:
                 retry_total=0,  # see the module docstring
             )
         except AzureError as exc:
-            raise translate(
+            error = translate(
                 exc, action="create a key version", resource=key.id, permission=f"keys/create on vault {key.vault_url}"
-            ) from exc
+            )
+            if _may_have_landed(exc):
+                raise OutcomeUnknown(f"{error}; the version may have been created all the same") from exc
+            raise error from exc
         material = self._remember(created)
         if material.size != RSA_SIZE:
             raise InvalidRequest(
@@ -139,6 +144,16 @@ class KeyVaultAdapter:
                 cached = self._material.get(properties.version)
             material = cached or self._remember(client.get_key(properties.name, properties.version))
         return _to_model(properties, material, latest=latest)
+
+
+def _may_have_landed(exc: AzureError) -> bool:
+    """True when the create was sent and may have taken effect although it failed: its answer was lost (a read
+    timeout, a connection dropped after sending), or a server error that can follow the work. A 429 or 503 is a
+    refusal before any work, and a connection that never opened (``ServiceRequestError``) sent nothing."""
+    if isinstance(exc, ServiceResponseError):
+        return True
+    status = exc.status_code if isinstance(exc, HttpResponseError) else None
+    return status in (408, 500, 502, 504)
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,11 @@ class InMemoryKeyVault:
         self._keys: dict[KeyRef, list[KeyVersion]] = defaultdict(list)
         self._faults: dict[str, deque[RotationError]] = defaultdict(deque)
         self._lost_responses: deque[RotationError] = deque()
+        self._late: deque[tuple[int, RotationError]] = deque()
+        self._landing: list[tuple[int, KeyRef, KeyVersion]] = []
         self._lock = threading.Lock()
         self.created: list[KeyVersion] = []
+        self.create_calls = 0
 
     def add_version(
         self,
@@ -97,6 +100,11 @@ class InMemoryKeyVault:
         """The next create stores its version and then raises ``error``, like a response lost on the way back."""
         self._lost_responses.append(error)
 
+    def land_late(self, error: RotationError, *, after_lists: int) -> None:
+        """The next create raises ``error`` at once and its version appears only after ``after_lists`` more listings,
+        like a create that Key Vault carries out after the client gave up waiting for its answer."""
+        self._late.append((after_lists, error))
+
     def _fault(self, operation: str) -> None:
         with self._lock:
             queue = self._faults[operation]
@@ -106,6 +114,13 @@ class InMemoryKeyVault:
 
     def list_versions(self, key: KeyRef) -> list[KeyVersion]:
         self._fault("list_versions")
+        with self._lock:
+            landing, self._landing = self._landing, []
+            for lists_left, target, version in landing:
+                if lists_left <= 0:
+                    self._keys[target].append(version)
+                else:
+                    self._landing.append((lists_left - 1, target, version))
         # Listing returns no key material: type and size are known only for enabled versions (the adapter reads those).
         return [v if v.enabled else replace(v, kty=None, size=None) for v in self.versions(key)]
 
@@ -113,8 +128,28 @@ class InMemoryKeyVault:
         self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]
     ) -> KeyVersion:
         self._fault("create_version")
+        with self._lock:
+            self.create_calls += 1
         if kty not in SUPPORTED_KEY_TYPES:
             raise InvalidRequest(f"kty {kty!r} is not RSA or RSA-HSM")
+        if self._late:
+            lists, error = self._late.popleft()
+            late = KeyVersion(
+                version=uuid.uuid4().hex,
+                enabled=True,
+                created_on=self._clock(),
+                not_before=None,
+                expires_on=expires_on,
+                kty=kty,
+                size=2048,
+                key_ops=tuple(key_ops),
+                tags=dict(tags),
+                recovery_level=self._recovery_level,
+            )
+            with self._lock:
+                self._landing.append((lists, key, late))
+                self.created.append(late)
+            raise error
         created = self.add_version(
             key, created_on=self._clock(), expires_on=expires_on, kty=kty, key_ops=key_ops, tags=tags
         )

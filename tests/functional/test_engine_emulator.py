@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,13 +87,14 @@ class Scene:
             connection.key_vault(), connection.accounts(), settings, clock=self.emulator.clock.now, retry=FAST
         )
 
-    def connection(self) -> AzureConnection:
+    def connection(self, **client_options: Any) -> AzureConnection:
         return AzureConnection(
             self.emulator.credential(),
             arm_endpoint=self.emulator.arm_url,
             ca_bundle=self.emulator.ca_bundle,
             verify_challenge_resource=False,
             polling_interval=0.05,
+            client_options=client_options,
         )
 
     def reconcile(
@@ -242,6 +244,26 @@ def test_a_version_created_just_before_a_crash_is_adopted_not_created_again(scen
     assert outcome.reason is Reason.EXPIRING  # the reason the orphan was created for, from its tags
     assert scene.statuses(CREATE) == [] and scene.versions() == [scene.first, orphan.version]
     assert all(scene.key_version(a) == orphan.version for a in scene.accounts)
+
+
+def test_a_create_answered_after_the_client_gave_up_is_awaited_and_adopted_not_repeated(scene: Scene) -> None:
+    # Key Vault carries the create out 1.5 s after it arrives; the client stops waiting for the answer after 1 s.
+    scene.emulator.control.set_latency(CREATE, 1.5)
+    connection = scene.connection(read_timeout=1)
+    settings = Settings.from_env(
+        {"ROTATION_TARGETS": json.dumps([{"key": scene.key.id, "accounts": [a.id for a in scene.accounts]}])}
+    )
+    engine = RotationEngine(
+        connection.key_vault(), connection.accounts(), settings, clock=scene.emulator.clock.now, retry=FAST
+    )
+
+    outcome = scene.reconcile("req-late", engine=engine)
+    time.sleep(1.6)  # a second create, had one been sent, would land by now
+
+    assert len(scene.statuses(CREATE)) == 1  # sent once: its version was awaited, not created again
+    assert len(scene.versions()) == 2
+    assert (outcome.status, outcome.created, outcome.to_version) == (Status.SUCCEEDED, True, scene.versions()[-1])
+    assert {scene.key_version(a) for a in scene.accounts} == {outcome.to_version}
 
 
 def test_409_conflicts_are_ridden_out(scene: Scene) -> None:

@@ -12,8 +12,8 @@ import pytest
 import stamina
 
 from rotation.config import Settings
-from rotation.engine import RotationEngine
-from rotation.errors import ConfigError, ConflictError, NotFound, PermissionDenied, TransientError
+from rotation.engine import CreateUnsettled, RotationEngine
+from rotation.errors import ConfigError, ConflictError, NotFound, OutcomeUnknown, PermissionDenied, TransientError
 from rotation.log import LOGGER_NAME
 from rotation.model import (
     TAG_APP,
@@ -436,3 +436,29 @@ def test_an_account_whose_last_update_failed_on_the_target_version_is_updated_ag
     assert outcome.status is Status.SUCCEEDED
     assert world.accounts.state(AOAI_1).provisioning_state == "Succeeded"
     assert ("update_key_version", AOAI_1) in world.accounts.calls
+
+
+def test_a_create_whose_answer_was_lost_is_awaited_and_adopted_not_repeated(caplog: pytest.LogCaptureFixture) -> None:
+    world = make_world()
+    world.vault.land_late(OutcomeUnknown("read timed out after the create was sent"), after_lists=2)
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        outcome = world.reconcile()
+
+    [created] = world.vault.created
+    assert world.vault.create_calls == 1
+    assert (outcome.status, outcome.to_version) == (Status.SUCCEEDED, created.version)
+    assert set(world.account_versions().values()) == {created.version}
+    assert "rotation.version_adopted" in [e for e, _, _ in events(caplog)]
+
+
+def test_a_create_that_does_not_show_up_is_left_to_the_next_delivery_not_repeated() -> None:
+    world = make_world()
+    world.vault.land_late(OutcomeUnknown("gateway timeout after the create was sent"), after_lists=100)
+
+    with pytest.raises(CreateUnsettled, match="next delivery looks again") as raised:
+        world.reconcile()
+
+    assert world.vault.create_calls == 1  # never sent again within the delivery
+    assert RotationOutcome.from_error(request(Trigger.TIMER), raised.value).retryable  # the queue delivers it again
+    assert world.account_versions() == dict.fromkeys(("aoai-1", "aoai-2", "aoai-3"), "v1")
