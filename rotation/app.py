@@ -64,7 +64,7 @@ from rotation.model import (
     system_clock,
 )
 from rotation.notify import OutcomePublisher
-from rotation.redact import clipped, described
+from rotation.redact import clipped, described, quoted
 from rotation.status import target_status
 from rotation.storage import (
     LEDGER_TABLE,
@@ -300,18 +300,24 @@ class RotationApp:
             except RotationError as exc:
                 return error_answer(502, exc.reason.value, str(exc))
         try:
-            cooldown = self._force_cooldown(request)
-            if cooldown is not None:
-                return cooldown
-            entry, send = self._record(request, idempotency_key=idempotency_key)
+            # A repeated Idempotency-Key is answered from its row, read before anything is written.
+            entry = self.ledger.get(request.request_id) if idempotency_key is not None else None
+            if entry is None:
+                cooldown = self._force_cooldown(request)
+                if cooldown is not None:
+                    return cooldown
+                entry, send = self._record(request, idempotency_key=idempotency_key)
+            else:
+                # Still queued: send again, the first send may have been lost.
+                send = entry.status is LedgerStatus.QUEUED and entry.force == request.force
         except StorageUnavailable as exc:
             return _storage_answer(exc, None)
         if entry.force != request.force:
             return error_answer(
                 422,
                 "IdempotencyKeyReused",
-                f"Idempotency-Key {idempotency_key!r} was first used with force={str(entry.force).lower()} for "
-                f"request {entry.request_id}; use a new key for a different request",
+                f"Idempotency-Key {quoted(idempotency_key, 80)} was first used with force={str(entry.force).lower()} "
+                f"for request {entry.request_id}; use a new key for a different request",
             )
         if send:
             try:
@@ -364,10 +370,10 @@ class RotationApp:
         return request, flags["dry_run"]
 
     def _force_cooldown(self, request: RotationRequest) -> Answer | None:
-        """429 when another forced request for the key is younger than ROTATION_FORCE_COOLDOWN; a repeat of the same
-        request (its Idempotency-Key) is not another one."""
+        """429 when another forced request for the key is younger than ROTATION_FORCE_COOLDOWN (the caller has made sure
+        this is not a repeat of a recorded request)."""
         cooldown = self.settings.force_cooldown
-        if not request.force or self.ledger.get(request.request_id) is not None:
+        if not request.force:
             return None
         now = self.clock()
         last = self.ledger.last_forced(request.key, since=now - cooldown)
@@ -388,13 +394,11 @@ class RotationApp:
         try:
             entry = self.ledger.get(request_id)
         except InvalidInput as exc:
-            return error_answer(400, "InvalidRequestId", str(exc))
+            return error_answer(400, "InvalidRequestId", str(exc))  # the id is shown redacted and clipped
         except StorageUnavailable as exc:
             return _storage_answer(exc, None)
         if entry is None:
-            return error_answer(
-                404, "RequestNotFound", f"no rotation request {clipped(request_id, 140)!r} in the ledger"
-            )
+            return error_answer(404, "RequestNotFound", f"no rotation request {quoted(request_id, 140)} in the ledger")
         return Answer(200, _row(entry))
 
     def fleet_status(self) -> Answer:

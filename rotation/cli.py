@@ -78,6 +78,7 @@ from rotation.model import (
 )
 from rotation.plan import decide
 from rotation.preflight import preflight
+from rotation.redact import clipped
 from rotation.status import TargetFailure, failed_status, iso, key_status, observe
 from rotation.storage import StorageAccount
 
@@ -180,8 +181,8 @@ def main(
             args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    except _UsageError as exc:
-        err.write(f"error: {exc}\n")
+    except _UsageError as exc:  # argparse quotes the arguments it refuses: redacted, clipped, on one line
+        err.write(f"error: {' '.join(clipped(str(exc), 500).split())}\n")
         return EXIT_BAD_INPUT
     environment = os.environ if env is None else env
     try:

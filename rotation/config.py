@@ -65,6 +65,7 @@ MIN_KEY_LIFETIME = timedelta(days=28)  # Key Vault's minimum expiryTime for a ro
 MAX_KEY_LIFETIME = timedelta(days=3650)  # ten years; also the bound of ROTATION_RENEW_BEFORE
 MAX_CONCURRENCY = 64
 MAX_VERIFY_TIMEOUT = timedelta(minutes=20)  # leaves room for the other steps within functionTimeout (30 minutes)
+MIN_EVENTS_KEY = 16  # a topic key has 44 characters; anything this short is a mistake, not a key
 MAX_TARGETS_BYTES = 256 * 1024  # far above any real list; refused before parsing
 
 _APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -139,6 +140,12 @@ class Settings:
                 f"{KEY_LIFETIME}={_shown(_iso(lifetime))}, or every new version would be due at once; "
                 "e.g. P30D before a P120D lifetime"
             )
+        if events_key is not None and (len(events_key) < MIN_EVENTS_KEY or any(c.isspace() for c in events_key)):
+            problems.append(
+                f"{EVENTS_KEY} is not an Event Grid topic access key (those are 44 characters of base64, without "
+                "spaces); copy key1 or key2 of the topic, or remove the setting to publish with the app's identity"
+            )
+            events_key = None  # too short to be searched for in the other messages without garbling them
         if events_key is not None and setting(EVENTS_ENDPOINT) is None:
             problems.append(
                 f"{EVENTS_KEY} is set but {EVENTS_ENDPOINT} is not; set the topic endpoint or remove the key"

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rotation.model import KEY_VERSION_PATTERN, KeyRef, Trigger
+from rotation.redact import quoted
 
 KEY_EVENT_TYPES: Mapping[str, Trigger] = {
     "Microsoft.KeyVault.KeyNearExpiry": Trigger.KEY_NEAR_EXPIRY,
@@ -24,6 +25,7 @@ KEY_EVENT_TYPES: Mapping[str, Trigger] = {
     "Microsoft.KeyVault.KeyNewVersionCreated": Trigger.KEY_NEW_VERSION_CREATED,
 }
 _KEY_VAULT_DNS_SUFFIX = ".vault.azure.net"
+MAX_EVENT_ID = 190  # the request id is derived from "event-<id>", within an Idempotency-Key's 200 characters
 
 
 class EventRejected(ValueError):
@@ -41,31 +43,37 @@ class KeyEvent:
 def parse_key_event(*, event_id: object, event_type: object, subject: object, data: Any) -> KeyEvent:
     """The key a Key Vault key event is about. Raises ``EventRejected`` for anything else."""
     if not isinstance(event_id, str) or not event_id.strip():
-        raise EventRejected(f"the event has no id (got {event_id!r:.60}); Event Grid gives every event one")
+        raise EventRejected(f"the event has no id (got {quoted(event_id, 60)}); Event Grid gives every event one")
+    if len(event_id) > MAX_EVENT_ID or not all(" " <= char <= "~" for char in event_id):
+        raise EventRejected(
+            f"event id {quoted(event_id, 60)} is not 1-{MAX_EVENT_ID} printable ASCII characters, as Event Grid's are"
+        )
     trigger = KEY_EVENT_TYPES.get(event_type.strip()) if isinstance(event_type, str) else None
     if trigger is None:
-        raise EventRejected(f"event type {event_type!r:.100} is not a Key Vault key event this service handles")
+        raise EventRejected(f"event type {quoted(event_type, 100)} is not a Key Vault key event this service handles")
     if not isinstance(data, Mapping):
-        raise EventRejected(f"event {event_id!r:.100} has no data object")
+        raise EventRejected(f"event {quoted(event_id, 100)} has no data object")
     fields = {str(k).strip().lower(): v for k, v in data.items()}
     object_type = _text(fields.get("objecttype"))
     if object_type is not None and object_type.lower() != "key":
-        raise EventRejected(f"event {event_id!r:.100} is about a {object_type!r:.40}, not a key")
+        raise EventRejected(f"event {quoted(event_id, 100)} is about a {quoted(object_type, 40)}, not a key")
     key, version = _from_id(_text(fields.get("id")))
     if key is None:
         vault = _text(fields.get("vaultname"))
         name = _text(fields.get("objectname")) or _text(subject)
         if not vault or not name:
             raise EventRejected(
-                f"event {event_id!r:.100} names no vault and key (no usable Id, VaultName or ObjectName)"
+                f"event {quoted(event_id, 100)} names no vault and key (no usable Id, VaultName or ObjectName)"
             )
         try:
             key = KeyRef.parse(f"https://{vault}{_KEY_VAULT_DNS_SUFFIX}/keys/{name}")
         except ValueError as exc:  # KeyRef.parse names what is wrong with the vault or key name
-            raise EventRejected(f"event {event_id!r:.100}: {exc}") from exc
+            raise EventRejected(f"event {quoted(event_id, 100)}: {exc}") from exc
     version = version or _text(fields.get("version"))
     if version is not None and KEY_VERSION_PATTERN.fullmatch(version) is None:
-        raise EventRejected(f"event {event_id!r:.100} names version {version!r:.80}, not a Key Vault version id")
+        raise EventRejected(
+            f"event {quoted(event_id, 100)} names version {quoted(version, 80)}, not a Key Vault version id"
+        )
     return KeyEvent(event_id=event_id, trigger=trigger, key=key, version=version)
 
 

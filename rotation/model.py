@@ -24,7 +24,7 @@ from urllib.parse import SplitResult
 from rotation.errors import ConfigError, InvalidInput, RotationError, TransientError
 from rotation.hosts import split_https_url
 from rotation.reasons import Reason
-from rotation.redact import clipped
+from rotation.redact import clipped, quoted
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware UTC datetime. Passed in everywhere; never read implicitly."""
@@ -49,7 +49,7 @@ _ARM_ID_SHAPE = (
 )
 _KEY_URL_SHAPE = "https://<vault>.vault.azure.net/keys/<name>"
 KEY_VERSION_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")  # Key Vault's version ids: 32 hex digits
-REQUEST_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+REQUEST_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")  # a UUID fits; a token (with dots) does not
 MAX_MESSAGE_BYTES = 4096
 """The largest rotation-requests message accepted; ours take about 300 bytes."""
 MAX_IDEMPOTENCY_KEY = 200
@@ -72,7 +72,7 @@ TAG_REASON = "rotation-reason"
 def shown(value: str, limit: int = 200) -> str:
     """A user-supplied value quoted for an error message: redacted (a secret pasted into it is not repeated) and cut
     to ``limit`` characters."""
-    return repr(clipped(value, limit))
+    return quoted(value, limit)
 
 
 def normalize_vault_url(text: str) -> str:
@@ -276,20 +276,20 @@ class RotationRequest:
         if not isinstance(self.key, KeyRef) or not isinstance(self.trigger, Trigger):
             raise InvalidInput("a rotation request needs a KeyRef and a Trigger")
         if not isinstance(self.force, bool):
-            raise InvalidInput(f"rotation request field 'force' must be true or false, got {_clip(self.force)}")
+            raise InvalidInput(f"rotation request field 'force' must be true or false, got {quoted(self.force)}")
         if self.requested_at is not None and (
             not isinstance(self.requested_at, datetime) or self.requested_at.utcoffset() is None
         ):
             raise InvalidInput(
                 "rotation request field 'requested_at' must be a time with a UTC offset, "
-                f"got {_clip(self.requested_at)}"
+                f"got {quoted(self.requested_at)}"
             )
         if self.event_version is not None and (
             not isinstance(self.event_version, str) or KEY_VERSION_PATTERN.fullmatch(self.event_version) is None
         ):
             raise InvalidInput(
                 f"rotation request field 'event_version' must be a Key Vault version id (32 hex digits) or null, "
-                f"got {_clip(self.event_version)}"
+                f"got {quoted(self.event_version)}"
             )
 
     def to_message(self) -> str:
@@ -359,12 +359,6 @@ _MESSAGE_REQUIRED = ("request_id", "key", "trigger", "force", "requested_at")
 _MESSAGE_OPTIONAL = ("event_version",)
 
 
-def _clip(value: object, limit: int = 80) -> str:
-    """A value from outside, quoted for an error message and cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _text_field(fields: Mapping[str, Any], name: str) -> str:
     value = fields[name]
     if not isinstance(value, str):
@@ -385,7 +379,7 @@ def _trigger_field(value: object) -> Trigger:
     if isinstance(value, str) and value in Trigger.__members__.values():
         return Trigger(value)
     raise InvalidInput(
-        f"rotation request field 'trigger' must be one of {', '.join(t.value for t in Trigger)}, got {_clip(value)}"
+        f"rotation request field 'trigger' must be one of {', '.join(t.value for t in Trigger)}, got {quoted(value)}"
     )
 
 
@@ -399,18 +393,18 @@ def _time_field(value: object) -> datetime | None:
     if moment is None or moment.utcoffset() is None:
         raise InvalidInput(
             "rotation request field 'requested_at' must be an ISO 8601 time with a UTC offset, such as "
-            f"'2025-01-31T12:00:00+00:00', got {_clip(value)}"
+            f"'2025-01-31T12:00:00+00:00', got {quoted(value)}"
         )
     return moment
 
 
 def check_request_id(request_id: object) -> str:
-    """``request_id`` if it is 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit (a UUID fits);
-    ``InvalidInput`` naming it otherwise."""
+    """``request_id`` if it is 1-64 letters, digits or '-' starting with a letter or digit (a UUID fits; a token, with
+    its dots, does not); ``InvalidInput`` naming it otherwise."""
     if not isinstance(request_id, str) or REQUEST_ID_PATTERN.fullmatch(request_id) is None:
         raise InvalidInput(
-            f"request id {_clip(request_id)} is not valid; use 1-128 letters, digits, '.', '_' or '-' starting with a "
-            "letter or digit (a UUID, for example)"
+            f"request id {quoted(request_id)} is not valid; use 1-64 letters, digits or '-' starting with a letter or "
+            "digit (a UUID, for example)"
         )
     return request_id
 

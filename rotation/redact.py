@@ -44,6 +44,16 @@ def clipped(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def quoted(value: object, limit: int = 80) -> str:
+    """A value from outside, quoted for an error message: text redacted and clipped *before* it is quoted (quoting
+    turns a newline into the letters ``\n``, which would hide the secret after it from the redactor); anything else
+    only by its ``repr``, clipped."""
+    if isinstance(value, str):
+        return repr(clipped(value, limit))
+    text = repr(value) if isinstance(value, (int, float, bool, type(None))) else f"<{type(value).__name__}>"
+    return text[:limit]
+
+
 def described(value: object, limit: int = 100) -> str:
     """A value from outside, for a log line: text ``clipped``, anything else only named by its type (the ``str`` of a
     nested list could be megabytes long, or raise ``RecursionError``)."""

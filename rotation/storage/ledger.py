@@ -334,8 +334,8 @@ def _to_row(entry: LedgerEntry) -> dict[str, Any]:
         "attempts": entry.attempts,
         "force": entry.force,
     }
-    if entry.idempotency_key is not None:
-        row["idempotency_key"] = entry.idempotency_key
+    if entry.idempotency_key is not None:  # only shown, never compared (the request id is derived from it)
+        row["idempotency_key"] = redacted(entry.idempotency_key)
     return row
 
 

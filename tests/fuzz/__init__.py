@@ -1,0 +1,1 @@
+"""The fuzz suite: every input family of the app, with counters (see conftest.py)."""
