@@ -26,7 +26,7 @@ from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, QueueMessage, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 log = logging.getLogger("emulator.functions_host")
 
@@ -133,6 +133,19 @@ class FunctionsHost:
         decoded = QueueMessageInConverter.decode(meta.Datum(text, "string"), trigger_metadata=metadata)
         self.function(name)(decoded)
 
+    def deliver_received(self, name: str, message: QueueMessage) -> None:
+        """``deliver_message`` for a message received from the queue, with its id, dequeue count and times."""
+        self.deliver_message(
+            name,
+            message.content,
+            message_id=message.id,
+            dequeue_count=message.dequeue_count or 1,
+            inserted_on=message.inserted_on,
+            expires_on=message.expires_on,
+            next_visible_on=message.next_visible_on,
+            pop_receipt=message.pop_receipt or "",
+        )
+
     def pump(self, name: str, *, visibility_timeout: int = 1, max_messages: int = 100) -> int:
         """Deliver the visible messages of the function's queue, once each; the number of invocations."""
         queue_name = self.trigger(name)["queueName"]
@@ -143,16 +156,7 @@ class FunctionsHost:
                 break
             invoked += 1
             try:
-                self.deliver_message(
-                    name,
-                    message.content,
-                    message_id=message.id,
-                    dequeue_count=message.dequeue_count or 1,
-                    inserted_on=message.inserted_on,
-                    expires_on=message.expires_on,
-                    next_visible_on=message.next_visible_on,
-                    pop_receipt=message.pop_receipt or "",
-                )
+                self.deliver_received(name, message)
             except Exception as exc:  # noqa: BLE001 -- the host logs a failed invocation and redelivers
                 log.info("invocation of %s failed: %s", name, exc)
                 if (message.dequeue_count or 0) >= self.max_dequeue_count:

@@ -620,19 +620,7 @@ class Run:
         return delivered
 
     def _deliver(self, queue: QueueClient, function: str, message: QueueMessage) -> None:
-        ok = self._invoke(
-            function,
-            lambda: self.host.deliver_message(
-                function,
-                message.content,
-                message_id=message.id,
-                dequeue_count=message.dequeue_count or 1,
-                inserted_on=message.inserted_on,
-                expires_on=message.expires_on,
-                next_visible_on=message.next_visible_on,
-                pop_receipt=message.pop_receipt or "",
-            ),
-        )
+        ok = self._invoke(function, lambda: self.host.deliver_received(function, message))
         self._finish_message(queue, message, ok)
 
     def _finish_message(self, queue: QueueClient, message: QueueMessage, ok: bool) -> None:
