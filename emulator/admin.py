@@ -1,30 +1,40 @@
 """The admin HTTP API: the same controls as the Python API, for another process (the demo, multi-process tests).
 
 Every route lives under ``/admin``. Bad input gets a 400 whose message names the bad field and what it should be.
-Each emulated service adds its own routes through ``register_admin(admin)``; the generic ones are here.
+Each emulated service adds its own routes through ``register_admin(admin)`` (``Emulator`` calls it); the generic ones
+are here. The service gets only what its routes use: the clock, the control plane, and two callables.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import isodate
 
-from emulator.control import FaultRule
+from emulator.control import Clock, Control, FaultRule
 from emulator.http import HttpError, Request, Response, Service
-
-if TYPE_CHECKING:
-    from emulator.core import Emulator
 
 
 class AdminService(Service):
     name = "admin"
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        control: Control,
+        *,
+        endpoints: Callable[[], dict[str, Any]],
+        add_vault: Callable[..., Any],
+    ) -> None:
+        """``endpoints()`` describes the emulator; ``add_vault(name, **settings)`` adds a vault and returns it."""
         super().__init__()
-        self.emulator = emulator
+        self.clock = clock
+        self.control = control
+        self._endpoints_of = endpoints
+        self._add_vault_to = add_vault
         self.route("GET", "/admin/endpoints", "admin.endpoints", self._endpoints)
         self.route("GET", "/admin/clock", "admin.clock", self._clock)
         self.route("POST", "/admin/clock/advance", "admin.clock_advance", self._advance)
@@ -36,11 +46,6 @@ class AdminService(Service):
         self.route("DELETE", "/admin/calls", "admin.reset_calls", self._reset_calls)
         self.route("GET", "/admin/counters", "admin.counters", self._counters)
         self.route("POST", "/admin/vaults", "admin.add_vault", self._add_vault)
-        for component in (emulator.arm, emulator.eventgrid):
-            component.register_admin(self)
-        from emulator.keyvault import register_admin as register_keyvault_admin
-
-        register_keyvault_admin(self)
 
     # Helpers the components use too -------------------------------------------------------------------------
     def body(self, request: Request) -> dict[str, Any]:
@@ -95,23 +100,23 @@ class AdminService(Service):
 
     # Generic routes ------------------------------------------------------------------------------------------
     def _endpoints(self, request: Request) -> Response:
-        return Response(200, self.emulator.endpoints())
+        return Response(200, self._endpoints_of())
 
     def _clock(self, request: Request) -> Response:
-        return Response(200, {"now": self.emulator.clock.now().isoformat()})
+        return Response(200, {"now": self.clock.now().isoformat()})
 
     def _advance(self, request: Request) -> Response:
         delta = self.duration(self.body(request), "by", hint='For example {"by": "P30D"} or {"by": 3600}.')
         if delta < timedelta():
             raise self.bad_request(f"Field 'by' must not be negative; got {delta}.")
-        return Response(200, {"now": self.emulator.clock.advance(delta).isoformat()})
+        return Response(200, {"now": self.clock.advance(delta).isoformat()})
 
     def _faults(self, request: Request) -> Response:
-        return Response(200, {"faults": [rule.to_dict() for rule in self.emulator.control.faults]})
+        return Response(200, {"faults": [rule.to_dict() for rule in self.control.faults]})
 
     def _add_fault(self, request: Request) -> Response:
         data = self.body(request)
-        known = {"method", "path", "operation", "status", "retry_after", "drop", "times", "body"}
+        known = {"method", "path", "operation", "status", "retry_after", "drop", "times", "body", "act_first"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise self.bad_request(f"Unknown fault rule fields {unknown}; allowed: {sorted(known)}.")
@@ -125,10 +130,11 @@ class AdminService(Service):
                 drop=self.field(data, "drop", bool, False),
                 times=self._times(data),
                 body=data.get("body"),
+                act_first=self.field(data, "act_first", bool, False),
             )
         except (ValueError, TypeError, re.error) as exc:
             raise self.bad_request(f"Bad fault rule: {exc}") from exc
-        self.emulator.control.add_fault(rule)
+        self.control.add_fault(rule)
         return Response(201, rule.to_dict())
 
     def _times(self, data: dict[str, Any]) -> int | None:
@@ -138,7 +144,7 @@ class AdminService(Service):
         return times
 
     def _clear_faults(self, request: Request) -> Response:
-        self.emulator.control.clear_faults()
+        self.control.clear_faults()
         return Response(204)
 
     def _latency(self, request: Request) -> Response:
@@ -148,13 +154,13 @@ class AdminService(Service):
         )
         seconds = self.field(data, "seconds", (int, float))
         try:
-            self.emulator.control.set_latency(operation, float(seconds))
+            self.control.set_latency(operation, float(seconds))
         except ValueError as exc:
             raise self.bad_request(str(exc)) from exc
         return Response(200, {"operation": operation, "seconds": seconds})
 
     def _calls(self, request: Request) -> Response:
-        calls = self.emulator.control.calls(request.query.get("operation"))
+        calls = self.control.calls(request.query.get("operation"))
         return Response(
             200,
             {
@@ -174,17 +180,17 @@ class AdminService(Service):
         )
 
     def _reset_calls(self, request: Request) -> Response:
-        self.emulator.control.reset_calls()
+        self.control.reset_calls()
         return Response(204)
 
     def _counters(self, request: Request) -> Response:
-        return Response(200, dict(self.emulator.control.counters()))
+        return Response(200, dict(self.control.counters()))
 
     def _add_vault(self, request: Request) -> Response:
         data = self.body(request)
         name = self.field(data, "name", str)
         try:
-            vault = self.emulator.add_vault(
+            vault = self._add_vault_to(
                 name,
                 location=self.field(data, "location", str, None),
                 resource_group=self.field(data, "resource_group", str, "rg-keys"),

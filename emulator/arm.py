@@ -34,12 +34,12 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from emulator.control import TokenBucket
+from emulator.control import Clock, TokenBucket
 from emulator.http import HttpError, Request, Response, Service
 
 if TYPE_CHECKING:
     from emulator.admin import AdminService
-    from emulator.core import Emulator
+    from emulator.keyvault import Vault
 
 PROVIDER = "Microsoft.CognitiveServices"
 ACCOUNT_TYPE = f"{PROVIDER}/accounts"
@@ -240,7 +240,7 @@ class ArmService(Service):
     def authenticate(self, request: Request) -> Response | None:
         if request.identity is not None:
             return None
-        tenant = self.arm.emulator.tenant_id
+        tenant = self.arm.tenant_id
         description = "The access token is missing or could not be read."
         return Response(
             401,
@@ -275,8 +275,23 @@ class Arm:
     validation = _Setting(_validation_mode)
     page_size = _Setting(_whole(1))
 
-    def __init__(self, emulator: Emulator, *, throttle_scale: float = 1.0) -> None:
-        self.emulator = emulator
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        subscription_id: str,
+        tenant_id: str,
+        location: str,
+        vault_by_url: Callable[[str], Vault | None],
+        throttle_scale: float = 1.0,
+    ) -> None:
+        """``vault_by_url`` finds the emulated vault a ``keyVaultUri`` points at (None when there is none)."""
+        self.clock = clock
+        self.subscription_id = subscription_id
+        self.tenant_id = tenant_id
+        self.location = location
+        self._vault_by_url = vault_by_url
+        self.url = ""  # set when the emulator starts listening
         self.service = ArmService(self)
         self.lro_polls = 1
         self.lro_seconds = 0
@@ -347,7 +362,7 @@ class Arm:
             self._denied.pop(identity, None)
 
     def account_id(self, resource_group: str, name: str, *, subscription_id: str | None = None) -> str:
-        subscription = subscription_id or self.emulator.subscription_id
+        subscription = subscription_id or self.subscription_id
         return f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/{ACCOUNT_TYPE}/{name}"
 
     def add_account(
@@ -370,7 +385,7 @@ class Arm:
         the JSON of ``properties.encryption``; its shape is checked but the key is not (seed broken accounts freely).
         Raises ``InvalidAccount`` (a ``ValueError``) for bad input or an account that already exists.
         """
-        subscription = subscription_id or self.emulator.subscription_id
+        subscription = subscription_id or self.subscription_id
         identity_spec: dict[str, Any] | None = None
         if identity is not None:
             identity_spec = {"type": identity}
@@ -381,7 +396,7 @@ class Arm:
                 ]
                 identity_spec["userAssignedIdentities"] = {arm_id: {} for arm_id in ids}
         request: dict[str, Any] = {
-            "location": location or self.emulator.location,
+            "location": location or self.location,
             "kind": kind,
             "sku": {"name": "S0"},
             "identity": identity_spec,
@@ -425,7 +440,7 @@ class Arm:
         }
 
     def _stored(self, resource_group: str, name: str, subscription_id: str | None) -> _Account:
-        subscription = subscription_id or self.emulator.subscription_id
+        subscription = subscription_id or self.subscription_id
         account = self._accounts.get((subscription.lower(), resource_group.lower(), name.lower()))
         if account is None:
             known = sorted(f"{rg}/{n}" for (_, rg, n) in self._accounts)
@@ -554,7 +569,7 @@ class Arm:
         result: dict[str, Any] = {"value": value}
         if more:
             result["nextLink"] = (
-                f"{self.emulator.arm_url}{request.path}?api-version={api_version}&$skipToken={start + self.page_size}"
+                f"{self.url}{request.path}?api-version={api_version}&$skipToken={start + self.page_size}"
             )
         return Response(200, result)
 
@@ -654,7 +669,7 @@ class Arm:
             subscription=account.subscription,
             location=_region(body["location"]),
             account=account.key,
-            started=self.emulator.clock.now(),
+            started=self.clock.now(),
             restore=copy.deepcopy(restore),
             failure=failure,
         )
@@ -672,7 +687,7 @@ class Arm:
             operation.polls += 1
         enough_polls = operation.polls > self.lro_polls if polled else operation.polls >= self.lro_polls
         enough_polls |= time.monotonic() - operation.started_monotonic >= self.lro_unattended_seconds
-        now = self.emulator.clock.now()
+        now = self.clock.now()
         if not enough_polls or now - operation.started < timedelta(seconds=self.lro_seconds):
             return
         operation.ended = now
@@ -704,7 +719,7 @@ class Arm:
             )
 
     def _operation_headers(self, operation: _Operation, api_version: str, *, location_header: bool) -> dict[str, str]:
-        base = f"{self.emulator.arm_url}/subscriptions/{operation.subscription}/providers/{PROVIDER}/locations/"
+        base = f"{self.url}/subscriptions/{operation.subscription}/providers/{PROVIDER}/locations/"
         query = f"{operation.id}?api-version={api_version}"
         headers = {
             "Azure-AsyncOperation": f"{base}{operation.location}/operationStatuses/{query}",
@@ -766,7 +781,7 @@ class Arm:
                 raise InvalidAccount(
                     "CannotChangeKind", f"Account {name!r} is of kind {existing['kind']!r}; it cannot become {kind!r}."
                 )
-        now = self.emulator.clock.now()
+        now = self.clock.now()
         properties = _writable(_properties(spec.get("properties")))
         if "encryption" in properties:
             properties["encryption"] = _encryption(properties["encryption"])
@@ -828,7 +843,7 @@ class Arm:
         if "encryption" in properties:
             properties["encryption"] = _encryption(properties["encryption"])
         body["properties"].update(properties)
-        body["etag"] = _etag(self.emulator.clock.now())
+        body["etag"] = _etag(self.clock.now())
         return body
 
     def _identity(self, spec: Any, previous: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -846,7 +861,7 @@ class Arm:
         if kind.startswith("SystemAssigned"):
             kept = previous.get("principalId") if previous else None
             identity["principalId"] = kept or str(uuid.uuid4())
-            identity["tenantId"] = self.emulator.tenant_id
+            identity["tenantId"] = self.tenant_id
         assigned = spec.get("userAssignedIdentities")
         if kind.endswith("UserAssigned"):
             if not isinstance(assigned, dict) or not assigned:
@@ -880,7 +895,7 @@ class Arm:
         principal = _principal(account, settings.get("identityClientId"))
         if isinstance(principal, tuple):
             return principal
-        vault = self.emulator.vault_by_url(settings["keyVaultUri"])
+        vault = self._vault_by_url(settings["keyVaultUri"])
         if vault is None:
             return "KeyVaultNotFound", f"keyVaultUri '{settings['keyVaultUri']}' does not point at a known key vault."
         if not vault.soft_delete:
@@ -906,7 +921,7 @@ class Arm:
                 f"'{vault.name}'. Grant it get, wrapKey and unwrapKey (or the Key Vault Crypto Service Encryption "
                 "User role).",
             )
-        return _check_key(vault, settings["keyName"], settings["keyVersion"], self.emulator.clock.timestamp())
+        return _check_key(vault, settings["keyName"], settings["keyVersion"], self.clock.timestamp())
 
     # Admin API -------------------------------------------------------------------------------------------------
     def register_admin(self, admin: AdminService) -> None:

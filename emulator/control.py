@@ -1,7 +1,8 @@
 """What tests steer and observe: the clock, latency, fault rules, the call log, and token buckets.
 
 ``Control`` is shared by every listener of one emulator. All of it is thread-safe: listeners serve requests on many
-threads while a test changes rules from its own.
+threads while a test changes rules from its own. It knows nothing of HTTP: ``before`` returns the fault rule that
+applies (a decision), and the listener turns it into an answer.
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-from emulator.http import DROP, Request, Response
-
-if TYPE_CHECKING:
-    from emulator.http import Service
+from typing import Any
 
 
 class Clock:
@@ -53,7 +49,11 @@ class Clock:
 
 @dataclass
 class FaultRule:
-    """Answer matching requests with ``status`` (or hang up when ``drop``), ``times`` times (None: always)."""
+    """Answer matching requests with ``status`` (or hang up when ``drop``), ``times`` times (None: always).
+
+    With ``act_first`` the request is carried out before the fault answers: the create or the update takes effect,
+    and the client sees only the error or the dropped connection (an answer lost on the way back).
+    """
 
     method: str | None = None
     path: str | None = None  # a regular expression searched in the request path
@@ -63,6 +63,7 @@ class FaultRule:
     drop: bool = False
     times: int | None = 1
     body: Any = None
+    act_first: bool = False
     hits: int = 0
     _path_re: re.Pattern[str] | None = field(default=None, repr=False)
 
@@ -78,14 +79,14 @@ class FaultRule:
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError(f"retry_after must not be negative; got {self.retry_after}.")
 
-    def matches(self, operation: str, request: Request) -> bool:
+    def matches(self, operation: str, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
-        if self.method and self.method != request.method:
+        if self.method and self.method != method:
             return False
         if self.operation and self.operation != operation:
             return False
-        return not (self._path_re and not self._path_re.search(request.path))
+        return not (self._path_re and not self._path_re.search(path))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,7 @@ class FaultRule:
             "retry_after": self.retry_after,
             "drop": self.drop,
             "times": self.times,
+            "act_first": self.act_first,
             "hits": self.hits,
         }
 
@@ -143,8 +145,8 @@ class Control:
             self._latency[operation] = seconds
 
     # Call log ------------------------------------------------------------------------------------------------
-    def record(self, service: str, operation: str, request: Request, status: int) -> None:
-        call = Call(self.clock.now(), service, operation, request.method, request.path, status, request.identity)
+    def record(self, service: str, operation: str, method: str, path: str, identity: str | None, status: int) -> None:
+        call = Call(self.clock.now(), service, operation, method, path, status, identity)
         with self._lock:
             self._calls.append(call)
 
@@ -162,23 +164,16 @@ class Control:
             self._calls.clear()
 
     # The hook every listener runs before a handler -----------------------------------------------------------
-    def before(self, service: Service, operation: str, request: Request) -> Response | object | None:
+    def before(self, operation: str, method: str, path: str) -> FaultRule | None:
+        """Wait out the operation's latency, then return the fault rule that applies to this request, if any."""
         with self._lock:
             delay = self._latency.get(operation, self._latency.get("*", 0.0))
-            rule = next((r for r in self._faults if r.matches(operation, request)), None)
+            rule = next((r for r in self._faults if r.matches(operation, method, path)), None)
             if rule is not None:
                 rule.hits += 1
         if delay:
             time.sleep(delay)
-        if rule is None:
-            return None
-        if rule.drop:
-            return DROP
-        headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
-        body = rule.body
-        if body is None:
-            body = service.error(rule.status, "InjectedFault", f"Fault rule answered {rule.status}.").body
-        return Response(rule.status, body, headers)
+        return rule
 
 
 class TokenBucket:

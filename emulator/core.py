@@ -7,6 +7,10 @@
     └── admin       one listener                  https://127.0.0.1:<port>/admin/...  (the same controls over HTTP)
 
 Use it as a context manager in tests, or run ``python -m emulator`` for another process to drive it over the admin API.
+
+This is the one module that knows every service. Each service gets only what it uses (the clock, a callback for new
+key versions, a vault lookup), so the modules import one another in one direction:
+``credential`` ← ``control`` ← ``http`` ← ``keyvault`` ← ``arm``, ``eventgrid``, ``admin`` ← ``core``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from emulator import keyvault
+from emulator.admin import AdminService
+from emulator.arm import Arm
 from emulator.control import Clock, Control
 from emulator.credential import DEFAULT_IDENTITY, TENANT_ID, EmulatorCredential
+from emulator.eventgrid import EventGrid
 from emulator.http import Listener, Service
+from emulator.keyvault import Vault
 from emulator.tls import Tls
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
@@ -37,10 +46,6 @@ class Emulator:
         arm_throttle_scale: float = 1.0,
         state_dir: Path | None = None,
     ) -> None:
-        from emulator.admin import AdminService
-        from emulator.arm import Arm
-        from emulator.eventgrid import EventGrid
-
         self.subscription_id = subscription_id
         self.tenant_id = tenant_id
         self.location = location
@@ -54,10 +59,20 @@ class Emulator:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._started = False
-        self.vaults: dict[str, Any] = {}
-        self.arm = Arm(self, throttle_scale=arm_throttle_scale)
-        self.eventgrid = EventGrid(self)
-        self.admin = AdminService(self)
+        self.vaults: dict[str, Vault] = {}
+        self.arm = Arm(
+            self.clock,
+            subscription_id=subscription_id,
+            tenant_id=tenant_id,
+            location=location,
+            vault_by_url=self.vault_by_url,
+            throttle_scale=arm_throttle_scale,
+        )
+        self.eventgrid = EventGrid(self.clock, vaults=lambda: list(self.vaults.values()), ca_bundle=self.ca_bundle)
+        self.admin = AdminService(self.clock, self.control, endpoints=self.endpoints, add_vault=self.add_vault)
+        self.arm.register_admin(self.admin)
+        self.eventgrid.register_admin(self.admin)
+        keyvault.register_admin(self.admin, self.vaults)
         self.arm_url = ""
         self.topic_url = ""
         self.admin_url = ""
@@ -67,8 +82,8 @@ class Emulator:
         with self._lock:
             if self._started:
                 return self
-            self.arm_url = self._listen(self.arm.service)
-            self.topic_url = self._listen(self.eventgrid.topic_service) + "/api/events"
+            self.arm_url = self.arm.url = self._listen(self.arm.service)
+            self.topic_url = self.eventgrid.topic_url = self._listen(self.eventgrid.topic_service) + "/api/events"
             self.admin_url = self._listen(self.admin)
             self._started = True
             return self
@@ -106,16 +121,17 @@ class Emulator:
         soft_delete: bool = True,
         purge_protection: bool = True,
         retention_days: int = 90,
-    ) -> Any:
+    ) -> Vault:
         """Create a vault and start its listener. Returns the ``Vault``; its ``url`` is what a KeyClient uses."""
-        from emulator.keyvault import Vault
-
         with self._lock:
             if name in self.vaults:
                 raise ValueError(f"vault {name!r} already exists.")
             vault = Vault(
-                self,
                 name,
+                clock=self.clock,
+                subscription_id=self.subscription_id,
+                tenant_id=self.tenant_id,
+                on_new_version=self.eventgrid.key_version_created,
                 location=location or self.location,
                 resource_group=resource_group,
                 sku=sku,
@@ -127,13 +143,13 @@ class Emulator:
             self.vaults[name] = vault
             return vault
 
-    def vault(self, name: str) -> Any:
+    def vault(self, name: str) -> Vault:
         try:
             return self.vaults[name]
         except KeyError:
             raise KeyError(f"unknown vault {name!r}; known: {sorted(self.vaults)}") from None
 
-    def vault_by_url(self, url: str) -> Any | None:
+    def vault_by_url(self, url: str) -> Vault | None:
         """The vault a ``keyVaultUri`` or key id points at, matched on scheme, host and port."""
         wanted = url.rstrip("/").split("/keys/")[0].rstrip("/").lower()
         for vault in self.vaults.values():

@@ -68,7 +68,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -77,11 +77,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
+from emulator.control import Clock
 from emulator.http import HttpError, Request, Response, Service
 
 if TYPE_CHECKING:
     from emulator.admin import AdminService
-    from emulator.core import Emulator
+    from emulator.keyvault import Vault
+
 
 EVENT_GRID_SCHEMA = "EventGridSchema"
 CLOUD_EVENT_SCHEMA = "CloudEventSchemaV1_0"
@@ -336,8 +338,12 @@ class TopicService(Service):
 
 
 class EventGrid:
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
+    def __init__(self, clock: Clock, *, vaults: Callable[[], Iterable[Vault]], ca_bundle: str) -> None:
+        """``vaults()`` lists the vaults whose keys the expiry scan watches; ``ca_bundle`` verifies HTTPS webhooks."""
+        self.clock = clock
+        self._vaults = vaults
+        self.ca_bundle = ca_bundle
+        self.topic_url = ""  # set when the emulator starts listening
         self.topic_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.topic_service = TopicService(self)
         self.retry_scale = 0.01  # multiplies Event Grid's retry schedule; 1.0 is the real timing
@@ -357,7 +363,7 @@ class EventGrid:
         self._in_flight = 0
         self._stopping = False
         self._worker: threading.Thread | None = None
-        emulator.clock.on_advance(lambda before, after: self.scan())
+        clock.on_advance(lambda before, after: self.scan())
 
     # Key Vault system events ---------------------------------------------------------------------------------
     def key_version_created(self, vault: Any, record: Any) -> PublishedEvent:
@@ -368,10 +374,10 @@ class EventGrid:
 
     def scan(self) -> list[PublishedEvent]:
         """Emit the NearExpiry/Expired notices now due for each key's current version; returns what was emitted."""
-        now = self.emulator.clock.timestamp()
+        now = self.clock.timestamp()
         lead = int(NEAR_EXPIRY_LEAD.total_seconds())
         candidates: list[tuple[Any, Any, str]] = []
-        for vault in list(self.emulator.vaults.values()):  # read the vaults without holding our lock
+        for vault in list(self._vaults()):  # read the vaults without holding our lock
             for name in vault.key_names():
                 record = vault.latest(name)
                 if record is None or record.exp is None:
@@ -391,7 +397,7 @@ class EventGrid:
 
     def _key_event(self, vault: Any, record: Any, event_type: str) -> PublishedEvent:
         event_id = str(uuid.uuid4())
-        time_ = _iso(self.emulator.clock.now())
+        time_ = _iso(self.clock.now())
         data = {
             "Id": record.kid,
             "VaultName": vault.name,
@@ -438,7 +444,7 @@ class EventGrid:
             return False
         fields = parse_qs(unsigned)
         resource = fields.get("r", [""])[0].lower()
-        if not self.emulator.topic_url or not resource.startswith(self.emulator.topic_url.lower()):
+        if not self.topic_url or not resource.startswith(self.topic_url.lower()):
             return False
         try:
             expiry = datetime.fromisoformat(fields.get("e", [""])[0])
@@ -446,7 +452,7 @@ class EventGrid:
             return False
         if expiry.tzinfo is None:
             expiry = expiry.replace(tzinfo=UTC)
-        return expiry > self.emulator.clock.now()
+        return expiry > self.clock.now()
 
     # Subscriptions -------------------------------------------------------------------------------------------
     def subscribe(
@@ -532,7 +538,7 @@ class EventGrid:
     def _publish(self, events: list[PublishedEvent]) -> None:
         if not events:
             return
-        published = self.emulator.clock.now()
+        published = self.clock.now()
         with self._lock:
             self.published.extend(events)
             for subscription in self._subscriptions.values():
@@ -579,7 +585,7 @@ class EventGrid:
     def _attempt(self, attempt: _Attempt) -> None:
         subscription = attempt.subscription
         status, error = self._send(subscription, attempt.event, attempt.number)
-        now = self.emulator.clock.now()
+        now = self.clock.now()
         if error is None and status is not None and 200 <= status <= 204:
             outcome = "delivered"
         elif status in NOT_RETRIED or attempt.number >= subscription.max_attempts:
@@ -639,7 +645,7 @@ class EventGrid:
         path = (split.path or "/") + (f"?{split.query}" if split.query else "")
         connection: http.client.HTTPConnection
         if split.scheme == "https":
-            context = ssl.create_default_context(cafile=self.emulator.ca_bundle)
+            context = ssl.create_default_context(cafile=self.ca_bundle)
             connection = http.client.HTTPSConnection(split.netloc, timeout=self.response_timeout, context=context)
         else:
             connection = http.client.HTTPConnection(split.netloc, timeout=self.response_timeout)

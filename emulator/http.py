@@ -5,9 +5,11 @@ A ``Listener`` is one TLS socket on 127.0.0.1 with its own thread pool. It turns
 handler and writes the ``Response``. It never lets an exception escape: a malformed request gets a 400 in the
 service's own error format, and a bug in a handler gets a 500 that names the exception, so a test sees it.
 
-    client ──TLS──► Listener ──► Control.before() ──► Router ──► handler(req, **groups) ──► Response
-                                  (log, latency, faults)                                       │
-                         ◄────────────────────────────────────────── Control.after() ◄─────────┘
+    client ──TLS──► Listener ──► Router ──► Control.before() ──► handler(req, **groups) ──► Response
+                                             (latency, the fault rule that applies)              │
+                         ◄──────────── the fault's answer, or the handler's; both in the call log ◄┘
+
+A fault rule answers instead of the handler, or (``act_first``) after it: the change is made and the answer lost.
 """
 
 from __future__ import annotations
@@ -23,16 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from emulator.control import Control, FaultRule
 from emulator.credential import identity_from_authorization
 
-if TYPE_CHECKING:
-    from emulator.control import Control
-
 MAX_BODY = 4 * 1024 * 1024
-DROP = object()  # returned by Control.before to hang up without answering
 
 
 class HttpError(Exception):
@@ -202,32 +201,47 @@ class Listener:
         self._write(h, response)
 
     def _dispatch(self, request: Request) -> Response | None:
+        """The answer to ``request``, or None to hang up without one (a fault rule that drops the connection)."""
         operation = "unknown"
+        answer: Response | None
         try:
             matched = self.service.match(request.method, request.path)
             if matched is None:
                 raise self.service.not_found(request.path)
             route, groups = matched
             operation = route.operation
-            challenge = self.service.authenticate(request)
-            if challenge is not None:
-                self.control.record(self.service.name, operation, request, challenge.status)
-                return challenge
-            injected = self.control.before(self.service, operation, request)
-            if injected is DROP:
-                self.control.record(self.service.name, operation, request, 0)
-                return None
-            if isinstance(injected, Response):
-                self.control.record(self.service.name, operation, request, injected.status)
-                return injected
-            response = route.handler(request, **groups)
-        except HttpError as exc:
-            response = self._as_response(exc)
+            answer = self.service.authenticate(request)
+            if answer is None:
+                fault = self.control.before(operation, request.method, request.path)
+                if fault is not None and fault.act_first:
+                    self._handle_route(route, groups, request)
+                answer = self._handle_route(route, groups, request) if fault is None else self._fault_answer(fault)
+        except Exception as exc:  # noqa: BLE001 -- routing and authentication answer like a handler
+            answer = self._error_answer(exc)
+        status = 0 if answer is None else answer.status
+        self.control.record(self.service.name, operation, request.method, request.path, request.identity, status)
+        return answer
+
+    def _handle_route(self, route: Route, groups: dict[str, str], request: Request) -> Response:
+        try:
+            return route.handler(request, **groups)
         except Exception as exc:  # noqa: BLE001 -- a handler bug: answer, never crash the listener
-            detail = "".join(traceback.format_exception_only(exc)).strip()
-            response = self._as_response(self.service.error(500, "InternalError", f"Emulator bug: {detail}"))
-        self.control.record(self.service.name, operation, request, response.status)
-        return response
+            return self._error_answer(exc)
+
+    def _error_answer(self, exc: Exception) -> Response:
+        if isinstance(exc, HttpError):
+            return self._as_response(exc)
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        return self._as_response(self.service.error(500, "InternalError", f"Emulator bug: {detail}"))
+
+    def _fault_answer(self, fault: FaultRule) -> Response | None:
+        if fault.drop:
+            return None
+        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        body = fault.body
+        if body is None:
+            body = self.service.error(fault.status, "InjectedFault", f"Fault rule answered {fault.status}.").body
+        return Response(fault.status, body, headers)
 
     @staticmethod
     def _as_response(exc: HttpError) -> Response:

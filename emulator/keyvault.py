@@ -20,7 +20,8 @@ test produces a 409 or a 5xx.
 
 Python API for tests and the other emulated services: ``Vault.create_key``, ``versions``, ``latest``, ``get``,
 ``key_names``, ``update_key``, ``rotate_key``, ``deny`` / ``allow`` / ``has_access``, ``set_throttle``. Every new
-version, however it was made, is reported to ``emulator.eventgrid.key_version_created``.
+version, however it was made, is reported to the ``on_new_version`` callback the vault was made with (the emulator
+hands it Event Grid's ``key_version_created``).
 
 Never emulated: deletion and recovery, EC and oct keys, cryptographic operations (wrap, sign ...), import, backup,
 release policies, and Key Vault's own scheduled rotation. This module never keeps private key material: only n and e.
@@ -35,6 +36,7 @@ import math
 import re
 import secrets
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
@@ -43,12 +45,11 @@ from typing import TYPE_CHECKING, Any
 import isodate
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from emulator.control import TokenBucket
+from emulator.control import Clock, TokenBucket
 from emulator.http import HttpError, Request, Response, Service
 
 if TYPE_CHECKING:
     from emulator.admin import AdminService
-    from emulator.core import Emulator
 
 KEY_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 VAULT_NAME = re.compile(r"[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]")
@@ -150,9 +151,12 @@ class Vault:
 
     def __init__(
         self,
-        emulator: Emulator,
         name: str,
         *,
+        clock: Clock,
+        subscription_id: str,
+        tenant_id: str,
+        on_new_version: Callable[[Vault, KeyRecord], object],
         location: str,
         resource_group: str,
         sku: str,
@@ -171,7 +175,10 @@ class Vault:
             raise ValueError(f"retention_days {retention_days} is invalid; soft delete keeps 7 to 90 days.")
         if purge_protection and not soft_delete:
             raise ValueError("purge_protection needs soft_delete: Key Vault only protects soft-deleted keys.")
-        self.emulator = emulator
+        self.clock = clock
+        self.subscription_id = subscription_id
+        self.tenant_id = tenant_id
+        self._on_new_version = on_new_version
         self.name = name
         self.location = location
         self.resource_group = resource_group
@@ -193,7 +200,7 @@ class Vault:
     @property
     def arm_id(self) -> str:
         return (
-            f"/subscriptions/{self.emulator.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
             f"/providers/Microsoft.KeyVault/vaults/{self.name}"
         )
 
@@ -267,7 +274,7 @@ class Vault:
     ) -> KeyRecord:
         """Generate the key pair, store the new version (exp = created + ``expiry_time`` when given), report it."""
         numbers = rsa.generate_private_key(public_exponent=public_exponent, key_size=size).public_key().public_numbers()
-        moment = self.emulator.clock.now()
+        moment = self.clock.now()
         if expiry_time is not None:
             exp = int((moment + isodate.parse_duration(expiry_time)).timestamp())
         record = KeyRecord(
@@ -288,7 +295,7 @@ class Vault:
         )
         with self._lock:
             self._keys.setdefault(name, []).append(record)
-        self.emulator.eventgrid.key_version_created(self, record)
+        self._on_new_version(self, record)
         return record
 
     def versions(self, name: str) -> list[KeyRecord]:
@@ -341,7 +348,7 @@ class Vault:
             changes["key_ops"] = _check_key_ops(key_ops)
         with self._lock:
             current = self.get(name, version)
-            updated = replace(current, updated=self.emulator.clock.timestamp(), **changes)
+            updated = replace(current, updated=self.clock.timestamp(), **changes)
             chain = self._keys[name]
             chain[chain.index(current)] = updated
             return updated
@@ -356,7 +363,7 @@ class Vault:
         self, name: str, lifetime_actions: list[tuple[str, str, str]], expiry_time: str | None = None
     ) -> RotationPolicy:
         """Validate and store a policy. ``lifetime_actions``: (``Rotate``|``Notify``, trigger name, ISO duration)."""
-        now = self.emulator.clock.now()
+        now = self.clock.now()
         expires_in = None if expiry_time is None else _parse_duration(expiry_time, "expiryTime", now)
         if expires_in is not None and expires_in < MIN_EXPIRY_TIME:
             raise InvalidKeyParameterError(f"expiryTime {expiry_time!r} is too short; it must be at least 28 days.")
@@ -379,7 +386,7 @@ class Vault:
                 raise InvalidKeyParameterError(
                     f"timeBeforeExpiry {duration!r} must be shorter than expiryTime {expiry_time!r}."
                 )
-        stamp = self.emulator.clock.timestamp()
+        stamp = self.clock.timestamp()
         with self._lock:
             self.versions(name)
             previous = self._policies.get(name)
@@ -498,7 +505,7 @@ class KeyVaultService(Service):
             else "AKV10022: The bearer token has no readable 'oid' claim."
         )
         challenge = (
-            f'Bearer authorization="https://login.microsoftonline.com/{self.vault.emulator.tenant_id}", '
+            f'Bearer authorization="https://login.microsoftonline.com/{self.vault.tenant_id}", '
             f'resource="{CHALLENGE_RESOURCE}"'
         )
         return Response(401, {"error": {"code": "Unauthorized", "message": message}}, {"WWW-Authenticate": challenge})
@@ -843,13 +850,12 @@ def _b64url(data: bytes) -> str:
 
 
 # Admin routes ------------------------------------------------------------------------------------------------------
-def register_admin(admin: AdminService) -> None:
+def register_admin(admin: AdminService, vaults: Mapping[str, Vault]) -> None:
     """Add /admin/vaults/{name}/... : describe, seed a key, deny or allow an identity, throttle, change a version."""
     vault_path = r"/admin/vaults/(?P<vault>[^/]+)"
-    emulator = admin.emulator
 
     def find(name: str) -> Vault:
-        vault: Vault = admin.lookup("vault", emulator.vaults, name)
+        vault: Vault = admin.lookup("vault", dict(vaults), name)
         return vault
 
     def describe(request: Request, vault: str) -> Response:
