@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from emulator.control import Control, FaultRule
-from emulator.credential import identity_from_authorization
+from emulator.credential import audience_from_authorization, identity_from_authorization
 
 MAX_BODY = 4 * 1024 * 1024
 
@@ -57,6 +57,11 @@ class Request:
     def identity(self) -> str | None:
         """The caller's identity (the token's ``oid``), or None when no bearer token was sent."""
         return identity_from_authorization(self.headers.get("Authorization"))
+
+    @property
+    def audience(self) -> str | None:
+        """The token's ``aud`` without a trailing slash (``https://vault.azure.net``), or None without a token."""
+        return audience_from_authorization(self.headers.get("Authorization"))
 
     def json(self) -> Any:
         if not self.body:
