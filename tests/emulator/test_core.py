@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import http.client
 import json
 import socket
 import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import pytest
 from azure.storage.queue import QueueClient
 
-from emulator import Emulator
+import emulator as emulator_package
+from emulator import Emulator, FaultRule
 from emulator.azurite import Azurite
 
 
@@ -76,6 +81,46 @@ def test_fault_rules_and_call_log_over_admin(emulator: Emulator) -> None:
     assert admin(emulator, "GET", "/admin/clock")[0] == 429  # the rule fires once
     assert admin(emulator, "GET", "/admin/clock")[0] == 200
     assert emulator.control.counters()["admin.clock"] == 2
+
+
+def test_an_act_first_fault_acts_then_answers_with_the_fault(emulator: Emulator) -> None:
+    """``act_first``: the request is carried out, then the answer is the fault (here over the admin API, whose
+    clock advance is an observable effect); a dropped answer is recorded with status 0."""
+    before = emulator.clock.now()
+    rule = {"path": "^/admin/clock/advance$", "status": 500, "act_first": True}
+    assert admin(emulator, "POST", "/admin/faults", rule)[0] == 201
+    status, answer = admin(emulator, "POST", "/admin/clock/advance", {"by": 3600})
+    assert status == 500 and answer["error"]["code"] == "InjectedFault"
+    assert (emulator.clock.now() - before).total_seconds() >= 3600  # the advance took effect
+
+    emulator.control.add_fault(FaultRule(path="^/admin/clock/advance$", drop=True, act_first=True))
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        admin(emulator, "POST", "/admin/clock/advance", {"by": 3600})
+    assert (emulator.clock.now() - before).total_seconds() >= 7200
+    assert [c.status for c in emulator.control.calls("admin.clock_advance")] == [500, 0]
+
+
+def test_the_emulator_modules_import_one_another_in_one_direction() -> None:
+    """No import circles (issue 9): every ``emulator`` module's imports of other ``emulator`` modules, including the
+    ones only made for type checking, form a graph without cycles."""
+    package = Path(emulator_package.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "emulator":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("emulator."):
+                imported.add(node.module.split(".")[1])  # type: ignore[union-attr]
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[1] for a in node.names if a.name.startswith("emulator.")}
+        graph[path.stem] = imported & {p.stem for p in package.glob("*.py")}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    circles = sorted(module for module in graph if reaches(module, module, set()))
+    assert circles == [], f"modules on an import circle: {circles}"
 
 
 def test_azurite_starts_on_free_ports_and_serves_queues() -> None:
