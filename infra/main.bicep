@@ -26,7 +26,7 @@ param environmentName string
 })
 param location string
 
-@description('The keys to rotate: [{vaultId, keyName, location, accounts: [account resource ids], systemTopicName?}]. See infra/README.md.')
+@description('The keys to rotate: [{vaultId, keyName, location, accounts: [account resource ids], systemTopicName?, newVersions?}]. See infra/README.md.')
 param targets array
 
 @description('ROTATION_SCHEDULE: NCRONTAB (six fields, UTC) of the sweep.')
@@ -112,6 +112,7 @@ var rotationTargets = [for t in targets: {
   key: format('https://{0}{1}/keys/{2}', last(split(t.vaultId, '/')), environment().suffixes.keyvaultDns, t.keyName)
   accounts: t.accounts
   vault_location: t.location
+  new_versions: contains(t, 'newVersions') ? t.newVersions : 'service'
 }]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -356,10 +356,14 @@ class RotationApp:
             key = KeyRef.parse(data["key"])
         except ValueError as exc:  # KeyRef.parse names the bad URL and the expected shape
             return error_answer(400, "InvalidKey", str(exc))
-        if self.settings.target_for(key) is None:
+        target = self.settings.target_for(key)
+        if target is None:
             return error_answer(
                 403, "KeyNotAllowed", f"key {key.id} is not in ROTATION_TARGETS; the service never acts on it"
             )
+        refusal = target.refuses_force() if flags["force"] else None
+        if refusal is not None:
+            return error_answer(409, "ForceNotAllowed", refusal)
         try:
             request_id = request_id_for(idempotency_key, key) if idempotency_key is not None else str(uuid.uuid4())
         except InvalidInput as exc:

@@ -297,6 +297,9 @@ def _plan_command(run: _Run, args: argparse.Namespace) -> int:
 
 def _rotate_command(run: _Run, args: argparse.Namespace) -> int:
     targets = _targets(run, args.key)
+    refusal = next((why for t in targets if args.force and (why := t.refuses_force())), None)
+    if refusal is not None:
+        raise ConfigError(f"--force: {refusal}")
     if args.dry_run:
         return _dry_run(run, targets, single=True, force=args.force)
     return _reconcile(run, targets, single=True, force=args.force)

@@ -24,7 +24,15 @@ import isodate
 
 from rotation.errors import ConfigError
 from rotation.hosts import split_https_url
-from rotation.model import GUID_PATTERN, AccountRef, KeyRef, RenewalPolicy, Target, normalize_location
+from rotation.model import (
+    GUID_PATTERN,
+    AccountRef,
+    KeyRef,
+    RenewalPolicy,
+    Target,
+    VersionSource,
+    normalize_location,
+)
 from rotation.redact import REDACTED, clipped, redacted
 
 TARGETS = "ROTATION_TARGETS"
@@ -69,7 +77,7 @@ MIN_EVENTS_KEY = 16  # a topic key has 44 characters; anything this short is a m
 MAX_TARGETS_BYTES = 256 * 1024  # far above any real list; refused before parsing
 
 _APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TARGET_FIELDS = frozenset({"key", "accounts", "vault_location"})
+_TARGET_FIELDS = frozenset({"key", "accounts", "vault_location", "new_versions"})
 _TARGETS_EXAMPLE = '[{"key": "https://<vault>.vault.azure.net/keys/<name>", "accounts": ["/subscriptions/..."]}]'
 _EVENTS_ENDPOINT_FIX = (
     "use the topic endpoint, e.g. https://<topic>.<region>-1.eventgrid.azure.net/api/events, and put an access key in "
@@ -187,7 +195,8 @@ def _shown(value: str) -> str:
 
 
 def parse_targets(text: str | None) -> tuple[Target, ...]:
-    """Parse ROTATION_TARGETS: a JSON list of {"key": url, "accounts": [arm ids], optional "vault_location"}."""
+    """Parse ROTATION_TARGETS: a JSON list of {"key": url, "accounts": [arm ids], optional "vault_location" and
+    "new_versions" ("service", the default, or "key_vault")}."""
     if text is None:
         raise ConfigError(f"{TARGETS} is not set; set it to a JSON list such as {_TARGETS_EXAMPLE}")
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -227,7 +236,8 @@ def _target(index: int, item: object) -> Target:
     unknown = sorted(set(item) - _TARGET_FIELDS)
     if unknown:
         raise ConfigError(
-            f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; allowed: key, accounts, vault_location"
+            f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; allowed: key, accounts, vault_location, "
+            "new_versions"
         )
     key_text = item.get("key")
     if not isinstance(key_text, str):
@@ -256,7 +266,20 @@ def _target(index: int, item: object) -> Target:
     location = item.get("vault_location")
     if location is not None and (not isinstance(location, str) or not normalize_location(location)):
         raise ConfigError(f'{where}.vault_location must be an Azure region name such as "eastus", or be left out')
-    return Target(key=key, accounts=tuple(accounts), vault_location=normalize_location(location) if location else None)
+    sources = [source.value for source in VersionSource]
+    new_versions = item.get("new_versions", VersionSource.SERVICE.value)
+    if new_versions not in sources:
+        got = "a list or an object" if isinstance(new_versions, (list, dict)) else _shown(json.dumps(new_versions))
+        raise ConfigError(
+            f'{where}.new_versions must be "service" (the service creates new versions, the default) or "key_vault" '
+            f"(the vault's own rotation policy creates them and the service only repoints the accounts), got {got}"
+        )
+    return Target(
+        key=key,
+        accounts=tuple(accounts),
+        vault_location=normalize_location(location) if location else None,
+        new_versions=VersionSource(new_versions),
+    )
 
 
 def _check_unique(targets: tuple[Target, ...]) -> None:

@@ -110,6 +110,14 @@ class Trigger(StrEnum):
     CLI = "cli"
 
 
+class VersionSource(StrEnum):
+    """Who makes a target key's new versions. ``KEY_VAULT``: the vault's own rotation policy does, and the service
+    only repoints and verifies the accounts (for teams that keep Key Vault's auto-rotation)."""
+
+    SERVICE = "service"
+    KEY_VAULT = "key_vault"
+
+
 @dataclass(frozen=True)
 class KeyRef:
     """A versionless Key Vault key: ``vault_url`` normalised (``https://host[:port]``), ``name`` as in the vault."""
@@ -431,11 +439,23 @@ def request_id_for(idempotency_key: str, key: KeyRef) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """One entry of ROTATION_TARGETS: a key, the accounts that use it, and optionally the vault's region."""
+    """One entry of ROTATION_TARGETS: a key, the accounts that use it, optionally the vault's region, and who makes
+    the key's new versions."""
 
     key: KeyRef
     accounts: tuple[AccountRef, ...]
     vault_location: str | None = None
+    new_versions: VersionSource = VersionSource.SERVICE
+
+    def refuses_force(self) -> str | None:
+        """Why a forced rotation of this key is refused (its versions come from Key Vault's policy), or None."""
+        if self.new_versions is VersionSource.SERVICE:
+            return None
+        return (
+            f"new versions of key {self.key.id} come from Key Vault's rotation policy (new_versions=key_vault), so "
+            "the service never creates one: rotate the key in Key Vault (az keyvault key rotate) and the service "
+            "repoints the accounts, or ask without force to converge them now"
+        )
 
 
 @dataclass(frozen=True)

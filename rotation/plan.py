@@ -6,10 +6,12 @@
         │ no
     adopt a fresh version tagged with this request id (an earlier attempt created it)?
         │ no
-    policy chain ── hit? ── trigger is KeyNewVersionCreated? ── yes: never create (that event is our own echo)
+    policy chain ── hit? ── trigger is KeyNewVersionCreated, or the key's versions come from Key Vault's policy?
+        │                          │ yes: never create (our own echo, or not ours to make)
         │                          │ no
         │                          └──► create a version (RSA 2048, kty of the newest good version, provenance tags)
-    target = the version to be created, or the newest usable, not-due version
+    target = the version to be created, or the newest usable, not-due version (for a key whose versions come from
+             Key Vault's policy: the newest usable version, due or not; when it is due is the vault's business)
         │
     per target account: blocked (preflight) | repoint | wait (has the target, not Succeeded) | leave
 
@@ -37,6 +39,7 @@ from rotation.model import (
     RotationPlan,
     Severity,
     Trigger,
+    VersionSource,
     VersionSpec,
     recency,
 )
@@ -66,9 +69,14 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
     adopted = _adoptable(obs, renewal)
     hit = None if adopted else needs_new_version(PolicyInput(current, obs.now, renewal, request.force))
     create = None
-    if hit is not None and request.trigger is not Trigger.KEY_NEW_VERSION_CREATED:
+    if hit is not None and _may_create(obs):
         create = _version_spec(obs, renewal, hit[0], app_name)
-    target = None if create else select_target(obs.versions, obs.now, renewal)
+    if create is not None:
+        target = None
+    elif obs.target.new_versions is VersionSource.KEY_VAULT:
+        target = max((v for v in obs.versions if is_usable(v, obs.now)), key=recency, default=None)
+    else:
+        target = select_target(obs.versions, obs.now, renewal)
     target_version = target.version if target else None
 
     accounts = tuple(_plan_account(obs, a, findings, target_version, create is not None) for a in obs.target.accounts)
@@ -83,6 +91,13 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
         create=create,
         adopted=adopted is not None,
         accounts=accounts,
+    )
+
+
+def _may_create(obs: Observation) -> bool:
+    """Our own ``KeyNewVersionCreated`` echo never creates; nor does anything for a key whose policy makes versions."""
+    return (
+        obs.request.trigger is not Trigger.KEY_NEW_VERSION_CREATED and obs.target.new_versions is VersionSource.SERVICE
     )
 
 
@@ -174,13 +189,24 @@ def _summary(
         original = adopted.tags.get(TAG_REASON, "")
         reason = next((r for r in Reason if r.value == original), Reason.ADOPTED)
         return reason, f"version {adopted.version} was created for this request by an earlier attempt; adopting it"
+    by_vault = obs.target.new_versions is VersionSource.KEY_VAULT
     if target_version is None:
         why = f"{hit[1]}, and " if hit else ""
+        if by_vault:
+            return Reason.NO_TARGET_VERSION, (
+                f"{why}no version is usable; new versions of this key come from Key Vault's rotation policy "
+                "(new_versions=key_vault): rotate it in Key Vault and the service repoints the accounts"
+            )
         return Reason.NO_TARGET_VERSION, (
             f"{why}no version is usable and fresh; a {obs.request.trigger.value} request never creates one, "
             "so the next timer sweep or KeyNearExpiry event will"
         )
-    suppressed = f" ({hit[1]}; a {obs.request.trigger.value} request never creates a version)" if hit else ""
+    never = (
+        "new versions of this key come from Key Vault's rotation policy"
+        if by_vault
+        else (f"a {obs.request.trigger.value} request never creates a version")
+    )
+    suppressed = f" ({hit[1]}; {never})" if hit else ""
     if any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in accounts):
         return Reason.ACCOUNTS_BEHIND, f"converge accounts on {target_version}{suppressed}"
     return Reason.UP_TO_DATE, f"every account is on {target_version}{suppressed}"

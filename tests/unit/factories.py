@@ -17,6 +17,7 @@ from rotation.model import (
     RotationRequest,
     Target,
     Trigger,
+    VersionSource,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -115,6 +116,7 @@ def observe(
     req: RotationRequest | None = None,
     targets: Iterable[AccountRef] | None = None,
     vault_location: str | None = None,
+    new_versions: VersionSource = VersionSource.SERVICE,
     unreadable: Mapping[AccountRef, RotationError] | None = None,
     now: datetime = NOW,
 ) -> Observation:
@@ -122,7 +124,7 @@ def observe(
     target_accounts = tuple(targets) if targets is not None else tuple(states) + tuple(unreadable or {})
     return Observation(
         request=req or request(),
-        target=Target(KEY, target_accounts, vault_location),
+        target=Target(KEY, target_accounts, vault_location, new_versions),
         versions=tuple(sorted(versions, key=lambda v: v.created_on)),
         accounts=states,
         unreadable=dict(unreadable or {}),

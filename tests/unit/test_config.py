@@ -9,7 +9,7 @@ import pytest
 
 from rotation.config import Settings, parse_schedule
 from rotation.errors import ConfigError
-from rotation.model import AccountRef, KeyRef
+from rotation.model import AccountRef, KeyRef, VersionSource
 from tests.unit.factories import SUBSCRIPTION
 
 KEY_URL = "https://kv-prod.vault.azure.net/keys/cmk"
@@ -61,6 +61,16 @@ def test_every_setting_is_read() -> None:
     assert (s.app_name, s.client_id) == ("cmk-rotator.prod", "11111111-2222-3333-4444-555555555555")
 
 
+def test_who_makes_new_versions_is_read_per_target() -> None:
+    targets = [
+        {"key": KEY_URL, "accounts": [ACCOUNT], "new_versions": "key_vault"},
+        {"key": KEY_URL + "2", "accounts": [ACCOUNT_2]},
+    ]
+    s = settings(ROTATION_TARGETS=json.dumps(targets))
+    assert [t.new_versions for t in s.targets] == [VersionSource.KEY_VAULT, VersionSource.SERVICE]
+    assert s.targets[0].refuses_force() is not None and s.targets[1].refuses_force() is None
+
+
 def test_blank_settings_mean_the_default() -> None:
     assert settings(ROTATION_KEY_LIFETIME="  ", ROTATION_CONCURRENCY="").concurrency == 8
 
@@ -87,6 +97,14 @@ def test_blank_settings_mean_the_default() -> None:
         (
             {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT], "vault_location": 3}])},
             ["ROTATION_TARGETS[0].vault_location"],
+        ),
+        (
+            {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT], "new_versions": "keyvault"}])},
+            ["ROTATION_TARGETS[0].new_versions must be", '"key_vault"', "got '\"keyvault\"'"],
+        ),
+        (
+            {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT], "new_versions": ["service"]}])},
+            ["ROTATION_TARGETS[0].new_versions must be", "got a list or an object"],
         ),
         (
             {"ROTATION_TARGETS": json.dumps([{"key": KEY_URL, "accounts": [ACCOUNT, ACCOUNT.upper()]}])},

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from rotation.model import TAG_APP, TAG_REASON, TAG_REQUEST_ID, TAG_TRIGGER, AccountAction, AccountPlan, Trigger
+from rotation.model import (
+    TAG_APP,
+    TAG_REASON,
+    TAG_REQUEST_ID,
+    TAG_TRIGGER,
+    AccountAction,
+    AccountPlan,
+    Trigger,
+    VersionSource,
+)
 from rotation.plan import decide
 from rotation.reasons import Reason
 from tests.unit.factories import (
@@ -101,6 +110,31 @@ def test_key_new_version_created_converges_on_a_version_someone_else_created() -
     plan = decide(observe([DUE, NEWER], [account(AOAI_1, key_version="v1")], req=req), RENEWAL, app_name="app")
     assert (plan.reason, plan.create, plan.target_version) == (Reason.ACCOUNTS_BEHIND, None, "v2")
     assert actions(plan.accounts) == {"aoai-1": (AccountAction.REPOINT, Reason.ACCOUNT_BEHIND)}
+
+
+@pytest.mark.parametrize("trigger", [Trigger.TIMER, Trigger.KEY_NEAR_EXPIRY, Trigger.KEY_EXPIRED, Trigger.HTTP])
+def test_a_key_whose_versions_come_from_key_vault_is_never_given_one(trigger: Trigger) -> None:
+    """new_versions=key_vault: the vault's own rotation policy makes versions; a due key only gets reported."""
+    obs = observe(
+        [DUE], [account(AOAI_1, key_version="v1")], req=request(trigger), new_versions=VersionSource.KEY_VAULT
+    )
+    plan = decide(obs, RENEWAL, app_name="app")
+    assert (plan.reason, plan.create, plan.target_version) == (Reason.UP_TO_DATE, None, "v1")
+    assert "come from Key Vault's rotation policy" in plan.message and "expires" in plan.message
+
+
+def test_a_key_whose_versions_come_from_key_vault_converges_on_its_newest_usable_version() -> None:
+    """The policy's version is the target even when it is due by ROTATION_RENEW_BEFORE (its timing is the vault's)."""
+    short = version("v2", created=NOW - DAY, expires=NOW + 25 * DAY)  # due by RENEWAL's 30 days
+    obs = observe([DUE, short], [account(AOAI_1, key_version="v1")], new_versions=VersionSource.KEY_VAULT)
+    plan = decide(obs, RENEWAL, app_name="app")
+    assert (plan.reason, plan.create, plan.target_version) == (Reason.ACCOUNTS_BEHIND, None, "v2")
+    assert actions(plan.accounts) == {"aoai-1": (AccountAction.REPOINT, Reason.ACCOUNT_BEHIND)}
+
+    expired = version("v1", created=NOW - 200 * DAY, expires=NOW - DAY)
+    plan = decide(observe([expired], [account(AOAI_1)], new_versions=VersionSource.KEY_VAULT), RENEWAL, app_name="a")
+    assert (plan.reason, plan.create, plan.target_version) == (Reason.NO_TARGET_VERSION, None, None)
+    assert "rotate it in Key Vault" in plan.message
 
 
 def test_force_creates_even_when_fresh() -> None:
