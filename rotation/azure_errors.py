@@ -7,6 +7,7 @@
     │   ├── TLS failed (certificate refused ...)     → Unreachable      (check the CA bundle, a TLS-inspecting proxy)
     │   └── any other connection failure             → TransientError   (retrying is safe)
     └── HttpResponseError
+        ├── 401, a token for another audience        → PermissionDenied (endpoint and identity in two clouds)
         ├── 401, 403                                 → PermissionDenied (grant the identity the named permission)
         ├── 404                                      → NotFound
         ├── 409 RequestConflict                      → ConflictError    (another operation is in flight)
@@ -110,6 +111,11 @@ def translate(exc: AzureError, *, action: str, resource: str, permission: str) -
     if not isinstance(exc, HttpResponseError) or exc.status_code is None:
         return TransientError(f"{action} on {resource} failed: {detail(exc)}")
     status = exc.status_code
+    if status == 401 and _wrong_audience(exc):
+        return PermissionDenied(
+            f"{resource} refused the token to {action}: it was issued for another resource ({detail(exc)}); the "
+            "endpoint and the identity must be in the same Azure cloud, and the client must ask for that cloud's scope"
+        )
     if status in (401, 403):
         return PermissionDenied(f"the function's identity lacks {permission} ({status} {detail(exc)})")
     if status == 404:
@@ -121,6 +127,12 @@ def translate(exc: AzureError, *, action: str, resource: str, permission: str) -
             f"{action} on {resource} failed with {status}: {detail(exc)}", retry_after=retry_after(exc)
         )
     return InvalidRequest(f"{action} on {resource} was rejected with {status}: {detail(exc)}")
+
+
+def _wrong_audience(exc: HttpResponseError) -> bool:
+    """Key Vault's ``AKV10022: Invalid audience``, or ARM's ``InvalidAuthenticationTokenAudience`` (azure-facts 10.9)."""
+    code = exc.error.code if exc.error is not None else ""
+    return code == "InvalidAuthenticationTokenAudience" or "AKV10022" in detail(exc)
 
 
 def _unreachable(exc: AzureError, *, action: str, resource: str) -> Unreachable | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 
@@ -55,6 +56,47 @@ def test_retry_after_is_finite_and_capped(header: str, wait: float | None) -> No
     error = translate(HttpResponseError(response=Throttled(header)), action="get", resource="k", permission="p")
     assert isinstance(error, TransientError)
     assert error.retry_after == wait
+
+
+class Refused:
+    """A 401 with an error body, built directly like ``Throttled``."""
+
+    status_code = 401
+    reason = "Unauthorized"
+    content_type = "application/json"
+    request = HttpRequest("GET", "https://kv.vault.azure.net/keys/cmk")
+    def __init__(self, code: str, message: str) -> None:
+        self.headers: dict[str, str] = {}
+        self._body = json.dumps({"error": {"code": code, "message": message}})
+
+    def text(self, encoding: str | None = None) -> str:
+        return self._body
+
+    def body(self) -> bytes:
+        return self._body.encode()
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("Unauthorized", "AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://x.example."),
+        ("InvalidAuthenticationTokenAudience", "The access token has been obtained for wrong audience or resource."),
+    ],
+)
+def test_a_token_for_another_audience_says_the_clouds_differ(code: str, message: str) -> None:
+    """Key Vault's and ARM's audience refusals (azure-facts §10.9) are not a missing role: the message says so."""
+    error = translate(HttpResponseError(response=Refused(code, message)), action="get", resource="k", permission="p")
+    assert isinstance(error, PermissionDenied)
+    assert (
+        "issued for another resource" in str(error) and "same Azure cloud" in str(error) and "lacks" not in str(error)
+    )
+
+
+def test_a_plain_401_still_names_the_missing_permission() -> None:
+    error = translate(
+        HttpResponseError(response=Refused("Unauthorized", "no")), action="get", resource="k", permission="keys/get"
+    )
+    assert isinstance(error, PermissionDenied) and "lacks keys/get" in str(error)
 
 
 # Connection failures: a name that does not resolve and a refused certificate fail fast; the rest is retried --------
