@@ -130,7 +130,7 @@ def translate(exc: AzureError, *, action: str, resource: str, permission: str) -
 
 
 def _wrong_audience(exc: HttpResponseError) -> bool:
-    """Key Vault's ``AKV10022: Invalid audience``, or ARM's ``InvalidAuthenticationTokenAudience`` (azure-facts 10.9)."""
+    """Key Vault's ``AKV10022: Invalid audience`` or ARM's ``InvalidAuthenticationTokenAudience``."""
     code = exc.error.code if exc.error is not None else ""
     return code == "InvalidAuthenticationTokenAudience" or "AKV10022" in detail(exc)
 
