@@ -65,6 +65,7 @@ class Refused:
     reason = "Unauthorized"
     content_type = "application/json"
     request = HttpRequest("GET", "https://kv.vault.azure.net/keys/cmk")
+
     def __init__(self, code: str, message: str) -> None:
         self.headers: dict[str, str] = {}
         self._body = json.dumps({"error": {"code": code, "message": message}})
