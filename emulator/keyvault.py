@@ -10,21 +10,35 @@ The unmodified ``azure.keyvault.keys.KeyClient`` talks to it. What is emulated, 
     GET   /keys                         paged KeyItems, one per key name
     POST  /keys/{name}/rotate           a new version, exp = now + the rotation policy's expiryTime
     GET   /keys/{name}/rotationpolicy   Key Vault's default policy until one is set
-    PUT   /keys/{name}/rotationpolicy   validated as the spec describes
+    PUT   /keys/{name}/rotationpolicy   validated as the spec describes; a policy without Notify gets the default one
 
-Around every operation, in this order: the bearer challenge (a request without a token gets 401 + WWW-Authenticate
-and is never acted on), the mandatory ``api-version``, access (a denied identity gets 403), and throttling (token
-buckets per vault with Key Vault's published limits per 10 s, weighted by key size; a throttled request costs
-nothing and gets 429 + Retry-After). Fault rules from ``emulator.control`` run before the handler; they are how a
-test produces a 409 or a 5xx.
+It is at least as strict as Azure by default; each kinder behaviour is an explicit option. Around every operation,
+in this order:
+
+    1. the bearer challenge: no token, 401 + WWW-Authenticate, never acted on; a token for another audience than
+       https://vault.azure.net, 401 AKV10022 + WWW-Authenticate
+    2. the mandatory ``api-version``
+    3. the caller's permission for this operation (access-policy names: get, list, create, update, rotate,
+       getrotationpolicy, setrotationpolicy ...): 403 Forbidden naming the missing permission
+    4. throttling: token buckets per vault with Key Vault's published limits per 10 s, weighted by key size; a
+       throttled request costs nothing and gets 429 *without* Retry-After, as the one public capture of a real
+       Key Vault 429 shows (``set_throttle(send_retry_after=True)`` sends it)
+
+Fault rules from ``emulator.control`` run after step 1 and before the handler; they are how a test produces a 409 or
+a 5xx (``act_first``: the work is done, then the answer is lost).
+
+Soft delete is always on (Azure no longer lets a vault turn it off); purge protection is a setting. A rotation
+policy's Rotate action is carried out on the emulator's clock: on each ``clock.advance`` past a key's trigger the
+vault rotates the key once, as ``POST /rotate`` does.
 
 Python API for tests and the other emulated services: ``Vault.create_key``, ``versions``, ``latest``, ``get``,
-``key_names``, ``update_key``, ``rotate_key``, ``deny`` / ``allow`` / ``has_access``, ``set_throttle``. Every new
+``key_names``, ``update_key``, ``rotate_key``, ``rotation_policy``, ``set_rotation_policy``, ``notify_before``,
+``rotation_due``, ``deny`` / ``allow`` / ``can`` / ``has_access`` / ``denied``, ``set_throttle``. Every new
 version, however it was made, is reported to the ``on_new_version`` callback the vault was made with (the emulator
 hands it Event Grid's ``key_version_created``).
 
 Never emulated: deletion and recovery, EC and oct keys, cryptographic operations (wrap, sign ...), import, backup,
-release policies, and Key Vault's own scheduled rotation. This module never keeps private key material: only n and e.
+release policies and RBAC role assignments. This module never keeps private key material: only n and e.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
@@ -46,6 +60,7 @@ import isodate
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulator.control import Clock, TokenBucket
+from emulator.credential import claims_from_authorization
 from emulator.http import HttpError, Request, Response, Service
 
 if TYPE_CHECKING:
@@ -72,6 +87,38 @@ HSM_SHARE = 0.5
 OTHER_COST_BY_SIZE = {2048: 1.0, 3072: 4.0, 4096: 8.0}
 
 CHALLENGE_RESOURCE = "https://vault.azure.net"
+AUDIENCE = CHALLENGE_RESOURCE  # the only token audience Key Vault accepts (azure-facts §10.9)
+
+# Key Vault's access-policy key permissions (ARM ``KeyPermissions``); RBAC data actions map onto the same operations.
+KEY_PERMISSIONS = (
+    "get",
+    "list",
+    "create",
+    "update",
+    "import",
+    "delete",
+    "recover",
+    "backup",
+    "restore",
+    "decrypt",
+    "encrypt",
+    "unwrapKey",
+    "wrapKey",
+    "verify",
+    "sign",
+    "purge",
+    "release",
+    "rotate",
+    "getrotationpolicy",
+    "setrotationpolicy",
+)
+CMK_PERMISSIONS = ("get", "wrapKey", "unwrapKey")  # what a service's identity needs to use a customer-managed key
+FORBIDDEN_HELP = "For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287"
+SOFT_DELETE_ALWAYS_ON = (
+    "soft_delete=False is refused: Azure enables soft delete on every key vault and no longer lets it be turned "
+    "off (since February 2025; Learn: 'Soft-delete will be enabled on all key vaults'). Leave soft_delete on; "
+    "use purge_protection=False for a vault whose deleted keys can be purged."
+)
 NOT_FOUND_HELP = (
     "If you recently deleted this key you may be able to recover it using the correct recovery command. "
     "For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
@@ -136,13 +183,16 @@ DEFAULT_ROTATION_POLICY = RotationPolicy(lifetime_actions=(("Notify", "timeBefor
 
 
 class ThrottledError(Exception):
-    """A request over the vault's limit; ``retry_after`` whole seconds (at least 1)."""
+    """A request over the vault's limit; ``retry_after`` whole seconds (at least 1) until a token is back.
+
+    The message starts as Key Vault's does (vcsjones/AzureSignTool#219) and adds which limit was reached.
+    """
 
     def __init__(self, category: str, limit: float, retry_after: float) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(
-            f"Request was not processed because too many requests were received. Reason: the vault's limit of "
-            f"{limit:g} {category} requests per 10 seconds was reached. Retry after {self.retry_after} seconds."
+            "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached "
+            f"(the vault's limit of {limit:g} {category} requests per 10 seconds was reached)."
         )
 
 
@@ -160,10 +210,11 @@ class Vault:
         location: str,
         resource_group: str,
         sku: str,
-        soft_delete: bool,
         purge_protection: bool,
         retention_days: int,
+        soft_delete: bool = True,
     ) -> None:
+        """A vault with soft delete on (``soft_delete=False`` raises ``ValueError``: Azure refuses it)."""
         if not VAULT_NAME.fullmatch(name):
             raise ValueError(
                 f"Vault name {name!r} is invalid: use 3-24 letters, digits and single hyphens, "
@@ -171,10 +222,10 @@ class Vault:
             )
         if sku not in ("standard", "premium"):
             raise ValueError(f"Vault SKU {sku!r} is invalid; use 'standard' or 'premium'.")
-        if soft_delete and not 7 <= retention_days <= 90:
+        if soft_delete is not True:
+            raise ValueError(SOFT_DELETE_ALWAYS_ON)
+        if isinstance(retention_days, bool) or not isinstance(retention_days, int) or not 7 <= retention_days <= 90:
             raise ValueError(f"retention_days {retention_days} is invalid; soft delete keeps 7 to 90 days.")
-        if purge_protection and not soft_delete:
-            raise ValueError("purge_protection needs soft_delete: Key Vault only protects soft-deleted keys.")
         self.clock = clock
         self.subscription_id = subscription_id
         self.tenant_id = tenant_id
@@ -183,18 +234,21 @@ class Vault:
         self.location = location
         self.resource_group = resource_group
         self.sku = sku
-        self.soft_delete = soft_delete
+        self.soft_delete = True  # always: see SOFT_DELETE_ALWAYS_ON
         self.purge_protection = purge_protection
         self.retention_days = retention_days
         self.url = ""
         self._lock = threading.RLock()
         self._keys: dict[str, list[KeyRecord]] = {}
         self._policies: dict[str, RotationPolicy] = {}
-        self._denied: set[str] = set()
+        self._denied: dict[str, set[str]] = {}  # identity (oid) -> the key permissions it lacks
+        self._auto_rotated: set[tuple[str, str]] = set()  # (key, version) whose Rotate trigger has fired
         self._limits: dict[str, float] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self.send_retry_after = False
         self.set_throttle(create_per_10s=CREATE_PER_10S, other_per_10s=OTHER_PER_10S)
         self.service = KeyVaultService(self)
+        clock.on_advance(self._rotate_due_keys)
 
     # Settings --------------------------------------------------------------------------------------------------
     @property
@@ -206,14 +260,14 @@ class Vault:
 
     @property
     def recovery_level(self) -> str:
-        if not self.soft_delete:
-            return "Purgeable"
+        """``Recoverable`` or ``CustomizedRecoverable`` (retention under 90 days), ``+Purgeable`` without purge
+        protection (azure-facts §3.3). Never plain ``Purgeable``: soft delete is always on."""
         level = "Recoverable" if self.retention_days >= 90 else "CustomizedRecoverable"
         return level if self.purge_protection else f"{level}+Purgeable"
 
     @property
     def recoverable_days(self) -> int:
-        return self.retention_days if self.soft_delete else 0
+        return self.retention_days
 
     # Keys ------------------------------------------------------------------------------------------------------
     def create_key(
@@ -355,6 +409,7 @@ class Vault:
 
     # Rotation policy -------------------------------------------------------------------------------------------
     def rotation_policy(self, name: str) -> RotationPolicy:
+        """The key's effective policy: the stored one, or Key Vault's default (Notify 30 days before expiry)."""
         with self._lock:
             self.versions(name)
             return self._policies.get(name, DEFAULT_ROTATION_POLICY)
@@ -362,7 +417,13 @@ class Vault:
     def set_rotation_policy(
         self, name: str, lifetime_actions: list[tuple[str, str, str]], expiry_time: str | None = None
     ) -> RotationPolicy:
-        """Validate and store a policy. ``lifetime_actions``: (``Rotate``|``Notify``, trigger name, ISO duration)."""
+        """Validate and store a policy as Key Vault stores it. ``lifetime_actions``: (``Rotate``|``Notify``, trigger
+        name, ISO duration).
+
+        Key Vault adds its default Notify (``timeBeforeExpiry`` P30D) to a policy sent without one, so an empty list
+        restores the default actions; ``expiryTime`` is kept as sent (azure-facts §10.10; the Notify action in the
+        azure-sdk-for-js recordings of ``PUT /rotationpolicy`` with a Rotate action only).
+        """
         now = self.clock.now()
         expires_in = None if expiry_time is None else _parse_duration(expiry_time, "expiryTime", now)
         if expires_in is not None and expires_in < MIN_EXPIRY_TIME:
@@ -386,36 +447,120 @@ class Vault:
                 raise InvalidKeyParameterError(
                     f"timeBeforeExpiry {duration!r} must be shorter than expiryTime {expiry_time!r}."
                 )
+        stored = tuple(lifetime_actions)
+        if "Notify" not in seen:
+            stored += DEFAULT_ROTATION_POLICY.lifetime_actions
         stamp = self.clock.timestamp()
         with self._lock:
             self.versions(name)
             previous = self._policies.get(name)
             created = stamp if previous is None or previous.created is None else previous.created
-            policy = RotationPolicy(tuple(lifetime_actions), expiry_time, created, stamp)
+            policy = RotationPolicy(stored, expiry_time, created, stamp)
             self._policies[name] = policy
             return policy
 
-    # Access and throttling -------------------------------------------------------------------------------------
-    def deny(self, identity: str) -> None:
-        """Every key operation by ``identity`` (a token's oid) gets 403 until ``allow``."""
-        with self._lock:
-            self._denied.add(identity)
+    def notify_before(self, name: str) -> timedelta:
+        """How long before the latest version's ``exp`` Key Vault sends ``KeyNearExpiry``: the effective policy's
+        Notify ``timeBeforeExpiry`` (P30D by default), measured back from that ``exp`` (or from now without one)."""
+        policy = self.rotation_policy(name)
+        latest = self.latest(name)
+        duration = next((d for action, _, d in policy.lifetime_actions if action == "Notify"), None)
+        if duration is None:  # every stored policy has a Notify; kept for policies built by hand
+            duration = DEFAULT_ROTATION_POLICY.lifetime_actions[0][2]
+        anchor = self.clock.now() if latest.exp is None else datetime.fromtimestamp(latest.exp, UTC)
+        span: timedelta = anchor - (anchor - isodate.parse_duration(duration))
+        return span
 
-    def allow(self, identity: str) -> None:
+    def rotation_due(self, name: str) -> datetime | None:
+        """When the policy's Rotate action fires for the latest version; None without a Rotate action, or for
+        ``timeBeforeExpiry`` when the latest version has no ``exp``."""
+        rotate = next((a for a in self.rotation_policy(name).lifetime_actions if a[0] == "Rotate"), None)
+        if rotate is None:
+            return None
+        _, trigger, duration = rotate
+        latest = self.latest(name)
+        due: datetime
+        if trigger == "timeAfterCreate":
+            due = datetime.fromtimestamp(latest.created, UTC) + isodate.parse_duration(duration)
+        elif latest.exp is None:
+            return None
+        else:
+            due = datetime.fromtimestamp(latest.exp, UTC) - isodate.parse_duration(duration)
+        return due
+
+    def _rotate_due_keys(self, before: datetime, after: datetime) -> None:
+        """The clock moved to ``after``: rotate each key whose Rotate trigger has been reached, once per trigger.
+
+        A trigger belongs to the latest version, so the new version starts the next period; one advance rotates a
+        key at most once, however far it goes.
+        """
+        due: list[str] = []
         with self._lock:
-            self._denied.discard(identity)
+            for name in sorted(self._policies):
+                moment = self.rotation_due(name)
+                version = self.latest(name).version
+                if moment is not None and moment <= after and (name, version) not in self._auto_rotated:
+                    self._auto_rotated.add((name, version))
+                    due.append(name)
+        for name in due:
+            self.rotate_key(name)
+
+    # Access and throttling -------------------------------------------------------------------------------------
+    def deny(self, identity: str, permissions: Iterable[str] | str | None = None) -> None:
+        """Take key ``permissions`` (access-policy names, default: all of them) from ``identity`` (a token's oid).
+
+        An operation that needs one of them gets 403 naming it, until ``allow``. For example
+        ``deny("app", ["create", "rotate"])`` leaves an identity that can list and get keys but not make versions.
+        """
+        taken = _check_permissions(permissions)
+        with self._lock:
+            self._denied.setdefault(identity, set()).update(taken)
+
+    def allow(self, identity: str, permissions: Iterable[str] | str | None = None) -> None:
+        """Give ``permissions`` (default: all) back to ``identity``."""
+        given = _check_permissions(permissions)
+        with self._lock:
+            remaining = self._denied.get(identity, set()) - given
+            if remaining:
+                self._denied[identity] = remaining
+            else:
+                self._denied.pop(identity, None)
+
+    def can(self, identity: str | None, permission: str) -> bool:
+        """Whether ``identity`` holds the key ``permission`` (every identity holds every one unless denied)."""
+        (canonical,) = _check_permissions(permission)
+        with self._lock:
+            return canonical not in self._denied.get(identity or "", set())
+
+    def denied(self, identity: str | None) -> list[str]:
+        """The key permissions ``identity`` lacks, in Key Vault's order."""
+        with self._lock:
+            lacking = self._denied.get(identity or "", set())
+        return [p for p in KEY_PERMISSIONS if p in lacking]
 
     def has_access(self, identity: str | None) -> bool:
-        """Identities are allowed unless denied."""
-        with self._lock:
-            return identity not in self._denied
+        """Whether ``identity`` can use a key of this vault as a customer-managed key: get, wrapKey and unwrapKey
+        (what ARM's encryption check asks)."""
+        return all(self.can(identity, permission) for permission in CMK_PERMISSIONS)
 
-    def set_throttle(self, *, create_per_10s: float | None = None, other_per_10s: float | None = None) -> None:
+    def set_throttle(
+        self,
+        *,
+        create_per_10s: float | None = None,
+        other_per_10s: float | None = None,
+        send_retry_after: bool | None = None,
+    ) -> None:
         """Set the software-key limits per 10 s (defaults 20 creates, 4,000 others); HSM keys get half of each.
 
         Other operations cost 1 for 2048-bit keys, 4 for 3072 and 8 for 4096 (Key Vault's weighting). Each bucket
-        starts full; setting a limit refills it.
+        starts full; setting a limit refills it. A throttled request gets 429 without ``Retry-After`` by default,
+        as the one public capture of a real Key Vault 429 shows (vcsjones/AzureSignTool#219; azure-facts §10.8);
+        azure-core then does not retry a POST. ``send_retry_after=True`` is the kinder vault that sends it.
         """
+        if send_retry_after is not None:
+            if not isinstance(send_retry_after, bool):
+                raise ValueError(f"send_retry_after must be true or false; got {send_retry_after!r}.")
+            self.send_retry_after = send_retry_after
         for category, limit in (("create", create_per_10s), ("other", other_per_10s)):
             if limit is None:
                 continue
@@ -427,9 +572,13 @@ class Vault:
                     self._limits[f"{category} {hsm}"] = capacity
                     self._buckets[f"{category} {hsm}"] = TokenBucket(capacity, capacity / 10)
 
-    def throttle_limits(self) -> dict[str, float]:
+    def throttle_limits(self) -> dict[str, float | bool]:
         with self._lock:
-            return {"create_per_10s": self._limits["create software"], "other_per_10s": self._limits["other software"]}
+            return {
+                "create_per_10s": self._limits["create software"],
+                "other_per_10s": self._limits["other software"],
+                "send_retry_after": self.send_retry_after,
+            }
 
     def admit(self, category: str, *, hsm: bool, size: int) -> None:
         """Take a token for one request (``create`` or ``other``); raise ``ThrottledError`` when the bucket is empty."""
@@ -445,6 +594,7 @@ class Vault:
     def describe(self) -> dict[str, Any]:
         with self._lock:
             keys = {name: [r.version for r in chain] for name, chain in sorted(self._keys.items())}
+            identities = sorted(self._denied)
         return {
             "name": self.name,
             "url": self.url,
@@ -458,6 +608,7 @@ class Vault:
             "recoverable_days": self.recoverable_days,
             "arm_id": self.arm_id,
             "throttle": self.throttle_limits(),
+            "denied": {identity: self.denied(identity) for identity in identities},
             "keys": keys,
         }
 
@@ -496,14 +647,22 @@ class KeyVaultService(Service):
         self.route("PATCH", key + r"(?:/(?P<version>[^/]*))?", "keyvault.update_key", self._update_key)
 
     def authenticate(self, request: Request) -> Response | None:
+        """401 + the challenge for a request without a readable token, or with a token for another audience.
+
+        The audience message is Key Vault's (Azure/go-autorest#525, crossplane-contrib/provider-azure#346):
+        ``AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://management.azure.com/.``
+        A trailing slash on the audience is accepted.
+        """
         header = request.headers.get("Authorization") or ""
-        if header.startswith("Bearer ") and request.identity is not None:
+        if not header.startswith("Bearer "):
+            message = "AKV10000: Request is missing a Bearer or PoP token."
+        elif request.identity is None:
+            message = "The bearer token could not be read: it is not a JWT with an 'oid' claim."
+        elif request.audience != AUDIENCE:
+            found = (claims_from_authorization(header) or {}).get("aud")
+            message = f"AKV10022: Invalid audience. Expected {AUDIENCE}, found: {found if found else ''}."
+        else:
             return None
-        message = (
-            "AKV10000: Request is missing a Bearer or PoP token."
-            if not header.startswith("Bearer ")
-            else "AKV10022: The bearer token has no readable 'oid' claim."
-        )
         challenge = (
             f'Bearer authorization="https://login.microsoftonline.com/{self.vault.tenant_id}", '
             f'resource="{CHALLENGE_RESOURCE}"'
@@ -523,20 +682,34 @@ class KeyVaultService(Service):
             raise self.bad_request(
                 f"The api-version {api_version!r} is not supported; use 2025-07-01, 2025-06-01 or 7.x (such as 7.6)."
             )
-        if not self.vault.has_access(request.identity):
-            location = f"{self.vault.name};location={self.vault.location}"
-            raise self.error(
-                403,
-                "Forbidden",
-                f"The user, group or application 'oid={request.identity}' does not have keys {permission} permission "
-                f"on key vault '{location}'. For help resolving this issue, please see "
-                "https://go.microsoft.com/fwlink/?linkid=2125287",
-            )
+        if not self.vault.can(request.identity, permission):
+            raise self._forbidden(request, permission)
         try:
             self.vault.admit(category, hsm=hsm, size=size)
         except ThrottledError as exc:
-            raise self.error(429, "Throttled", str(exc), {"Retry-After": str(exc.retry_after)}) from exc
+            headers = {"Retry-After": str(exc.retry_after)} if self.vault.send_retry_after else {}
+            raise self.error(429, "Throttled", str(exc), headers) from exc
         return api_version
+
+    def _forbidden(self, request: Request, permission: str) -> HttpError:
+        """Key Vault's access-policy refusal, naming the caller and the missing permission, with ``AccessDenied``.
+
+        Real answers read "The user, group or application 'appid=...;oid=...;iss=https://sts.windows.net/<tenant>/'
+        does not have keys get permission on key vault '<vault>;location=<region>'. For help resolving this issue,
+        please see https://go.microsoft.com/fwlink/?linkid=2125287" (AzureSignTool and Terraform issue logs).
+        The emulator's tokens carry no ``appid``; the oid stands in for it.
+        """
+        claims = claims_from_authorization(request.headers.get("Authorization")) or {}
+        oid = request.identity
+        appid = claims.get("appid") or claims.get("azp") or oid
+        tenant = claims.get("tid") or self.vault.tenant_id
+        caller = f"appid={appid};oid={oid};iss=https://sts.windows.net/{tenant}/"
+        message = (
+            f"The user, group or application '{caller}' does not have keys {permission} permission on key vault "
+            f"'{self.vault.name};location={self.vault.location}'. {FORBIDDEN_HELP}"
+        )
+        body = {"error": {"code": "Forbidden", "message": message, "innererror": {"code": "AccessDenied"}}}
+        return HttpError(403, body)
 
     def _admit_for_key(self, request: Request, permission: str, name: str) -> str:
         """``_admit`` for an operation on an existing key: throttled by that key's type and size."""
@@ -649,14 +822,14 @@ class KeyVaultService(Service):
         return Response(200, self._page(request, api_version, "/keys", items))
 
     def _get_rotation_policy(self, request: Request, name: str) -> Response:
-        self._admit_for_key(request, "get", name)
+        self._admit_for_key(request, "getrotationpolicy", name)
         try:
             return Response(200, self._policy(name, self.vault.rotation_policy(name)))
         except KeyNotFoundError as exc:
             raise self._key_not_found(exc) from exc
 
     def _put_rotation_policy(self, request: Request, name: str) -> Response:
-        self._admit_for_key(request, "update", name)
+        self._admit_for_key(request, "setrotationpolicy", name)
         data = self._object(request.json(), "The rotation policy body")
         attributes = self._object(data.get("attributes"), "'attributes'")
         expiry_time = attributes.get("expiryTime")
@@ -754,6 +927,20 @@ class KeyVaultService(Service):
 
 
 # Validation helpers ------------------------------------------------------------------------------------------------
+def _check_permissions(permissions: Iterable[str] | str | None) -> set[str]:
+    """Key Vault's key permission names, case-insensitive (``wrapkey`` is ``wrapKey``); None means all of them."""
+    if permissions is None:
+        return set(KEY_PERMISSIONS)
+    given = [permissions] if isinstance(permissions, str) else list(permissions)
+    canonical = {p.lower(): p for p in KEY_PERMISSIONS}
+    unknown = [p for p in given if not isinstance(p, str) or p.lower() not in canonical]
+    if unknown or not given:
+        raise ValueError(
+            f"Key permissions {unknown or given!r} are invalid; use some of {list(KEY_PERMISSIONS)} (or none for all)."
+        )
+    return {canonical[p.lower()] for p in given}
+
+
 def _check_key_name(name: Any) -> None:
     if not isinstance(name, str) or not KEY_NAME.fullmatch(name):
         raise InvalidKeyParameterError(
@@ -851,7 +1038,8 @@ def _b64url(data: bytes) -> str:
 
 # Admin routes ------------------------------------------------------------------------------------------------------
 def register_admin(admin: AdminService, vaults: Mapping[str, Vault]) -> None:
-    """Add /admin/vaults/{name}/... : describe, seed a key, deny or allow an identity, throttle, change a version."""
+    """Add /admin/vaults/{name}/... : describe, seed a key, deny or allow (some of) an identity's permissions,
+    throttle, change a version."""
     vault_path = r"/admin/vaults/(?P<vault>[^/]+)"
 
     def find(name: str) -> Vault:
@@ -883,23 +1071,29 @@ def register_admin(admin: AdminService, vaults: Mapping[str, Vault]) -> None:
     def access(request: Request, vault: str) -> Response:
         target = find(vault)
         data = admin.body(request)
-        _only(admin, data, {"identity", "allowed"})
+        _only(admin, data, {"identity", "allowed", "permissions"})
         identity = admin.field(data, "identity", str, hint="Give the caller's object id (the token's oid).")
         allowed = admin.field(data, "allowed", bool, hint="true to allow, false to deny.")
-        if allowed:
-            target.allow(identity)
-        else:
-            target.deny(identity)
-        return Response(200, {"identity": identity, "allowed": target.has_access(identity)})
+        permissions = admin.field(data, "permissions", list, None, hint='For example ["create", "rotate"].')
+        try:
+            if allowed:
+                target.allow(identity, permissions)
+            else:
+                target.deny(identity, permissions)
+        except ValueError as exc:
+            raise admin.bad_request(str(exc)) from exc
+        denied = target.denied(identity)
+        return Response(200, {"identity": identity, "allowed": not denied, "denied": denied})
 
     def throttle(request: Request, vault: str) -> Response:
         target = find(vault)
         data = admin.body(request)
-        _only(admin, data, {"create_per_10s", "other_per_10s"})
+        _only(admin, data, {"create_per_10s", "other_per_10s", "send_retry_after"})
         try:
             target.set_throttle(
                 create_per_10s=admin.field(data, "create_per_10s", (int, float), None),
                 other_per_10s=admin.field(data, "other_per_10s", (int, float), None),
+                send_retry_after=admin.field(data, "send_retry_after", bool, None),
             )
         except ValueError as exc:
             raise admin.bad_request(str(exc)) from exc

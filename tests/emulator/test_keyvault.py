@@ -15,16 +15,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceResponseError,
+)
 from azure.keyvault.keys import (
     KeyClient,
     KeyRotationLifetimeAction,
     KeyRotationPolicy,
     KeyRotationPolicyAction,
 )
+from azure.keyvault.keys._shared import http_challenge_cache
 
-from emulator import Emulator, FaultRule
-from emulator.keyvault import KeyNotFoundError, Vault
+from emulator import Emulator, EmulatorCredential, FaultRule
+from emulator.keyvault import KEY_PERMISSIONS, KeyNotFoundError, Vault
 from tests.swagger import KEYVAULT, example, validate
 
 EXAMPLES = "keyvault/data-plane/Microsoft.KeyVault/stable"
@@ -33,6 +41,13 @@ CHALLENGE = (
     'Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", '
     'resource="https://vault.azure.net"'
 )
+
+
+@pytest.fixture(autouse=True)
+def _forget_challenges() -> None:
+    """The SDK caches Key Vault's challenge per host and port for the whole process (azure-facts §3.4). A later
+    emulator may get a port an earlier one had, and its first request would then skip the 401 these tests count."""
+    http_challenge_cache.clear()
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +156,52 @@ def test_a_request_without_a_token_is_challenged_and_never_acted_on(emulator: Em
     created = client(emulator, vault).create_rsa_key("fresh")
     assert statuses(emulator, "keyvault.create_key") == [401, 401, 401, 200]  # 2 raw challenges, then the SDK
     assert [r.version for r in vault.versions("fresh")] == [created.properties.version]
+
+
+class ManagementTokens:
+    """A credential with a classic bug: whatever Key Vault's challenge asks for, it hands out an ARM token."""
+
+    def __init__(self, identity: str = "rotation-app") -> None:
+        self.inner = EmulatorCredential(identity)
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return self.inner.get_token("https://management.azure.com/.default")
+
+
+def test_a_token_for_another_audience_gets_401_akv10022_and_is_never_acted_on(emulator: Emulator) -> None:
+    """Key Vault accepts only tokens for https://vault.azure.net (azure-facts §10.9). Its answer to an ARM token, as
+    captured in Azure/go-autorest#525 and crossplane-contrib/provider-azure#346: 401 ``Unauthorized``
+    "AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://management.azure.com/." with the
+    usual challenge (Learn, "Authentication, requests and responses")."""
+    vault = emulator.add_vault("kv-audience")
+    vault.create_key("cmk")
+    keys = KeyClient(
+        vault.url, ManagementTokens(), verify_challenge_resource=False, connection_verify=emulator.ca_bundle
+    )
+    with pytest.raises(ClientAuthenticationError) as caught:
+        keys.create_rsa_key("cmk")
+    assert caught.value.status_code == 401 and caught.value.error is not None
+    assert caught.value.error.code == "Unauthorized"
+    assert caught.value.error.message == (
+        "AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://management.azure.com."
+    )
+    # the bodiless first try is challenged, the SDK answers with its (wrong) token once, and gives up
+    assert statuses(emulator, "keyvault.create_key") == [401, 401]
+    assert len(vault.versions("cmk")) == 1 and reported_versions(emulator) == [vault.latest("cmk").version]
+
+    arm_token = EmulatorCredential().get_token("https://management.azure.com/.default").token
+    status, headers, body = https(
+        emulator, f"{vault.url}/keys/cmk?api-version={API}", headers={"Authorization": f"Bearer {arm_token}"}
+    )
+    assert status == 401 and headers["WWW-Authenticate"] == CHALLENGE
+    validate(KEYVAULT, "KeyVaultError", body)
+    assert body["error"]["code"] == "Unauthorized"
+    # Entra ID v1 tokens can carry the resource with a trailing slash; Key Vault's own audience is accepted either way
+    slashed = EmulatorCredential().get_token("https://vault.azure.net//.default").token
+    status, _, body = https(
+        emulator, f"{vault.url}/keys/cmk?api-version={API}", headers={"Authorization": f"Bearer {slashed}"}
+    )
+    assert status == 200, body
 
 
 # Create ---------------------------------------------------------------------------------------------------------
@@ -431,6 +492,112 @@ def test_rotation_policy_defaults_then_round_trips_the_spec_example(emulator: Em
     assert caught.value.status_code == 400 and "at least 28 days" in str(caught.value.message)
 
 
+def test_a_policy_without_notify_gets_the_default_notify_and_an_empty_one_restores_the_default(
+    emulator: Emulator,
+) -> None:
+    """Key Vault stores its default Notify (``timeBeforeExpiry`` P30D) with a policy sent without one, and answers
+    with it (azure-sdk-for-js recordings: ``PUT /rotationpolicy`` with only a Rotate action answers Rotate + Notify
+    P30D; azure-facts §10.10). ``lifetimeActions: []`` restores the default actions (Java SDK
+    ``KeyRotationPolicyProperties``: "reset the key rotation policy to its default values by setting lifetimeActions
+    to an empty array")."""
+    vault = emulator.add_vault("kv-notify")
+    vault.create_key("cmk")
+    keys = client(emulator, vault)
+    policy = keys.update_key_rotation_policy(
+        "cmk",
+        KeyRotationPolicy(
+            lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P2M")]
+        ),
+    )
+    assert [(a.action, a.time_after_create, a.time_before_expiry) for a in policy.lifetime_actions] == [
+        (KeyRotationPolicyAction.rotate, "P2M", None),
+        (KeyRotationPolicyAction.notify, None, "P30D"),
+    ]
+    status, _, fetched = raw(emulator, vault, "GET", "/keys/cmk/rotationpolicy")
+    assert status == 200
+    validate(KEYVAULT, "KeyRotationPolicy", fetched)
+    assert fetched["lifetimeActions"] == [
+        {"trigger": {"timeAfterCreate": "P2M"}, "action": {"type": "Rotate"}},
+        {"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}},
+    ]
+    assert vault.notify_before("cmk") == timedelta(days=30)
+
+    notify_early = [KeyRotationLifetimeAction(KeyRotationPolicyAction.notify, time_before_expiry="P45D")]
+    policy = keys.update_key_rotation_policy("cmk", KeyRotationPolicy(expires_in="P90D", lifetime_actions=notify_early))
+    assert [(a.action, a.time_before_expiry) for a in policy.lifetime_actions] == [
+        (KeyRotationPolicyAction.notify, "P45D")
+    ]
+    assert vault.notify_before("cmk") == timedelta(days=45)
+
+    status, _, reset = raw(emulator, vault, "PUT", "/keys/cmk/rotationpolicy", {"lifetimeActions": []})
+    assert status == 200
+    assert reset["lifetimeActions"] == [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}]
+    assert reset["attributes"]["created"] <= reset["attributes"]["updated"]
+    assert vault.notify_before("cmk") == timedelta(days=30)
+
+
+def test_notify_before_follows_the_policy_and_counts_months_back_from_the_expiry(emulator: Emulator) -> None:
+    """``Vault.notify_before``: how long before ``exp`` Event Grid's ``KeyNearExpiry`` is due (Learn, "Configure
+    cryptographic key auto-rotation": notification time can be set in days, months or years before expiry)."""
+    vault = emulator.add_vault("kv-notify-month")
+    vault.create_key("cmk", exp=datetime(2031, 3, 31, tzinfo=UTC))
+    assert vault.notify_before("cmk") == timedelta(days=30)  # the default policy
+    vault.set_rotation_policy("cmk", [("Notify", "timeBeforeExpiry", "P1M")], "P1Y")
+    assert vault.notify_before("cmk") == timedelta(days=31)  # one month before 2031-03-31 is 2031-02-28
+    with pytest.raises(KeyNotFoundError):
+        vault.notify_before("missing")
+
+
+def test_the_rotate_action_fires_on_the_emulator_clock_once_per_trigger(emulator: Emulator) -> None:
+    """A policy's Rotate action is Key Vault's scheduled rotation (Learn, "Configure cryptographic key
+    auto-rotation": "Automatically renew at a given time after creation"): when the clock passes ``timeAfterCreate``
+    after the latest version's creation, the vault makes one new version as ``rotate`` does, and Event Grid hears
+    ``KeyNewVersionCreated``. The new version starts the next period."""
+    vault = emulator.add_vault("kv-autorotate")
+    first = vault.create_key("cmk", key_ops=["wrapKey", "unwrapKey"])
+    vault.create_key("manual")  # no Rotate action: never rotated by the vault
+    keys = client(emulator, vault)
+    keys.update_key_rotation_policy(
+        "cmk",
+        KeyRotationPolicy(
+            expires_in="P90D",
+            lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")],
+        ),
+    )
+    assert vault.rotation_due("cmk") == datetime.fromtimestamp(first.created, UTC) + timedelta(days=30)
+    emulator.clock.advance(timedelta(days=29))
+    assert len(vault.versions("cmk")) == 1
+    emulator.clock.advance(timedelta(days=1, seconds=5))
+    rotated = vault.versions("cmk")
+    assert len(rotated) == 2 and rotated[-1].key_ops == ["wrapKey", "unwrapKey"]
+    assert rotated[-1].exp == rotated[-1].created + 90 * 86400  # as rotate makes it: exp = now + expiryTime
+    assert reported_versions(emulator) == [first.version, vault.latest("manual").version, rotated[-1].version]
+    emulator.clock.advance(timedelta(days=1))
+    emulator.clock.advance(timedelta(days=1))
+    assert len(vault.versions("cmk")) == 2  # that trigger has fired; the next is 30 days after the new version
+    assert keys.get_key("cmk").properties.version == rotated[-1].version
+    emulator.clock.advance(timedelta(days=400))  # one advance rotates once, however far it goes
+    assert len(vault.versions("cmk")) == 3 and len(vault.versions("manual")) == 1
+
+
+def test_a_rotate_action_before_expiry_fires_when_the_clock_nears_exp(emulator: Emulator) -> None:
+    """ "Automatically renew at a given time before expiry. It requires 'Expiry Time' set on rotation policy and
+    'Expiration Date' set on the key" (Learn, "Configure cryptographic key auto-rotation")."""
+    vault = emulator.add_vault("kv-autorotate-exp")
+    now = emulator.clock.now()
+    vault.create_key("cmk", exp=now + timedelta(days=60))
+    vault.create_key("no-exp")
+    for name in ("cmk", "no-exp"):
+        vault.set_rotation_policy(name, [("Rotate", "timeBeforeExpiry", "P30D")], "P90D")
+    assert vault.rotation_due("no-exp") is None
+    emulator.clock.advance(timedelta(days=29))
+    assert len(vault.versions("cmk")) == 1
+    emulator.clock.advance(timedelta(days=2))
+    latest = vault.latest("cmk")
+    assert len(vault.versions("cmk")) == 2 and latest.exp == latest.created + 90 * 86400
+    assert len(vault.versions("no-exp")) == 1
+
+
 @pytest.mark.parametrize(
     ("policy", "message"),
     [
@@ -485,16 +652,29 @@ def test_bad_rotation_policies_get_400(shared_emulator: Emulator, policy: dict[s
 
 
 # Access -----------------------------------------------------------------------------------------------------------
+FORBIDDEN_HELP = "For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287"
+
+
 def test_a_denied_identity_gets_403_on_every_operation(emulator: Emulator) -> None:
+    """Key Vault's access-policy refusal, as captured in public logs (for example in the AzureSignTool and Terraform
+    issue trackers): 403 ``Forbidden``, innererror ``AccessDenied``, "The user, group or application
+    'appid=...;oid=...;iss=https://sts.windows.net/<tenant>/' does not have keys get permission on key vault
+    '<vault>;location=<region>'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?..."."""
     vault = emulator.add_vault("kv-access")
     vault.create_key("cmk")
     vault.deny("intruder")
     assert not vault.has_access("intruder") and vault.has_access("rotation-app")
+    assert vault.denied("intruder") == list(KEY_PERMISSIONS)
     intruder = client(emulator, vault, "intruder")
     with pytest.raises(HttpResponseError) as caught:
         intruder.get_key("cmk")
-    assert caught.value.status_code == 403
-    assert "'oid=intruder' does not have keys get permission on key vault 'kv-access" in str(caught.value.message)
+    assert caught.value.status_code == 403 and caught.value.error is not None
+    assert caught.value.error.message == (
+        "The user, group or application 'appid=intruder;oid=intruder;iss=https://sts.windows.net/"
+        f"{emulator.tenant_id}/' does not have keys get permission on key vault 'kv-access;location=eastus'. "
+        f"{FORBIDDEN_HELP}"
+    )
+    assert caught.value.error.innererror == {"code": "AccessDenied"}
     with pytest.raises(HttpResponseError) as caught:
         intruder.create_rsa_key("cmk")
     assert caught.value.status_code == 403 and "keys create permission" in str(caught.value.message)
@@ -507,20 +687,118 @@ def test_a_denied_identity_gets_403_on_every_operation(emulator: Emulator) -> No
 
     vault.allow("intruder")
     assert intruder.get_key("cmk").name == "cmk"
+    assert vault.denied("intruder") == [] and vault.describe()["denied"] == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "permission"),
+    [
+        ("GET", "/keys", None, "list"),
+        ("GET", "/keys/cmk/versions", None, "list"),
+        ("GET", "/keys/cmk/", None, "get"),
+        ("POST", "/keys/cmk/create", {"kty": "RSA"}, "create"),
+        ("PATCH", "/keys/cmk/", {"tags": {"a": "b"}}, "update"),
+        ("POST", "/keys/cmk/rotate", None, "rotate"),
+        ("GET", "/keys/cmk/rotationpolicy", None, "getrotationpolicy"),
+        ("PUT", "/keys/cmk/rotationpolicy", {"lifetimeActions": []}, "setrotationpolicy"),
+    ],
+)
+def test_each_operation_needs_its_own_key_permission(
+    shared_emulator: Emulator, method: str, path: str, body: Any, permission: str
+) -> None:
+    """Key Vault's permissions are per operation: the access-policy key permissions (ARM ``KeyPermissions``; Learn,
+    "Configure cryptographic key auto-rotation": rotation needs 'Rotate', 'Set Rotation Policy' and 'Get Rotation
+    Policy'). Taking one away refuses exactly the operations that need it, naming it."""
+    emulator = shared_emulator
+    vault = shared_vault(emulator, "kv-perms")
+    if not vault.key_names():
+        vault.create_key("cmk")
+    identity = f"no-{permission}"
+    vault.deny(identity, [permission])
+    status, _, answer = raw(emulator, vault, method, path, body, identity=identity)
+    assert status == 403, answer
+    validate(KEYVAULT, "KeyVaultError", answer)
+    assert (
+        f"does not have keys {permission} permission on key vault 'kv-perms;location=eastus'"
+        in (answer["error"]["message"])
+    )
+    reads = {"list": "/keys", "get": "/keys/cmk/", "getrotationpolicy": "/keys/cmk/rotationpolicy"}
+    for needs, read in reads.items():
+        if needs != permission:  # every other permission is still held
+            assert raw(emulator, vault, "GET", read, identity=identity)[0] == 200
+    assert len(vault.versions("cmk")) == 1
+
+
+def test_a_role_that_can_list_and_get_but_not_create(emulator: Emulator) -> None:
+    """A reader: list and get keys, read the rotation policy, but make no version and change nothing."""
+    vault = emulator.add_vault("kv-reader")
+    vault.create_key("cmk")
+    vault.deny("reader", ["create", "update", "rotate", "setrotationpolicy"])
+    assert vault.can("reader", "get") and vault.can("reader", "LIST") and not vault.can("reader", "create")
+    assert vault.has_access("reader")  # get, wrapKey and unwrapKey: what a customer-managed key needs
+    reader = client(emulator, vault, "reader")
+    assert [p.name for p in reader.list_properties_of_keys()] == ["cmk"]
+    assert [p.version for p in reader.list_properties_of_key_versions("cmk")] == [vault.latest("cmk").version]
+    assert reader.get_key("cmk").name == "cmk"
+    assert reader.get_key_rotation_policy("cmk").lifetime_actions[0].action == KeyRotationPolicyAction.notify
+    for call, permission in [
+        (lambda: reader.create_rsa_key("cmk"), "create"),
+        (lambda: reader.rotate_key("cmk"), "rotate"),
+        (lambda: reader.update_key_properties("cmk", enabled=False), "update"),
+        (lambda: reader.update_key_rotation_policy("cmk", KeyRotationPolicy(expires_in="P90D")), "setrotationpolicy"),
+    ]:
+        with pytest.raises(HttpResponseError) as caught:
+            call()
+        assert caught.value.status_code == 403
+        assert f"does not have keys {permission} permission" in str(caught.value.message)
+    assert len(vault.versions("cmk")) == 1 and vault.latest("cmk").enabled
+
+    vault.allow("reader", "create")
+    assert reader.create_rsa_key("cmk").name == "cmk"
+    assert vault.denied("reader") == ["update", "rotate", "setrotationpolicy"]
+    vault.deny("reader", ["wrapKey"])
+    assert not vault.has_access("reader")  # ARM's customer-managed-key check now refuses this identity
+    with pytest.raises(ValueError, match=r"Key permissions \['fly'\] are invalid"):
+        vault.deny("reader", ["fly"])
+    with pytest.raises(ValueError, match="are invalid"):
+        vault.deny("reader", [])
 
 
 # Throttling and faults --------------------------------------------------------------------------------------------
-def test_a_create_over_the_limit_gets_429_and_succeeds_after_the_sdk_honours_retry_after(emulator: Emulator) -> None:
+def test_a_create_over_the_limit_gets_429_without_retry_after_and_the_sdk_does_not_retry_it(emulator: Emulator) -> None:
+    """The one public capture of a real Key Vault 429 (vcsjones/AzureSignTool#219, 2023; azure-facts §10.8) has code
+    ``Throttled``, "Request was not processed because too many requests were received. Reason:
+    VaultRequestTypeLimitReached", and no ``Retry-After``. Without it azure-core does not retry a POST
+    (``RetryPolicy._is_method_retryable``: POST only on 500, 503 and 504), so the create fails at once."""
     vault = emulator.add_vault("kv-throttle")
     vault.set_throttle(create_per_10s=10)
     for _ in range(10):
         vault.admit("create", hsm=False, size=2048)
     status, headers, body = raw(emulator, vault, "POST", "/keys/cmk/create", {"kty": "RSA"})
-    assert status == 429 and int(headers["Retry-After"]) == 1
+    assert status == 429 and "Retry-After" not in headers
     validate(KEYVAULT, "KeyVaultError", body)
-    assert (
-        body["error"]["code"] == "Throttled" and "limit of 10 software key create requests" in body["error"]["message"]
+    assert body["error"]["code"] == "Throttled"
+    assert body["error"]["message"].startswith(
+        "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"
     )
+    assert "limit of 10 software key create requests" in body["error"]["message"]
+
+    with pytest.raises(HttpResponseError) as caught:
+        client(emulator, vault).create_rsa_key("cmk")
+    assert caught.value.status_code == 429
+    assert statuses(emulator, "keyvault.create_key") == [429, 401, 429]  # no retry
+    assert vault.key_names() == []
+    assert vault.throttle_limits()["send_retry_after"] is False
+
+
+def test_a_vault_that_sends_retry_after_lets_the_sdk_retry_a_throttled_create(emulator: Emulator) -> None:
+    """The kinder vault, on request only: ``set_throttle(send_retry_after=True)`` adds ``Retry-After``."""
+    vault = emulator.add_vault("kv-throttle")
+    vault.set_throttle(create_per_10s=10, send_retry_after=True)
+    for _ in range(10):
+        vault.admit("create", hsm=False, size=2048)
+    status, headers, _ = raw(emulator, vault, "POST", "/keys/cmk/create", {"kty": "RSA"})
+    assert status == 429 and int(headers["Retry-After"]) == 1
     assert vault.key_names() == []
 
     started = time.monotonic()
@@ -537,9 +815,11 @@ def test_other_operations_are_weighted_by_key_size_and_hsm_gets_half(emulator: E
     vault.set_throttle(other_per_10s=8)
     assert [raw(emulator, vault, "GET", "/keys/big")[0] for _ in range(3)] == [200, 200, 429]  # cost 4 of 8
     assert [raw(emulator, vault, "GET", "/keys/hsm")[0] for _ in range(5)] == [200, 200, 200, 200, 429]  # 4 for HSM
-    assert vault.throttle_limits() == {"create_per_10s": 20.0, "other_per_10s": 8.0}
+    assert vault.throttle_limits() == {"create_per_10s": 20.0, "other_per_10s": 8.0, "send_retry_after": False}
     with pytest.raises(ValueError, match="other_per_10s must be a positive number; got 0"):
         vault.set_throttle(other_per_10s=0)
+    with pytest.raises(ValueError, match="send_retry_after must be true or false; got 1"):
+        vault.set_throttle(send_retry_after=1)  # type: ignore[arg-type]
 
 
 def test_fault_rules_give_503s_409s_and_dropped_connections_that_the_sdk_retries(emulator: Emulator) -> None:
@@ -561,6 +841,40 @@ def test_fault_rules_give_503s_409s_and_dropped_connections_that_the_sdk_retries
     assert len(vault.versions("cmk")) == 1
 
 
+def test_a_create_can_take_effect_and_then_answer_500(emulator: Emulator) -> None:
+    """Act, then fail (``FaultRule(act_first=True)``): the version is made and its answer is a 500. Key Vault's
+    create takes no idempotency token (azure-facts §9.6), so a client that retries (azure-core retries a POST on
+    500) makes a second version; with retries off, as the rotation service creates, exactly one new version exists
+    and only a re-read finds it."""
+    vault = emulator.add_vault("kv-act-first")
+    vault.create_key("cmk")
+    keys = client(emulator, vault)
+    emulator.control.add_fault(FaultRule(operation="keyvault.create_key", status=500, act_first=True))
+    with pytest.raises(HttpResponseError) as caught:
+        keys.create_rsa_key("cmk", tags={"request": "r1"}, retry_total=0)
+    assert caught.value.status_code == 500
+    assert statuses(emulator, "keyvault.create_key") == [401, 500]
+    versions = vault.versions("cmk")
+    assert len(versions) == 2 and versions[-1].tags == {"request": "r1"}
+    assert reported_versions(emulator) == [r.version for r in versions]  # and Event Grid heard of it
+    assert [p.tags for p in keys.list_properties_of_key_versions("cmk")][-1] == {"request": "r1"}
+
+
+def test_a_create_can_take_effect_and_then_drop_the_connection(emulator: Emulator) -> None:
+    """The same with the answer lost on the way back: the client sees a dropped connection, the vault has the one
+    new version."""
+    vault = emulator.add_vault("kv-act-drop")
+    vault.create_key("cmk")
+    keys = client(emulator, vault)
+    emulator.control.add_fault(FaultRule(operation="keyvault.create_key", drop=True, act_first=True))
+    with pytest.raises(ServiceResponseError):
+        keys.create_rsa_key("cmk", tags={"request": "r2"}, retry_total=0)
+    assert statuses(emulator, "keyvault.create_key") == [401, 0]
+    versions = vault.versions("cmk")
+    assert len(versions) == 2 and versions[-1].tags == {"request": "r2"}
+    assert reported_versions(emulator) == [r.version for r in versions]
+
+
 # Vault settings ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("settings", "level", "days"),
@@ -569,7 +883,6 @@ def test_fault_rules_give_503s_409s_and_dropped_connections_that_the_sdk_retries
         ({"soft_delete": True, "purge_protection": False, "retention_days": 90}, "Recoverable+Purgeable", 90),
         ({"soft_delete": True, "purge_protection": True, "retention_days": 30}, "CustomizedRecoverable", 30),
         ({"soft_delete": True, "purge_protection": False, "retention_days": 7}, "CustomizedRecoverable+Purgeable", 7),
-        ({"soft_delete": False, "purge_protection": False, "retention_days": 90}, "Purgeable", 0),
     ],
 )
 def test_recovery_level_follows_the_vault_settings(
@@ -588,12 +901,32 @@ def test_invalid_vault_settings_are_refused(emulator: Emulator) -> None:
         ("kv_bad", {}, "Vault name 'kv_bad' is invalid"),
         ("kv-ok", {"sku": "gold"}, "Vault SKU 'gold' is invalid"),
         ("kv-ok", {"retention_days": 3}, "retention_days 3 is invalid"),
-        ("kv-ok", {"soft_delete": False, "purge_protection": True}, "purge_protection needs soft_delete"),
+        ("kv-ok", {"retention_days": 91}, "retention_days 91 is invalid"),
     ]:
         with pytest.raises(ValueError, match=message):
             emulator.add_vault(name, **settings)
     status, answer = admin(emulator, "POST", "/admin/vaults", {"name": "kv-ok", "sku": "gold"})
     assert status == 400 and "Vault SKU 'gold' is invalid" in answer["error"]["message"]
+
+
+def test_soft_delete_cannot_be_turned_off(emulator: Emulator) -> None:
+    """Learn, "Soft-delete will be enabled on all key vaults": "In February 2025, Microsoft will enable soft-delete
+    protection on all key vaults, and users will no longer be able to opt out of or turn off soft-delete." So a
+    vault is never plain ``Purgeable``; purge protection stays a choice (azure-facts §3.3)."""
+    for purge_protection in (True, False):
+        with pytest.raises(ValueError, match="soft_delete=False is refused: Azure enables soft delete on every key"):
+            emulator.add_vault("kv-no-sd", soft_delete=False, purge_protection=purge_protection)
+    status, answer = admin(emulator, "POST", "/admin/vaults", {"name": "kv-no-sd", "soft_delete": False})
+    assert status == 400 and "no longer lets it be turned off" in answer["error"]["message"]
+    assert emulator.vaults == {}
+
+    status, described = admin(emulator, "POST", "/admin/vaults", {"name": "kv-purgeable", "purge_protection": False})
+    assert status == 201
+    assert (described["soft_delete"], described["recovery_level"], described["recoverable_days"]) == (
+        True,
+        "Recoverable+Purgeable",
+        90,
+    )
 
 
 def test_api_version_is_mandatory_and_checked(emulator: Emulator) -> None:
@@ -655,11 +988,30 @@ def test_admin_describes_seeds_and_changes_keys(emulator: Emulator) -> None:
     assert admin(emulator, "POST", "/admin/vaults/kv-admin/access", {"identity": "intruder", "allowed": True})[1] == {
         "identity": "intruder",
         "allowed": True,
+        "denied": [],
     }
     assert vault.has_access("intruder")
+    status, answer = admin(
+        emulator,
+        "POST",
+        "/admin/vaults/kv-admin/access",
+        {"identity": "reader", "allowed": False, "permissions": ["create", "Rotate"]},
+    )
+    assert status == 200 and answer == {"identity": "reader", "allowed": False, "denied": ["create", "rotate"]}
+    assert vault.can("reader", "get") and not vault.can("reader", "rotate")
+    assert admin(emulator, "GET", "/admin/vaults/kv-admin")[1]["denied"] == {"reader": ["create", "rotate"]}
+    status, answer = admin(
+        emulator,
+        "POST",
+        "/admin/vaults/kv-admin/access",
+        {"identity": "reader", "allowed": True, "permissions": ["rotate"]},
+    )
+    assert answer["denied"] == ["create"]
 
     status, limits = admin(emulator, "PUT", "/admin/vaults/kv-admin/throttle", {"create_per_10s": 5})
-    assert status == 200 and limits == {"create_per_10s": 5.0, "other_per_10s": 4000.0}
+    assert status == 200 and limits == {"create_per_10s": 5.0, "other_per_10s": 4000.0, "send_retry_after": False}
+    status, limits = admin(emulator, "PUT", "/admin/vaults/kv-admin/throttle", {"send_retry_after": True})
+    assert status == 200 and limits == {"create_per_10s": 5.0, "other_per_10s": 4000.0, "send_retry_after": True}
 
 
 def test_admin_bad_input_gets_a_clear_400_or_404(emulator: Emulator) -> None:
@@ -676,6 +1028,21 @@ def test_admin_bad_input_gets_a_clear_400_or_404(emulator: Emulator) -> None:
         ("POST", keys, {"name": "c_m_k"}, 400, "Key name 'c_m_k' is invalid"),
         ("POST", "/admin/vaults/kv-admin/access", {"identity": "x"}, 400, "Missing field 'allowed'"),
         ("POST", "/admin/vaults/kv-admin/access", {"identity": 5, "allowed": True}, 400, "'identity' must be a string"),
+        (
+            "POST",
+            "/admin/vaults/kv-admin/access",
+            {"identity": "x", "allowed": False, "permissions": ["fly"]},
+            400,
+            "Key permissions ['fly'] are invalid",
+        ),
+        (
+            "POST",
+            "/admin/vaults/kv-admin/access",
+            {"identity": "x", "allowed": False, "permissions": "create"},
+            400,
+            "'permissions' must be",
+        ),
+        ("PUT", "/admin/vaults/kv-admin/throttle", {"send_retry_after": "yes"}, 400, "'send_retry_after' must be"),
         ("PUT", "/admin/vaults/kv-admin/throttle", {"create_per_10s": -1}, 400, "must be a positive number; got -1"),
         (
             "PUT",
