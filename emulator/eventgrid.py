@@ -1,54 +1,83 @@
 """Event Grid in the local Azure: Key Vault system events, their delivery to subscribers, and a custom topic.
 
+At least as strict as Azure by default; every kinder behaviour is an explicit option (``validate=False``,
+``data_variant=``). Sources are named where each rule lives; azure-facts means /work/shared/docs/azure-facts.md.
+
 What it does
     * Emits the Key Vault system events the rotation service consumes, in the published schema (azure-facts §4):
       ``Microsoft.KeyVault.KeyNewVersionCreated`` whenever the emulated vault makes a key version (REST create,
       rotate, or the Python API), and ``KeyNearExpiry`` / ``KeyExpired`` for the CURRENT (latest) version of each
-      key when the emulator clock crosses ``exp - 30 days`` / ``exp``. Each expiry notice fires at most once per
-      version; a new version starts afresh. A key seeded already inside the window (or already expired) gets its
-      notice(s) on the next clock advance or ``scan()``, not at creation: real Key Vault fires on crossing into the
-      window, and the emulator notices the crossing the next time it looks. When one advance crosses both
-      thresholds, NearExpiry is emitted before Expired.
+      key when the emulator clock crosses ``exp - notify_before`` / ``exp``. ``notify_before`` is the key's rotation
+      policy Notify ``timeBeforeExpiry`` (P30D by default; azure-facts §10.10, ``Vault.notify_before``). Each expiry
+      notice fires at most once per version; a new version starts afresh. A key seeded already inside the window (or
+      already expired) gets its notice(s) on the next clock advance or ``scan()``, not at creation: real Key Vault
+      fires on crossing into the window, and the emulator notices the crossing the next time it looks. When one
+      advance crosses both thresholds, NearExpiry is emitted before Expired.
+    * ``data`` follows the schema (SPEC-EGKV @294a072a, ``KeyVaultKeyNewVersionCreatedEventData``): PascalCase, ``NBF``
+      and ``EXP`` numbers, and a key without ``nbf`` or ``exp`` OMITS the field (the schema types them ``number`` and
+      requires neither, so ``null`` would break it). Microsoft's own samples show other shapes; a subscription can ask
+      for one by name (``data_variant``, ``DATA_VARIANTS``) so tests can run the service against each.
     * Delivers every event to the matching subscriptions (``subscribe``) in either schema, at least once and with no
       order promised, like Event Grid: one event per delivery, retries on the published schedule (10 s, 30 s, 1 min,
-      5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) multiplied by ``retry_scale`` (default 0.01, so the first
-      retry comes after 0.1 s), up to ``max_attempts``. Only 200-204 count as success; 400, 401 and 413 are not
-      retried. Events that are given up on land in ``dead_letters`` with Event Grid's dead-letter fields. Options
-      ``duplicate``, ``delay`` and ``shuffle`` reproduce at-least-once, late and out-of-order delivery on purpose.
-      Delivery runs on ONE background worker thread, in due-time order, never on the thread that created the key.
-      ``retry_scale`` and ``delay`` are real seconds: advancing the emulator clock does not hurry deliveries.
+      5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h), never sooner than the status's minimum (503: 30 s,
+      408: 2 min, 401 and 404 from a storage queue: 5 min), all multiplied by ``retry_scale`` (default 0.01, so the
+      first retry comes after 0.1 s). A delivery stops at the first limit hit: ``max_attempts`` (1-30, default 30)
+      or the event's time to live ``event_ttl`` (1-1440 minutes, default 1440), which is measured on the same scaled
+      clock (``event_ttl`` x 60 x ``retry_scale`` real seconds from publication) and checked only when the next
+      attempt comes due. Only 200-204 count as success. A webhook's 400, 401, 403 and 413 and a storage queue's 400,
+      403 and 413 are not retried (EG-DR, the "retry doesn't happen" table). What is given up on lands in
+      ``dead_letters`` with Event Grid's own words: ``deadLetterReason`` and ``lastDeliveryOutcome`` (see
+      ``DeadLetterReason`` and ``DeliveryOutcome``). Options ``duplicate``, ``delay`` and ``shuffle`` reproduce
+      at-least-once, late and out-of-order delivery on purpose. Delivery runs on ONE background worker thread, in
+      due-time order, never on the thread that created the key. ``retry_scale`` and ``delay`` are real seconds:
+      advancing the emulator clock does not hurry deliveries.
     * Serves a custom topic at ``emulator.topic_url`` (``POST /api/events?api-version=2018-01-01``) that the real
       ``EventGridPublisherClient`` publishes to, in the Event Grid or the CloudEvents 1.0 schema (chosen by the
       request's ``Content-Type``, as the SDK sets it). What arrives is kept in ``received``; it is not forwarded to
       subscriptions (those belong to the vaults' system topics).
 
 Endpoints a subscription can point at
-    * a webhook: an ``http``/``https`` URL on a loopback host (anything else is refused). POSTed with
-      ``aeg-event-type: Notification``, ``aeg-subscription-name``, ``aeg-delivery-count`` and a JSON ARRAY holding one
-      event; ``Content-Type: application/json`` for the Event Grid schema, ``application/cloudevents-batch+json;
-      charset=utf-8`` for CloudEvents. ``https`` webhooks are verified against the emulator's CA bundle. Each attempt
-      waits at most ``response_timeout`` seconds (Event Grid's 30 s by default). The subscription validation
-      handshakes (``SubscriptionValidation`` event, CloudEvents ``OPTIONS``) are not emulated.
+    * a webhook: an ``http``/``https`` URL on a loopback host (anything else is refused). Creating the subscription
+      runs Event Grid's validation handshake first, and the subscription exists only if it succeeds (EG-VAL,
+      EG-VALCE, azure-facts §5). For the Event Grid schema that is a POST of a
+      ``Microsoft.EventGrid.SubscriptionValidationEvent`` with ``aeg-event-type: SubscriptionValidation``, answered
+      within ``response_timeout`` by 200 and ``{"validationResponse": <data.validationCode>}``. For CloudEvents it is
+      an ``OPTIONS`` with ``WebHook-Request-Origin: eventgrid.azure.net``, answered 200-204 with
+      ``WebHook-Allowed-Origin`` equal to that origin or ``*``. A failure raises ``ValueError`` with Event Grid's
+      message ("The attempt to validate the provided endpoint ... failed"). ``validate=False`` skips the handshake
+      for endpoints that cannot answer it. Each event is then POSTed as a JSON ARRAY holding one event, with
+      ``aeg-event-type: Notification``, ``aeg-subscription-name`` (upper case), ``aeg-delivery-count`` (earlier
+      attempts), ``aeg-metadata-version`` (``1``, or the CloudEvents spec version), ``aeg-data-version`` (Event Grid
+      schema only) and ``aeg-output-event-id`` (azure-docs
+      ``articles/event-grid/includes/event-grid-message-headers.md``). ``Content-Type`` is ``application/json`` for
+      the Event Grid schema, ``application/cloudevents-batch+json; charset=utf-8`` for CloudEvents. ``https``
+      webhooks are verified against the emulator's CA bundle. Each attempt waits at most ``response_timeout``
+      seconds (Event Grid's 30 s by default).
     * a storage queue ``{"connection_string": ..., "queue": ...}`` (Azurite): one message per event whose text is the
       event's JSON (one object, not an array) BASE64-ENCODED. That is what Event Grid writes today (reported in
       MicrosoftDocs/azure-docs#102923; the older "plain text" note in the docs is outdated) and what the Functions
       queue trigger decodes with its default ``messageEncoding: base64``. A ``QueueClient`` reading these messages
       needs ``message_decode_policy=TextBase64DecodePolicy()``. The queue must exist, as in Azure; a missing queue is
-      a failed attempt that is retried.
-    * a Python callable that receives the event dict (in-process tests). Returning counts as 200; raising as a failure.
+      a failed attempt (``NotFound``) that is retried. Event Grid does not validate queue endpoints.
+    * a Python callable that receives the event dict (in-process tests; no handshake). Returning counts as 200;
+      raising as a failure (``GenericError``).
 
 Trusting the emulator from ``azure-eventgrid`` 4.22.1
     The public ``EventGridPublisherClient`` drops constructor keyword arguments for basic topics (azure-facts §4.3),
     so ``connection_verify=`` given to the constructor is ignored and the TLS handshake fails. Pass it to each call,
     ``client.send(events, connection_verify=emulator.ca_bundle)``, or set ``REQUESTS_CA_BUNDLE`` for the process.
 
-Authentication on the custom topic: ``aeg-sas-key`` equal to ``topic_key``, or an ``aeg-sas-token`` made by
-``azure.eventgrid.generate_sas`` for this endpoint with the topic key and a future expiry (checked against the
-emulator clock). Entra ID bearer tokens are not emulated. Anything else gets 401 ``Unauthorized``.
+Authentication on the custom topic, in this order: ``aeg-sas-key`` equal to ``topic_key``; an ``aeg-sas-token`` made
+by ``azure.eventgrid.generate_sas`` for this endpoint with the topic key and a future expiry (checked against the
+emulator clock); or an Entra ID bearer token (``EventGridPublisherClient(endpoint, credential)`` asks for
+``https://eventgrid.azure.net/.default``) whose audience is ``https://eventgrid.azure.net`` and whose ``oid`` may send
+(the "EventGrid Data Sender" role: every identity may unless ``deny``-ed). Everything else gets 401 ``Unauthorized``
+in Event Grid's error format, a denied identity included: Event Grid answers a principal without the role with 401,
+not 403 (Azure/azure-sdk-for-net#22831 quotes the answer; the message here follows it).
 
-What it must never do: deliver on a request thread, block the clock's caller on a subscriber, put a key, SAS token
-or connection string into an error, a delivery record or an admin answer, or emit an expiry notice twice for the same
-version.
+What it must never do: deliver on a request thread, block the clock's caller on a subscriber, put a key, SAS token,
+bearer token or connection string into an error, a delivery record or an admin answer, or emit an expiry notice
+twice for the same version.
 """
 
 from __future__ import annotations
@@ -64,17 +93,19 @@ import json
 import random
 import re
 import secrets
+import socket
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceResponseTimeoutError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from emulator.control import Clock
@@ -92,13 +123,31 @@ SCHEMAS = (EVENT_GRID_SCHEMA, CLOUD_EVENT_SCHEMA)
 KEY_NEW_VERSION_CREATED = "Microsoft.KeyVault.KeyNewVersionCreated"
 KEY_NEAR_EXPIRY = "Microsoft.KeyVault.KeyNearExpiry"
 KEY_EXPIRED = "Microsoft.KeyVault.KeyExpired"
-NEAR_EXPIRY_LEAD = timedelta(days=30)  # fixed by Key Vault (azure-facts §4.1)
+SUBSCRIPTION_VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 RETRY_SCHEDULE = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600)  # seconds, then every 12 h (azure-facts §5)
 RETRY_AFTER_SCHEDULE = 43200
-NOT_RETRIED = frozenset({400, 401, 413})
 MAX_ATTEMPTS_LIMIT = 30
+EVENT_TTL_LIMIT = 1440  # minutes: the retry policy's eventTimeToLiveInMinutes is 1-1440, default 1440 (EG-DR)
+# "Retry doesn't happen" (EG-DR, current Learn page; the 2023 text @2ccf6fd4 also marks 403 "Not retried").
+NOT_RETRIED_WEBHOOK = frozenset({400, 401, 403, 413})
+NOT_RETRIED_AZURE_RESOURCE = frozenset({400, 403, 413})
+# The minimum wait before the next attempt after these answers (EG-DR "Failure codes"); the schedule's own step
+# applies when it is longer. 401 and 404 wait 5 minutes only for Azure resource endpoints (here: storage queues).
+MIN_RETRY_WEBHOOK = {408: 120, 503: 30}
+MIN_RETRY_AZURE_RESOURCE = {401: 300, 404: 300, 408: 120, 503: 30}
+
 TOPIC_API_VERSION = "2018-01-01"
+EVENT_GRID_AUDIENCE = "https://eventgrid.azure.net"  # the only token audience the topic accepts (azure-facts §4.3)
+DEFAULT_TOPIC_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-events"
+    "/providers/Microsoft.EventGrid/topics/emulator-topic"
+)
+WEBHOOK_ORIGIN = "eventgrid.azure.net"  # WebHook-Request-Origin of the CloudEvents handshake (azure-facts §5, EXT-EG)
+# The portal's and ARM's words when the handshake fails (azure-docs articles/event-grid/troubleshoot-errors.md).
+VALIDATION_FAILED = (
+    "The attempt to validate the provided endpoint {url} failed. For more details, visit https://aka.ms/esvalidation"
+)
 
 EVENT_GRID_CONTENT_TYPE = "application/json"
 CLOUD_EVENTS_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
@@ -119,12 +168,98 @@ _SUBSCRIPTION_FIELDS = frozenset(
         "delay",
         "shuffle",
         "max_attempts",
+        "event_ttl",
+        "validate",
+        "data_variant",
     }
 )
+
+# The shapes of Key Vault event ``data`` Microsoft has published. "spec" is the default; the rest on request.
+DATA_VARIANTS = {
+    "spec": "the schema (SPEC-EGKV @294a072a): PascalCase, NBF/EXP numbers, a missing nbf/exp omitted",
+    "string-dates": "NBF and EXP as strings of epoch seconds, as in the spec examples (@2f9736e6) and the docs",
+    "camel-case": "camelCase names id, vaultName, objectType, objectName, version, nbf, exp (SPEC-EGKV @1370afed, "
+    "the 2020 docs @38285e00)",
+    "docs-sample": 'the current docs sample exactly (EG-KV @05b33ddd): "ObjectName " with a trailing space, a Version '
+    "with a leading space, NBF/EXP strings",
+    "null-dates": "the schema, but a missing nbf/exp sent as null (what a serializer of nullable fields writes)",
+}
+_CAMEL_CASE = {
+    "Id": "id",
+    "VaultName": "vaultName",
+    "ObjectType": "objectType",
+    "ObjectName": "objectName",
+    "Version": "version",
+    "NBF": "nbf",
+    "EXP": "exp",
+}
+
+
+class DeadLetterReason(StrEnum):
+    """``deadLetterReason``: why Event Grid gave up on an event."""
+
+    MAX_DELIVERY_ATTEMPTS_EXCEEDED = "MaxDeliveryAttemptsExceeded"  # EG-DR dead-letter sample
+    TIME_TO_LIVE_EXCEEDED = "TimeToLiveExceeded"  # the retry policy's TTL; no public sample found (UNCONFIRMED)
+    # A 400 from the endpoint, not retried: the value in a captured dead letter (Stack Overflow 52173869, 2018).
+    UNDELIVERABLE_DUE_TO_HTTP_BAD_REQUEST = "UndeliverableDueToHttpBadRequest"
+    # 401, 403 or 413, not retried. Inferred: Event Grid's namespace dead letters say "Undeliverable due to client
+    # error", and basic topics "UndeliverableDueToProbationCausedByClientError" (Azure/azure-sdk-for-net#26198).
+    UNDELIVERABLE_DUE_TO_CLIENT_ERROR = "UndeliverableDueToClientError"
+
+
+class DeliveryOutcome(StrEnum):
+    """``lastDeliveryOutcome``: the result of the last attempt, in Event Grid's words (EG-DR @2ccf6fd4 table)."""
+
+    BAD_REQUEST = "BadRequest"  # 400
+    UNAUTHORIZED = "Unauthorized"  # 401
+    FORBIDDEN = "Forbidden"  # 403
+    NOT_FOUND = "NotFound"  # 404
+    TIMED_OUT = "TimedOut"  # no answer within response_timeout, or 408 (Stack Overflow 52173869)
+    PAYLOAD_TOO_LARGE = "PayloadTooLarge"  # 413 (the table names it for Service Bus and Event Hubs)
+    BUSY = "Busy"  # 429 or 503: "Destination server is busy"
+    SOCKET_ERROR = "SocketError"  # refused, reset, TLS failure
+    RESOLUTION_ERROR = "ResolutionError"  # the host name does not resolve
+    GENERIC_ERROR = "GenericError"  # any other failure (AegDeliveryFailureLogs, MicrosoftDocs/azure-docs#60595)
+    ABORTED = "Aborted"  # "aborted by Event Grid after a time interval": TTL expired before any attempt
+
+
+def _outcome_of_status(status: int) -> DeliveryOutcome:
+    return {
+        400: DeliveryOutcome.BAD_REQUEST,
+        401: DeliveryOutcome.UNAUTHORIZED,
+        403: DeliveryOutcome.FORBIDDEN,
+        404: DeliveryOutcome.NOT_FOUND,
+        408: DeliveryOutcome.TIMED_OUT,
+        413: DeliveryOutcome.PAYLOAD_TOO_LARGE,
+        429: DeliveryOutcome.BUSY,
+        503: DeliveryOutcome.BUSY,
+    }.get(status, DeliveryOutcome.GENERIC_ERROR)
 
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def key_event_data(data: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """Key Vault event ``data`` in the shape ``variant`` names (``DATA_VARIANTS``); ``data`` is the spec shape."""
+    shaped = dict(data)
+    if variant == "spec":
+        return shaped
+    if variant == "null-dates":
+        return {**shaped, "NBF": shaped.get("NBF"), "EXP": shaped.get("EXP")}
+    if variant in ("string-dates", "docs-sample"):
+        for name in ("NBF", "EXP"):
+            if shaped.get(name) is not None:
+                shaped[name] = str(shaped[name])
+        if variant == "string-dates":
+            return shaped
+        return {
+            ("ObjectName " if name == "ObjectName" else name): (f" {value}" if name == "Version" else value)
+            for name, value in shaped.items()
+        }
+    if variant == "camel-case":
+        return {_CAMEL_CASE.get(name, name): value for name, value in shaped.items()}
+    raise ValueError(f"Unknown data_variant {variant!r}; use one of {sorted(DATA_VARIANTS)}.")
 
 
 @dataclass(frozen=True)
@@ -146,8 +281,12 @@ class PublishedEvent:
     def subject(self) -> str:
         return str(self.event_grid["subject"])
 
-    def in_schema(self, schema: str) -> dict[str, Any]:
-        return self.cloud_event if schema == CLOUD_EVENT_SCHEMA else self.event_grid
+    def in_schema(self, schema: str, data_variant: str = "spec") -> dict[str, Any]:
+        """The event as a subscription with ``schema`` and ``data_variant`` receives it (a copy when reshaped)."""
+        event = self.cloud_event if schema == CLOUD_EVENT_SCHEMA else self.event_grid
+        if data_variant == "spec":
+            return event
+        return {**event, "data": key_event_data(event["data"], data_variant)}
 
 
 @dataclass(frozen=True)
@@ -155,8 +294,12 @@ class WebhookEndpoint:
     url: str
 
     def describe(self) -> dict[str, Any]:
+        return {"webhook": self.safe_url}
+
+    @property
+    def safe_url(self) -> str:
         split = urlsplit(self.url)
-        return {"webhook": f"{split.scheme}://{split.netloc}{split.path}"}  # the query may carry a function key
+        return f"{split.scheme}://{split.netloc}{split.path}"  # the query may carry a function key
 
 
 @dataclass(frozen=True)
@@ -191,6 +334,14 @@ class Subscription:
     delay: float
     shuffle: bool
     max_attempts: int
+    event_ttl: int = EVENT_TTL_LIMIT  # minutes
+    validation: str | None = None  # "Succeeded" (handshake answered), "Skipped" (validate=False), None (not a webhook)
+    data_variant: str = "spec"
+
+    @property
+    def name(self) -> str:
+        """The name Event Grid sends in ``aeg-subscription-name`` and dead-letter blob paths: upper case."""
+        return self.id.upper()
 
     def matches(self, event: PublishedEvent) -> bool:
         """Event Grid's filters: event types exactly (case-insensitive), subject prefix and suffix case-insensitive."""
@@ -200,6 +351,18 @@ class Subscription:
         if self.subject_begins_with and not subject.startswith(self.subject_begins_with.lower()):
             return False
         return not (self.subject_ends_with and not subject.endswith(self.subject_ends_with.lower()))
+
+    def not_retried(self, status: int | None) -> bool:
+        """An answer Event Grid does not retry for this kind of endpoint (EG-DR)."""
+        if isinstance(self.endpoint, WebhookEndpoint):
+            return status in NOT_RETRIED_WEBHOOK
+        return isinstance(self.endpoint, QueueEndpoint) and status in NOT_RETRIED_AZURE_RESOURCE
+
+    def next_wait(self, attempt: int, status: int | None) -> float:
+        """Seconds (unscaled) before the attempt after ``attempt``: the schedule's step, or the status's minimum."""
+        step = RETRY_SCHEDULE[attempt - 1] if attempt <= len(RETRY_SCHEDULE) else RETRY_AFTER_SCHEDULE
+        minimums = MIN_RETRY_AZURE_RESOURCE if isinstance(self.endpoint, QueueEndpoint) else MIN_RETRY_WEBHOOK
+        return float(max(step, minimums.get(status or 0, 0)))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -213,6 +376,9 @@ class Subscription:
             "delay": self.delay,
             "shuffle": self.shuffle,
             "max_attempts": self.max_attempts,
+            "event_ttl": self.event_ttl,
+            "validation": self.validation,
+            "data_variant": self.data_variant,
         }
 
 
@@ -228,6 +394,7 @@ class Delivery:
     outcome: str  # "delivered", "retrying" or "dead-lettered"
     error: str | None
     at: datetime
+    result: str = "Delivered"  # Event Grid's word for this attempt: "Delivered" or a DeliveryOutcome
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -237,6 +404,7 @@ class Delivery:
             "attempt": self.attempt,
             "status": self.status,
             "outcome": self.outcome,
+            "result": self.result,
             "error": self.error,
             "at": _iso(self.at),
         }
@@ -244,26 +412,30 @@ class Delivery:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """An event Event Grid gave up on, with the fields a dead-letter blob carries (azure-facts §5)."""
+    """An event Event Grid gave up on, with the fields a dead-letter blob carries (EG-DR "Dead-letter event")."""
 
     subscription_id: str
     event: dict[str, Any]
-    dead_letter_reason: str  # "MaxDeliveryAttemptsExceeded" or "NonRetriableResponse"
+    dead_letter_reason: DeadLetterReason
     delivery_attempts: int
-    last_delivery_outcome: str
+    last_delivery_outcome: DeliveryOutcome
     publish_time: datetime
     last_delivery_attempt_time: datetime
+    last_http_status_code: int | None = None  # in captured dead letters when the endpoint answered
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "subscriptionId": self.subscription_id,
             "event": self.event,
-            "deadLetterReason": self.dead_letter_reason,
+            "deadLetterReason": str(self.dead_letter_reason),
             "deliveryAttempts": self.delivery_attempts,
-            "lastDeliveryOutcome": self.last_delivery_outcome,
+            "lastDeliveryOutcome": str(self.last_delivery_outcome),
             "publishTime": _iso(self.publish_time),
             "lastDeliveryAttemptTime": _iso(self.last_delivery_attempt_time),
         }
+        if self.last_http_status_code is not None:
+            described["lastHttpStatusCode"] = self.last_http_status_code
+        return described
 
 
 @dataclass(order=True)
@@ -275,6 +447,21 @@ class _Attempt:
     copy: int = field(compare=False)
     number: int = field(compare=False)
     published: datetime = field(compare=False)
+    expires: float = field(compare=False)  # time.monotonic() when the event's time to live runs out
+    last_outcome: DeliveryOutcome | None = field(compare=False, default=None)
+    last_status: int | None = field(compare=False, default=None)
+    last_at: datetime | None = field(compare=False, default=None)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one HTTP exchange with a webhook gave: a status and headers and body, or why there was none."""
+
+    status: int | None
+    headers: Mapping[str, str]
+    body: bytes
+    error: str | None
+    outcome: DeliveryOutcome | None  # None for a 200-204
 
 
 class TopicService(Service):
@@ -286,11 +473,14 @@ class TopicService(Service):
         super().__init__()
         self.eventgrid = eventgrid
         self.route("POST", "/api/events", "eventgrid.publish", self._publish)
+        self.route("GET", "/eventsubscriptions/[^/]+/validate", "eventgrid.validate", self._manual_validation)
 
     def bad_request(self, message: str) -> HttpError:
         return self.error(400, "BadRequest", message)
 
     def authenticate(self, request: Request) -> Response | None:
+        if request.path != "/api/events":
+            return None
         key = request.headers.get("aeg-sas-key")
         token = request.headers.get("aeg-sas-token")
         if key is not None and hmac.compare_digest(key.encode(), self.eventgrid.topic_key.encode()):
@@ -301,9 +491,40 @@ class TopicService(Service):
             problem = "The aeg-sas-key header does not match the topic's key."
         elif token is not None:
             problem = "The aeg-sas-token is not signed with the topic's key, is for another endpoint, or has expired."
+        elif request.headers.get("Authorization") is not None:
+            refused = self._bearer_problem(request)
+            if refused is None:
+                return None
+            problem = refused
         else:
-            problem = "Send the topic key in the aeg-sas-key header or a SAS token in aeg-sas-token."
+            problem = (
+                "Send the topic key in the aeg-sas-key header, a SAS token in aeg-sas-token, or an Entra ID token "
+                f"for {EVENT_GRID_AUDIENCE} in Authorization."
+            )
         return Response(401, self.error(401, "Unauthorized", problem).body)
+
+    def _bearer_problem(self, request: Request) -> str | None:
+        """Why a bearer token may not publish here, or None when it may (azure-facts §4.3, §10.9)."""
+        identity = request.identity
+        if identity is None:
+            return "The Authorization header does not hold a bearer token with a readable 'oid' claim."
+        audience = request.audience
+        if audience != EVENT_GRID_AUDIENCE:
+            return (
+                f"The access token's audience {audience!r} is not valid for Event Grid; request a token for the "
+                f"scope {EVENT_GRID_AUDIENCE}/.default."
+            )
+        if not self.eventgrid.has_access(identity):
+            now = self.eventgrid.clock.now().astimezone(UTC)
+            hour = now.hour % 12 or 12
+            stamp = f"{now.month}/{now.day}/{now.year} {hour}:{now:%M:%S} {'PM' if now.hour >= 12 else 'AM'}"
+            report = f"{uuid.uuid4()}:0:{stamp} (UTC)"  # as in the quoted answer: "7/19/2021 7:55:30 PM (UTC)"
+            return (
+                "The principal associated with access token presented with the incoming request does not have "
+                f"permission to send data to {self.eventgrid.topic_id}. Report '{report}' to our forums for "
+                "assistance or raise a support ticket."
+            )
+        return None
 
     def _publish(self, request: Request) -> Response:
         version = request.query.get("api-version")
@@ -320,6 +541,12 @@ class TopicService(Service):
             self._check(index, event, schema)
         self.eventgrid.record_received(schema, events)
         return Response(200)
+
+    def _manual_validation(self, request: Request) -> Response:
+        raise self.bad_request(
+            "Manual validation through validationUrl is not emulated: answer the SubscriptionValidation POST with "
+            '200 and {"validationResponse": <validationCode>}, or subscribe with validate=False.'
+        )
 
     def _check(self, index: int, event: Any, schema: str) -> None:
         if not isinstance(event, dict):
@@ -338,16 +565,25 @@ class TopicService(Service):
 
 
 class EventGrid:
-    def __init__(self, clock: Clock, *, vaults: Callable[[], Iterable[Vault]], ca_bundle: str) -> None:
-        """``vaults()`` lists the vaults whose keys the expiry scan watches; ``ca_bundle`` verifies HTTPS webhooks."""
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        vaults: Callable[[], Iterable[Vault]],
+        ca_bundle: str,
+        topic_id: str = DEFAULT_TOPIC_ID,
+    ) -> None:
+        """``vaults()`` lists the vaults whose keys the expiry scan watches; ``ca_bundle`` verifies HTTPS webhooks;
+        ``topic_id`` is the custom topic's ARM id (named in Event Grid's 401 for a principal without the role)."""
         self.clock = clock
         self._vaults = vaults
         self.ca_bundle = ca_bundle
+        self.topic_id = topic_id
         self.topic_url = ""  # set when the emulator starts listening
         self.topic_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.topic_service = TopicService(self)
-        self.retry_scale = 0.01  # multiplies Event Grid's retry schedule; 1.0 is the real timing
-        self.response_timeout = 30.0  # seconds a webhook may take to answer
+        self.retry_scale = 0.01  # multiplies Event Grid's retry schedule and the events' time to live; 1.0 is real
+        self.response_timeout = 30.0  # seconds a webhook may take to answer a delivery or the validation handshake
         self.random = random.Random()  # noqa: S311 -- shuffles deliveries; seed it for a reproducible order
         self.published: list[PublishedEvent] = []
         self.received: list[dict[str, Any]] = []  # {"schema": ..., "event": {...}} per custom-topic event
@@ -356,6 +592,7 @@ class EventGrid:
         self._subscriptions: dict[str, Subscription] = {}
         self._queue_clients: dict[str, QueueClient] = {}
         self._expiry_notices: set[tuple[str, str, str, str]] = set()  # (vault, key, version, event type)
+        self._denied: set[str] = set()
         self._lock = threading.Lock()
         self._pending = threading.Condition(self._lock)
         self._heap: list[_Attempt] = []
@@ -373,15 +610,19 @@ class EventGrid:
         return event
 
     def scan(self) -> list[PublishedEvent]:
-        """Emit the NearExpiry/Expired notices now due for each key's current version; returns what was emitted."""
+        """Emit the NearExpiry/Expired notices now due for each key's current version; returns what was emitted.
+
+        NearExpiry is due at ``exp`` minus the key's policy Notify ``timeBeforeExpiry`` (``Vault.notify_before``,
+        P30D unless the policy says otherwise; azure-facts §10.10).
+        """
         now = self.clock.timestamp()
-        lead = int(NEAR_EXPIRY_LEAD.total_seconds())
         candidates: list[tuple[Any, Any, str]] = []
         for vault in list(self._vaults()):  # read the vaults without holding our lock
             for name in vault.key_names():
                 record = vault.latest(name)
                 if record is None or record.exp is None:
                     continue
+                lead = vault.notify_before(name).total_seconds()
                 for event_type, threshold in ((KEY_NEAR_EXPIRY, record.exp - lead), (KEY_EXPIRED, record.exp)):
                     if now >= threshold:
                         candidates.append((vault, record, event_type))
@@ -398,15 +639,15 @@ class EventGrid:
     def _key_event(self, vault: Any, record: Any, event_type: str) -> PublishedEvent:
         event_id = str(uuid.uuid4())
         time_ = _iso(self.clock.now())
-        data = {
+        data: dict[str, Any] = {
             "Id": record.kid,
             "VaultName": vault.name,
             "ObjectType": "Key",
             "ObjectName": record.name,
             "Version": record.version,
-            "NBF": record.nbf,
-            "EXP": record.exp,
         }
+        # NBF and EXP are numbers in the schema and required by nothing: a key without one omits it.
+        data.update({name: value for name, value in (("NBF", record.nbf), ("EXP", record.exp)) if value is not None})
         return PublishedEvent(
             event_grid={
                 "id": event_id,
@@ -454,6 +695,20 @@ class EventGrid:
             expiry = expiry.replace(tzinfo=UTC)
         return expiry > self.clock.now()
 
+    def deny(self, identity: str) -> None:
+        """Take the "EventGrid Data Sender" role from ``identity`` (a token's oid): its publishes get 401."""
+        with self._lock:
+            self._denied.add(identity)
+
+    def allow(self, identity: str) -> None:
+        with self._lock:
+            self._denied.discard(identity)
+
+    def has_access(self, identity: str | None) -> bool:
+        """Identities may send unless denied (the emulator's convention: no role assignments to make)."""
+        with self._lock:
+            return identity is not None and identity not in self._denied
+
     # Subscriptions -------------------------------------------------------------------------------------------
     def subscribe(
         self,
@@ -467,10 +722,16 @@ class EventGrid:
         delay: float = 0.0,
         shuffle: bool = False,
         max_attempts: int = MAX_ATTEMPTS_LIMIT,
+        event_ttl: int = EVENT_TTL_LIMIT,
+        validate: bool = True,
+        data_variant: str = "spec",
     ) -> Subscription:
         """Subscribe ``endpoint`` (a loopback webhook URL, a storage queue or a callable) to the system events.
 
-        Raises ``ValueError`` naming the bad argument and what it should be.
+        A webhook must pass Event Grid's validation handshake first (``validate=False`` skips it; queues and
+        callables have none). ``event_ttl`` is in minutes (1-1440). ``data_variant`` names a shape of ``data``
+        from ``DATA_VARIANTS``. Raises ``ValueError`` naming the bad argument and what it should be, or saying why
+        the handshake failed; a failed handshake creates nothing.
         """
         target = _endpoint(endpoint)
         if schema not in SCHEMAS:
@@ -497,6 +758,18 @@ class EventGrid:
             raise ValueError(
                 f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}; got {max_attempts!r}."
             )
+        if isinstance(event_ttl, bool) or not isinstance(event_ttl, int) or not 1 <= event_ttl <= EVENT_TTL_LIMIT:
+            raise ValueError(
+                f"event_ttl (the event's time to live) must be a whole number of minutes from 1 to {EVENT_TTL_LIMIT}; "
+                f"got {event_ttl!r}."
+            )
+        if not isinstance(validate, bool):
+            raise ValueError(f"validate must be true or false; got {validate!r}.")
+        if data_variant not in DATA_VARIANTS:
+            raise ValueError(f"Unknown data_variant {data_variant!r}; use one of {sorted(DATA_VARIANTS)}.")
+        validation = None
+        if isinstance(target, WebhookEndpoint):
+            validation = "Succeeded" if validate else "Skipped"
         subscription = Subscription(
             id=uuid.uuid4().hex,
             endpoint=target,
@@ -508,8 +781,13 @@ class EventGrid:
             delay=float(delay),
             shuffle=shuffle,
             max_attempts=max_attempts,
+            event_ttl=event_ttl,
+            validation=validation,
+            data_variant=data_variant,
         )
         queue_client = _queue_client(target) if isinstance(target, QueueEndpoint) else None
+        if isinstance(target, WebhookEndpoint) and validate:
+            self._validate(subscription, target)  # before it exists: nothing is delivered to an unvalidated endpoint
         with self._lock:
             self._subscriptions[subscription.id] = subscription
             if queue_client is not None:
@@ -534,6 +812,56 @@ class EventGrid:
         with self._lock:
             return list(self._subscriptions.values())
 
+    def _validate(self, subscription: Subscription, target: WebhookEndpoint) -> None:
+        """Event Grid's handshake for a new webhook subscription; ``ValueError`` with Event Grid's words if it fails."""
+        if subscription.schema == CLOUD_EVENT_SCHEMA:
+            # CloudEvents 1.0 abuse protection (EG-VALCE): OPTIONS, consent is the WebHook-Allowed-Origin header.
+            answer = self._http("OPTIONS", target.url, None, {"WebHook-Request-Origin": WEBHOOK_ORIGIN})
+            allowed = answer.headers.get("webhook-allowed-origin")
+            if answer.outcome is None and allowed in (WEBHOOK_ORIGIN, "*"):
+                return
+            why = answer.error or (
+                f"the OPTIONS request got {answer.status} with WebHook-Allowed-Origin {allowed!r}; the endpoint must "
+                f"answer 200 with WebHook-Allowed-Origin: {WEBHOOK_ORIGIN} (or *)"
+            )
+        else:
+            code = str(uuid.uuid4())
+            event = self._validation_event(subscription, code)
+            headers = self._headers(subscription, event, "SubscriptionValidation", attempt=1)
+            answer = self._http("POST", target.url, json.dumps([event]).encode(), headers)
+            try:
+                reply = json.loads(answer.body) if answer.body else None
+            except ValueError:
+                reply = None
+            if answer.status == 200 and isinstance(reply, dict) and reply.get("validationResponse") == code:
+                return
+            why = answer.error or (
+                f"the SubscriptionValidation POST got {answer.status} and {answer.body[:80]!r}; the endpoint must "
+                'answer 200 with {"validationResponse": "<data.validationCode>"} within '
+                f"{self.response_timeout:g} s"
+            )
+        raise ValueError(f"{VALIDATION_FAILED.format(url=target.safe_url)} ({why}).")
+
+    def _validation_event(self, subscription: Subscription, code: str) -> dict[str, Any]:
+        """A ``SubscriptionValidationEvent`` shaped like EG-VAL's sample (azure-facts §5)."""
+        now = self.clock.now()
+        base = self.topic_url.removesuffix("/api/events")
+        token = secrets.token_urlsafe(12)
+        validation_url = (
+            f"{base}/eventsubscriptions/{subscription.name.lower()}/validate?id={code}"
+            f"&t={quote(_iso(now))}&apiVersion=2018-05-01-preview&token={token}"
+        )
+        return {
+            "id": str(uuid.uuid4()),
+            "topic": self.topic_id.split("/resourceGroups/")[0],
+            "subject": "",
+            "data": {"validationCode": code, "validationUrl": validation_url},
+            "eventType": SUBSCRIPTION_VALIDATION_EVENT,
+            "eventTime": _iso(now),
+            "metadataVersion": "1",
+            "dataVersion": "1",
+        }
+
     # Delivery ------------------------------------------------------------------------------------------------
     def _publish(self, events: list[PublishedEvent]) -> None:
         if not events:
@@ -550,11 +878,12 @@ class EventGrid:
                 ]
                 if subscription.shuffle:
                     self.random.shuffle(copies)
-                due = time.monotonic() + subscription.delay
+                started = time.monotonic()
+                due = started + subscription.delay
+                expires = started + subscription.event_ttl * 60 * self.retry_scale  # TTL on the scaled schedule
                 for event, copy in copies:
-                    attempt = _Attempt(
-                        due, next(self._seq), subscription, event.in_schema(subscription.schema), copy, 1, published
-                    )
+                    body = event.in_schema(subscription.schema, subscription.data_variant)
+                    attempt = _Attempt(due, next(self._seq), subscription, body, copy, 1, published, expires)
                     heapq.heappush(self._heap, attempt)
             if self._heap:
                 self._start_worker()
@@ -584,63 +913,116 @@ class EventGrid:
 
     def _attempt(self, attempt: _Attempt) -> None:
         subscription = attempt.subscription
-        status, error = self._send(subscription, attempt.event, attempt.number)
+        if time.monotonic() >= attempt.expires:  # TTL is checked only when an attempt comes due (EG-DR)
+            with self._lock:
+                self.dead_letters.append(
+                    DeadLetter(
+                        subscription.id,
+                        attempt.event,
+                        DeadLetterReason.TIME_TO_LIVE_EXCEEDED,
+                        attempt.number - 1,
+                        attempt.last_outcome or DeliveryOutcome.ABORTED,
+                        attempt.published,
+                        attempt.last_at or self.clock.now(),
+                        attempt.last_status,
+                    )
+                )
+            return
+        status, error, result = self._send(subscription, attempt.event, attempt.number)
         now = self.clock.now()
-        if error is None and status is not None and 200 <= status <= 204:
+        reason: DeadLetterReason | None = None
+        if result is None:
             outcome = "delivered"
-        elif status in NOT_RETRIED or attempt.number >= subscription.max_attempts:
+        elif subscription.not_retried(status):
             outcome = "dead-lettered"
+            reason = (
+                DeadLetterReason.UNDELIVERABLE_DUE_TO_HTTP_BAD_REQUEST
+                if status == 400
+                else DeadLetterReason.UNDELIVERABLE_DUE_TO_CLIENT_ERROR
+            )
+        elif attempt.number >= subscription.max_attempts:
+            outcome = "dead-lettered"
+            reason = DeadLetterReason.MAX_DELIVERY_ATTEMPTS_EXCEEDED
         else:
             outcome = "retrying"
-        last = error or f"HTTP {status}"
+        event_id = str(attempt.event["id"])
         with self._lock:
             self.deliveries.append(
                 Delivery(
-                    subscription.id, str(attempt.event["id"]), attempt.copy, attempt.number, status, outcome, error, now
+                    subscription.id,
+                    event_id,
+                    attempt.copy,
+                    attempt.number,
+                    status,
+                    outcome,
+                    error,
+                    now,
+                    "Delivered" if result is None else str(result),
                 )
             )
-            if outcome == "dead-lettered":
-                reason = "NonRetriableResponse" if status in NOT_RETRIED else "MaxDeliveryAttemptsExceeded"
+            if reason is not None and result is not None:
                 self.dead_letters.append(
-                    DeadLetter(subscription.id, attempt.event, reason, attempt.number, last, attempt.published, now)
+                    DeadLetter(
+                        subscription.id, attempt.event, reason, attempt.number, result, attempt.published, now, status
+                    )
                 )
             elif outcome == "retrying" and subscription.id in self._subscriptions and not self._stopping:
-                step = (
-                    RETRY_SCHEDULE[attempt.number - 1]
-                    if attempt.number <= len(RETRY_SCHEDULE)
-                    else RETRY_AFTER_SCHEDULE
-                )
-                attempt.due = time.monotonic() + step * self.retry_scale
+                attempt.due = time.monotonic() + subscription.next_wait(attempt.number, status) * self.retry_scale
                 attempt.seq = next(self._seq)
                 attempt.number += 1
+                attempt.last_outcome, attempt.last_status, attempt.last_at = result, status, now
                 heapq.heappush(self._heap, attempt)
 
-    def _send(self, subscription: Subscription, event: dict[str, Any], number: int) -> tuple[int | None, str | None]:
-        """Try one delivery; (HTTP status or None, a description of the failure or None)."""
+    def _send(
+        self, subscription: Subscription, event: dict[str, Any], number: int
+    ) -> tuple[int | None, str | None, DeliveryOutcome | None]:
+        """Try one delivery: (HTTP status or None, a description of the failure, Event Grid's word for it or None)."""
         target = subscription.endpoint
         if isinstance(target, CallbackEndpoint):
             try:
                 target.callback(json.loads(json.dumps(event)))  # a copy, as if off the wire: `published` stays intact
             except Exception as exc:  # noqa: BLE001 -- a failing subscriber is a failed delivery, to be retried
-                return None, f"{type(exc).__name__}: {exc}"
-            return 200, None
+                return None, f"{type(exc).__name__}: {exc}", DeliveryOutcome.GENERIC_ERROR
+            return 200, None, None
         if isinstance(target, QueueEndpoint):
             with self._lock:
                 client = self._queue_clients.get(subscription.id)
             if client is None:
-                return None, "the subscription was deleted"
+                return None, "the subscription was deleted", DeliveryOutcome.NOT_FOUND
             try:
                 client.send_message(json.dumps(event))
             except HttpResponseError as exc:
-                return exc.status_code, f"storage answered {exc.status_code} {exc.reason}"
+                status = exc.status_code or 0
+                return status, f"storage answered {status} {exc.reason}", _outcome_of_status(status)
+            except ServiceResponseTimeoutError:
+                return None, "storage did not answer in time", DeliveryOutcome.TIMED_OUT
             except AzureError as exc:
-                return None, f"storage unreachable: {type(exc).__name__}"
-            return 201, None
-        return self._post(subscription, target.url, event, number)
+                return None, f"storage unreachable: {type(exc).__name__}", DeliveryOutcome.SOCKET_ERROR
+            return 201, None, None
+        headers = self._headers(subscription, event, "Notification", attempt=number)
+        answer = self._http("POST", target.url, json.dumps([event]).encode(), headers)
+        return answer.status, answer.error, answer.outcome
 
-    def _post(
-        self, subscription: Subscription, url: str, event: dict[str, Any], number: int
-    ) -> tuple[int | None, str | None]:
+    def _headers(
+        self, subscription: Subscription, event: dict[str, Any], event_type: str, *, attempt: int
+    ) -> dict[str, str]:
+        """The headers Event Grid sends a webhook (azure-docs articles/event-grid/includes/event-grid-message-headers.md
+        lists them)."""
+        cloud_event = subscription.schema == CLOUD_EVENT_SCHEMA
+        headers = {
+            "Content-Type": CLOUD_EVENTS_CONTENT_TYPE if cloud_event else EVENT_GRID_CONTENT_TYPE,
+            "aeg-event-type": event_type,
+            "aeg-subscription-name": subscription.name,
+            "aeg-delivery-count": str(attempt - 1),  # earlier attempts, as Event Grid counts them
+            "aeg-metadata-version": str(event.get("specversion") if cloud_event else event.get("metadataVersion")),
+            "aeg-output-event-id": str(event.get("id")),
+        }
+        if not cloud_event:  # "For cloud event schema, it doesn't apply."
+            headers["aeg-data-version"] = str(event.get("dataVersion"))
+        return headers
+
+    def _http(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]) -> _Answer:
+        """One exchange with a webhook, bounded by ``response_timeout``; failures are described, never raised."""
         split = urlsplit(url)
         path = (split.path or "/") + (f"?{split.query}" if split.query else "")
         connection: http.client.HTTPConnection
@@ -649,23 +1031,21 @@ class EventGrid:
             connection = http.client.HTTPSConnection(split.netloc, timeout=self.response_timeout, context=context)
         else:
             connection = http.client.HTTPConnection(split.netloc, timeout=self.response_timeout)
-        body = json.dumps([event]).encode()
-        content_type = (
-            CLOUD_EVENTS_CONTENT_TYPE if subscription.schema == CLOUD_EVENT_SCHEMA else EVENT_GRID_CONTENT_TYPE
-        )
-        headers = {
-            "Content-Type": content_type,
-            "aeg-event-type": "Notification",
-            "aeg-subscription-name": subscription.id.upper(),
-            "aeg-delivery-count": str(number - 1),  # earlier attempts, as Event Grid counts them
-        }
         try:
-            connection.request("POST", path, body=body, headers=headers)
+            connection.request(method, path, body=body, headers=dict(headers))
             response = connection.getresponse()
-            response.read()
-            return response.status, None
+            payload = response.read()
+            answer_headers = {name.lower(): value for name, value in response.getheaders()}
+            status = response.status
+            outcome = None if 200 <= status <= 204 else _outcome_of_status(status)
+            return _Answer(status, answer_headers, payload, None, outcome)
+        except TimeoutError as exc:
+            return _Answer(None, {}, b"", f"webhook timed out: {exc}", DeliveryOutcome.TIMED_OUT)
+        except socket.gaierror as exc:
+            return _Answer(None, {}, b"", f"webhook unreachable: {exc}", DeliveryOutcome.RESOLUTION_ERROR)
         except (OSError, http.client.HTTPException) as exc:
-            return None, f"webhook unreachable: {type(exc).__name__}: {exc}"
+            error = f"webhook unreachable: {type(exc).__name__}: {exc}"
+            return _Answer(None, {}, b"", error, DeliveryOutcome.SOCKET_ERROR)
         finally:
             connection.close()
 
@@ -721,6 +1101,9 @@ class EventGrid:
                     delay=admin.field(data, "delay", (int, float), 0.0),
                     shuffle=admin.field(data, "shuffle", bool, False),
                     max_attempts=admin.field(data, "max_attempts", int, MAX_ATTEMPTS_LIMIT),
+                    event_ttl=admin.field(data, "event_ttl", int, EVENT_TTL_LIMIT),
+                    validate=admin.field(data, "validate", bool, True),
+                    data_variant=admin.field(data, "data_variant", str, "spec"),
                 )
             except ValueError as exc:
                 raise admin.bad_request(str(exc)) from exc
@@ -759,6 +1142,19 @@ class EventGrid:
         def scan(request: Request) -> Response:
             return Response(200, {"emitted": [event.event_grid for event in self.scan()]})
 
+        def access(request: Request) -> Response:
+            data = admin.body(request)
+            unknown = sorted(set(data) - {"identity", "allowed"})
+            if unknown:
+                raise admin.bad_request(f"Unknown fields {unknown}; allowed: ['allowed', 'identity'].")
+            identity = admin.field(data, "identity", str, hint="Give the caller's object id (the token's oid).")
+            allowed = admin.field(data, "allowed", bool, hint="true to allow, false to deny.")
+            if allowed:
+                self.allow(identity)
+            else:
+                self.deny(identity)
+            return Response(200, {"identity": identity, "allowed": self.has_access(identity)})
+
         base = "/admin/eventgrid"
         admin.route("GET", f"{base}/subscriptions", "admin.eventgrid_subscriptions", listed)
         admin.route("POST", f"{base}/subscriptions", "admin.eventgrid_subscribe", add)
@@ -768,6 +1164,7 @@ class EventGrid:
         admin.route("GET", f"{base}/deliveries", "admin.eventgrid_deliveries", deliveries)
         admin.route("GET", f"{base}/dead-letters", "admin.eventgrid_dead_letters", dead_letters)
         admin.route("POST", f"{base}/scan", "admin.eventgrid_scan", scan)
+        admin.route("POST", f"{base}/access", "admin.eventgrid_access", access)
 
 
 def _endpoint(endpoint: Any) -> Endpoint:
