@@ -6,6 +6,8 @@ against an emulator that behaves as Azure does where Azure is unkind, and checks
   version, every account on it.
 - A partial role (keys list and get, but not create): the rotation fails with the missing permission named, in the
   service's words and Key Vault's, and writes nothing.
+- A vault that sends ``KeyNearExpiry`` earlier than ``ROTATION_RENEW_BEFORE`` (its policy's Notify is 45 days): the
+  event rotates nothing yet, and the timer sweep rotates once the key is due, well before it expires.
 - A key whose versions come from Key Vault's own rotation policy (``new_versions: "key_vault"``): the vault rotates on
   its clock, the service repoints and verifies every account and never creates a version, even when the key is due.
 """
@@ -26,6 +28,7 @@ from rotation.config import Settings
 from rotation.engine import RotationEngine
 from rotation.errors import PermissionDenied
 from rotation.model import TAG_REQUEST_ID, RotationRequest, Status, Trigger
+from rotation.reasons import Reason
 from tests.functional.test_engine_emulator import APP, CREATE, FAST, IDENTITY, UPDATE, Scene, scene
 from tests.functional.wiring import build_app
 
@@ -120,3 +123,39 @@ def test_a_forced_rotation_of_a_key_vault_key_is_refused_before_anything_is_writ
     code = cli.main(["rotate", "--key", scene.key.id, "--force"], env=env, connection=scene.connection(), err=err)
     assert code == 2 and "--force: new versions of key" in err.getvalue()
     assert scene.vault_statuses() == []
+
+
+NEAR_EXPIRY = "Microsoft.KeyVault.KeyNearExpiry"
+
+
+def near_expiry_notices(scene: Scene, version: str) -> list[str]:
+    return [
+        e.event_grid["eventTime"]
+        for e in scene.emulator.eventgrid.published
+        if e.event_grid["eventType"] == "Microsoft.KeyVault.KeyNearExpiry"
+        and e.event_grid["data"]["Version"] == version
+    ]
+
+
+def test_a_vault_that_notifies_earlier_than_renew_before_still_rotates_in_time(scene: Scene) -> None:
+    """The decision (runbook, "When KeyNearExpiry arrives"): the event is a hint, ROTATION_RENEW_BEFORE (30 days)
+    decides. A notice 45 days ahead rotates nothing; the sweep rotates at 30 days."""
+    clock = scene.emulator.clock
+    fresh = scene.vault.create_key("cmk", exp=clock.now() + timedelta(days=60), key_ops=["wrapKey", "unwrapKey"])
+    scene.vault.set_rotation_policy("cmk", [("Notify", "timeBeforeExpiry", "P45D")])
+    engine = scene.engine()
+    assert engine.reconcile(RotationRequest("req-setup", scene.key, Trigger.TIMER)).to_version == fresh.version
+
+    clock.advance(timedelta(days=14))  # 46 days left: no notice yet
+    assert near_expiry_notices(scene, fresh.version) == []
+    clock.advance(timedelta(days=2))  # 44 days left: Key Vault's notice, 14 days before our renew_before
+    assert len(near_expiry_notices(scene, fresh.version)) == 1
+    early = engine.reconcile(RotationRequest("req-notice", scene.key, Trigger.KEY_NEAR_EXPIRY))
+    assert early.status is Status.SKIPPED and early.reason is Reason.UP_TO_DATE and not early.created
+
+    clock.advance(timedelta(days=15))  # 29 days left: due by ROTATION_RENEW_BEFORE
+    swept = engine.reconcile(RotationRequest("req-sweep", scene.key, Trigger.TIMER))
+    assert swept.status is Status.SUCCEEDED and swept.reason is Reason.EXPIRING and swept.created
+    assert len(scene.versions()) == 3
+    for account in scene.accounts:
+        assert (scene.key_version(account), scene.state(account)) == (swept.to_version, "Succeeded")
