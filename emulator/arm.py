@@ -10,14 +10,26 @@ customer-managed key. Azure's quirks that the rotation service must survive are 
          │ 409 RequestConflict while in flight                  └─► Succeeded (or Failed: fail_next_update,
          │ 400 on a bad key (validation="sync")                       a bad key with validation="async")
          ▼
-    GET account ──► provisioningState "Accepted" for linger_accepted_reads more reads, then "Succeeded"
+    GET account ──► provisioningState "Accepted" for linger_accepted_reads more reads (default 2), then "Succeeded"
 
 An update's properties show on the account as soon as the request is accepted (with provisioningState "Accepted");
 a failed operation restores the account as it was. A failed create leaves the account in state "Failed".
 
-It must never take an action for a request it answers with an error (401, 403, 409, 429, 400), never let one
+By default it is at least as strict as Azure: "Accepted" lingers after an operation succeeded, a token for another
+audience gets 401 ``InvalidAuthenticationTokenAudience``, a resource group nobody created gets 404
+``ResourceGroupNotFound``, and each ARM action (``accounts/read``, ``accounts/write``, ``accounts/delete`` and the
+operation status, ``locations/operationresults/read``) can be refused on its own, as a role assignment scoped to the
+account refuses the status poll (authorised at subscription scope). A kinder behaviour is only ever an explicit
+setting (``linger_accepted_reads=0``).
+
+    request ──► route ──► token? (401 AuthenticationFailed) ──► audience? (401 InvalidAuthenticationTokenAudience)
+            ──► fault rules ──► api-version (400) ──► throttling (429) ──► action denied? (403 AuthorizationFailed)
+            ──► resource group exists? (404 ResourceGroupNotFound) ──► the resource provider
+
+It must never take an action for a request it answers with an error (401, 403, 404, 409, 429, 400), never let one
 subscription's throttling touch another's, and never check a customer-managed key when an account is seeded through
-the Python or admin API (tests seed broken accounts on purpose). Tokens are read for their ``oid`` only, never logged.
+the Python or admin API (tests seed broken accounts on purpose). Tokens are read for their ``oid`` and ``aud`` only,
+never logged.
 """
 
 from __future__ import annotations
@@ -28,13 +40,14 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from emulator.control import Clock, TokenBucket
+from emulator.credential import claims_from_authorization
 from emulator.http import HttpError, Request, Response, Service
 
 if TYPE_CHECKING:
@@ -52,6 +65,28 @@ DEFAULT_RESOURCE_GROUP = "rg-ai"
 
 # ARM's regional token buckets per subscription (azure-facts §7): (burst, refill per second).
 THROTTLE_LIMITS = {"reads": (250.0, 25.0), "writes": (200.0, 10.0), "deletes": (200.0, 10.0)}
+
+# The audiences ARM accepts, in the order its 401 lists them (the message quoted in Azure-Samples/
+# active-directory-dotnetcore-daemon-v2#145 and JetBrains/azure-tools-for-intellij#16). Compared without the slash.
+ARM_AUDIENCES = (
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+    "https://management.azure.com/",
+    "https://management.azure.com",
+)
+
+# The ARM actions a request needs, by the short name ``deny`` also takes. The names are the provider's operations
+# list (MicrosoftDocs/azure-docs articles/role-based-access-control/permissions/ai-machine-learning.md, section
+# Microsoft.CognitiveServices). Polling ``locations/{loc}/operationStatuses/{id}`` or ``.../operationResults/{id}`` is
+# authorised at subscription scope (azure-facts §10.7); the list names one action for it,
+# ``locations/operationresults/read`` ("Read the status of an asynchronous operation"), so both polls need it. That ARM
+# checks exactly this action for the ``operationStatuses`` URL is UNCONFIRMED.
+ACTIONS = {
+    "read": f"{PROVIDER}/accounts/read",
+    "write": f"{PROVIDER}/accounts/write",
+    "delete": f"{PROVIDER}/accounts/delete",
+    "operations": f"{PROVIDER}/locations/operationresults/read",
+}
 
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 _ACCOUNT_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,63}")
@@ -238,13 +273,27 @@ class ArmService(Service):
         return self.error(404, "InvalidResourceType", f"No resource type is registered at {path}.")
 
     def authenticate(self, request: Request) -> Response | None:
-        if request.identity is not None:
+        """401 without a readable token, or with a token for another audience (azure-facts §10.9); None to go on."""
+        if request.identity is None:
+            description = "The access token is missing or could not be read."
+            return self._unauthenticated("AuthenticationFailed", f"Authentication failed. {description}", description)
+        if request.audience in {audience.rstrip("/") for audience in ARM_AUDIENCES}:
             return None
+        raw = (claims_from_authorization(request.headers.get("Authorization")) or {}).get("aud")
+        audience = raw if isinstance(raw, str) else ""
+        allowed = ",".join(f"'{accepted}'" for accepted in ARM_AUDIENCES)
+        return self._unauthenticated(
+            "InvalidAuthenticationTokenAudience",
+            f"The access token has been obtained for wrong audience or resource '{audience}'. "
+            f"It should exactly match with one of the allowed audiences {allowed}.",
+            "The access token is from the wrong audience or resource.",
+        )
+
+    def _unauthenticated(self, code: str, message: str, description: str) -> Response:
         tenant = self.arm.tenant_id
-        description = "The access token is missing or could not be read."
         return Response(
             401,
-            {"error": {"code": "AuthenticationFailed", "message": f"Authentication failed. {description}"}},
+            {"error": {"code": code, "message": message}},
             {
                 "WWW-Authenticate": f'Bearer authorization_uri="https://login.microsoftonline.com/{tenant}", '
                 f'error="invalid_token", error_description="{description}"'
@@ -262,7 +311,11 @@ class Arm:
     whether or not a client is still there (default 5);
     ``retry_after`` the ``Retry-After`` seconds on LRO answers (default 0);
     ``linger_accepted_reads`` GETs of the account still showing "Accepted" after an operation succeeded (lists show
-    it too without using one up; default 0);
+    it too without using one up). The default, 2, is Azure's observed behaviour made deterministic: the poller's own
+    final GET and the first GET the caller makes itself both still say "Accepted", as Terraform saw after create and
+    update operations had completed (azure-facts §1.7: terraform-provider-azurerm #13924, PR #31751). A client must
+    therefore re-read until the state leaves "Accepted", not trust one read after the operation. 0 is the kinder
+    option (the account says "Succeeded" as soon as the operation does);
     ``validation`` "sync" (a bad key is a 400) or "async" (a Failed operation), default "sync";
     ``page_size`` accounts per list page (default 100).
     """
@@ -283,9 +336,11 @@ class Arm:
         tenant_id: str,
         location: str,
         vault_by_url: Callable[[str], Vault | None],
+        vault_resource_groups: Callable[[], Iterable[tuple[str, str]]] = tuple,
         throttle_scale: float = 1.0,
     ) -> None:
-        """``vault_by_url`` finds the emulated vault a ``keyVaultUri`` points at (None when there is none)."""
+        """``vault_by_url`` finds the emulated vault a ``keyVaultUri`` points at (None when there is none);
+        ``vault_resource_groups`` lists the (subscription, resource group) of every vault, groups that exist too."""
         self.clock = clock
         self.subscription_id = subscription_id
         self.tenant_id = tenant_id
@@ -297,14 +352,16 @@ class Arm:
         self.lro_seconds = 0
         self.lro_unattended_seconds = 5
         self.retry_after = 0
-        self.linger_accepted_reads = 0
+        self.linger_accepted_reads = 2
         self.validation = "sync"
         self.page_size = 100
         self._lock = threading.RLock()
         self._accounts: dict[AccountKey, _Account] = {}
         self._operations: dict[str, _Operation] = {}
         self._failures: dict[str, Refusal] = {}  # account name (lower case) -> (code, message)
-        self._denied: dict[str, set[str]] = {}  # identity -> actions ("read", "write", "delete" or "*")
+        self._denied: dict[str, set[str]] = {}  # identity -> ARM actions in lower case, or "*"
+        self._resource_groups: set[tuple[str, str]] = set()  # (subscription, resource group), lower case
+        self._vault_resource_groups = vault_resource_groups
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._throttle_scale = 1.0
         self.set_throttle_scale(throttle_scale)
@@ -350,16 +407,44 @@ class Arm:
             self._failures[account_name.lower()] = (code, message)
 
     def deny(self, identity: str, action: str = "*") -> None:
-        """Answer ``identity``'s requests for ``action`` ("read", "write", "delete" or "*") with 403."""
-        if action not in ("read", "write", "delete", "*"):
-            raise ValueError(f'action must be "read", "write", "delete" or "*"; got {action!r}.')
+        """Answer ``identity``'s requests that need ``action`` with 403 ``AuthorizationFailed``, naming the action.
+
+        ``action`` is a short name, "read" (``accounts/read``: get and list), "write" (``accounts/write``: PUT and
+        PATCH), "delete" (``accounts/delete``) or "operations" (``locations/operationresults/read``: the status
+        polls, authorised at subscription scope, so a role on the account alone lacks it); or the full action name
+        (``Microsoft.CognitiveServices/accounts/write``, any case); or "*" for all of them.
+        """
+        wanted = action if action == "*" else ACTIONS.get(action, action).lower()
+        if wanted != "*" and wanted not in {name.lower() for name in ACTIONS.values()}:
+            raise ValueError(
+                f'action must be "read", "write", "delete", "operations", "*" or one of {list(ACTIONS.values())}; '
+                f"got {action!r}."
+            )
         with self._lock:
-            self._denied.setdefault(identity, set()).add(action)
+            self._denied.setdefault(identity, set()).add(wanted)
 
     def allow(self, identity: str) -> None:
         """Undo every ``deny`` of ``identity``."""
         with self._lock:
             self._denied.pop(identity, None)
+
+    def add_resource_group(self, name: str, *, subscription_id: str | None = None) -> None:
+        """Make resource group ``name`` exist (idempotent). Seeding an account, or a vault, makes its group exist too;
+        any other group answers 404 ``ResourceGroupNotFound``, as ARM does."""
+        if not isinstance(name, str) or not re.fullmatch(r"[-\w._()]{1,90}", name) or name.endswith("."):
+            raise ValueError(
+                f"A resource group name has 1-90 letters, digits, '-', '_', '.', '(' or ')' and does not end in '.'; "
+                f"got {name!r}."
+            )
+        with self._lock:
+            self._resource_groups.add(((subscription_id or self.subscription_id).lower(), name.lower()))
+
+    def resource_group_exists(self, name: str, *, subscription_id: str | None = None) -> bool:
+        key = ((subscription_id or self.subscription_id).lower(), name.lower())
+        with self._lock:
+            if key in self._resource_groups:
+                return True
+        return key in {(sub.lower(), rg.lower()) for sub, rg in self._vault_resource_groups()}
 
     def account_id(self, resource_group: str, name: str, *, subscription_id: str | None = None) -> str:
         subscription = subscription_id or self.subscription_id
@@ -411,6 +496,7 @@ class Arm:
             body = self._new_account(subscription, resource_group, name, request, existing=None)
             body["properties"]["provisioningState"] = "Succeeded"
             self._accounts[key] = _Account(key, subscription, body)
+            self._resource_groups.add(key[:2])
             return copy.deepcopy(body)
 
     def account(self, resource_group: str, name: str, *, subscription_id: str | None = None) -> dict[str, Any]:
@@ -452,23 +538,24 @@ class Arm:
     def _routes(self) -> None:
         route = self.service.route
         read, write, delete = "reads", "writes", "deletes"
-        route("GET", _ACCOUNT, "arm.get_account", self._guard(read, "accounts/read", self._get_account))
-        route("PUT", _ACCOUNT, "arm.create_account", self._guard(write, "accounts/write", self._create_account))
-        route("PATCH", _ACCOUNT, "arm.update_account", self._guard(write, "accounts/write", self._update_account))
-        route("DELETE", _ACCOUNT, "arm.delete_account", self._guard(delete, "accounts/delete", self._delete_account))
-        route("GET", _SUBSCRIPTION + _ACCOUNTS, "arm.list_accounts", self._guard(read, "accounts/read", self._list))
+        route("GET", _ACCOUNT, "arm.get_account", self._guard(read, "read", self._get_account))
+        route("PUT", _ACCOUNT, "arm.create_account", self._guard(write, "write", self._create_account))
+        route("PATCH", _ACCOUNT, "arm.update_account", self._guard(write, "write", self._update_account))
+        route("DELETE", _ACCOUNT, "arm.delete_account", self._guard(delete, "delete", self._delete_account))
+        route("GET", _SUBSCRIPTION + _ACCOUNTS, "arm.list_accounts", self._guard(read, "read", self._list))
         route(
             "GET",
             rf"{_SUBSCRIPTION}/resourceGroups/(?P<resource_group>{_SEGMENT}){_ACCOUNTS}",
             "arm.list_accounts_by_rg",
-            self._guard(read, "accounts/read", self._list),
+            self._guard(read, "read", self._list),
         )
-        poll = self._guard(read, "locations/operationStatuses/read", self._poll)
+        poll = self._guard(read, "operations", self._poll)
         route("GET", _operation_path("operationStatuses"), "arm.operation_status", poll)
         route("GET", _operation_path("operationResults"), "arm.operation_result", poll)
 
     def _guard(self, bucket: str, action: str, handler: Callable[..., Response]) -> Callable[..., Response]:
-        """What ARM's front door does before the resource provider sees a request: api-version, throttling, RBAC."""
+        """What ARM's front door does before the resource provider sees a request: api-version, throttling, RBAC
+        (``action`` is a key of ``ACTIONS``) and, for a request in a resource group, that the group exists."""
 
         def guarded(request: Request, **groups: str) -> Response:
             api_version = request.query.get("api-version")
@@ -486,7 +573,9 @@ class Arm:
                 )
             remaining = self._take(groups["subscription"], bucket)
             try:
-                self._authorize(request, f"{PROVIDER}/{action}")
+                self._authorize(request, ACTIONS[action])
+                if "resource_group" in groups:
+                    self._require_resource_group(groups["subscription"], groups["resource_group"])
                 response = handler(request, api_version=api_version, **groups)
             except HttpError as exc:
                 exc.headers[f"x-ms-ratelimit-remaining-subscription-{bucket}"] = remaining
@@ -518,11 +607,11 @@ class Arm:
         return str(remaining)
 
     def _authorize(self, request: Request, action: str) -> None:
+        """403 when ``action`` is denied to the caller; the message is ARM's, naming the action and the scope."""
         identity = request.identity or ""
-        verb = action.rsplit("/", 1)[1]
         with self._lock:
             denied = self._denied.get(identity, set())
-            refused = "*" in denied or verb in denied
+            refused = "*" in denied or action.lower() in denied
         if refused:
             raise self.service.error(
                 403,
@@ -530,6 +619,12 @@ class Arm:
                 f"The client '{identity}' with object id '{identity}' does not have authorization to perform action "
                 f"'{action}' over scope '{request.path}' or the scope is invalid. If access was recently granted, "
                 "please refresh your credentials.",
+            )
+
+    def _require_resource_group(self, subscription: str, resource_group: str) -> None:
+        if not self.resource_group_exists(resource_group, subscription_id=subscription):
+            raise self.service.error(
+                404, "ResourceGroupNotFound", f"Resource group '{resource_group}' could not be found."
             )
 
     # Handlers --------------------------------------------------------------------------------------------------
@@ -898,11 +993,6 @@ class Arm:
         vault = self._vault_by_url(settings["keyVaultUri"])
         if vault is None:
             return "KeyVaultNotFound", f"keyVaultUri '{settings['keyVaultUri']}' does not point at a known key vault."
-        if not vault.soft_delete:
-            return (
-                "KeyVaultSoftDeleteRequired",
-                f"Key vault '{vault.name}' must have soft delete enabled to hold a customer-managed key.",
-            )
         if not vault.purge_protection:
             return (
                 "KeyVaultPurgeProtectionRequired",
@@ -927,7 +1017,8 @@ class Arm:
     def register_admin(self, admin: AdminService) -> None:
         """``POST /admin/arm/accounts`` (like ``add_account``), ``GET /admin/arm/accounts/{rg}/{name}``,
         ``POST /admin/arm/accounts/{rg}/{name}/fail-next-update`` {code, message}, ``PUT /admin/arm/settings``
-        (like ``configure``), ``POST /admin/arm/deny`` {identity, action?} and ``POST /admin/arm/allow`` {identity}."""
+        (like ``configure``), ``POST /admin/arm/deny`` {identity, action?}, ``POST /admin/arm/allow`` {identity} and
+        ``POST /admin/arm/resource-groups`` {name, subscription_id?} (like ``add_resource_group``)."""
         account_path = r"/admin/arm/accounts/(?P<resource_group>[^/]+)/(?P<name>[^/]+)"
 
         def add_account(request: Request) -> Response:
@@ -1004,12 +1095,26 @@ class Arm:
             self.allow(admin.field(admin.body(request), "identity", str))
             return Response(204)
 
+        def add_resource_group(request: Request) -> Response:
+            data = admin.body(request)
+            unknown = sorted(set(data) - {"name", "subscription_id"})
+            if unknown:
+                raise admin.bad_request(f"Unknown resource group fields {unknown}; allowed: name, subscription_id.")
+            name = admin.field(data, "name", str)
+            subscription = admin.field(data, "subscription_id", str, self.subscription_id)
+            try:
+                self.add_resource_group(name, subscription_id=subscription)
+            except ValueError as exc:
+                raise admin.bad_request(str(exc)) from exc
+            return Response(201, {"name": name, "subscription_id": subscription})
+
         admin.route("POST", "/admin/arm/accounts", "admin.arm_add_account", add_account)
         admin.route("GET", account_path, "admin.arm_account", get_account)
         admin.route("POST", account_path + "/fail-next-update", "admin.arm_fail_next_update", fail_next_update)
         admin.route("PUT", "/admin/arm/settings", "admin.arm_settings", put_settings)
         admin.route("POST", "/admin/arm/deny", "admin.arm_deny", deny)
         admin.route("POST", "/admin/arm/allow", "admin.arm_allow", allow)
+        admin.route("POST", "/admin/arm/resource-groups", "admin.arm_add_resource_group", add_resource_group)
 
 
 # Pure helpers ----------------------------------------------------------------------------------------------------
@@ -1062,13 +1167,13 @@ def _encryption(value: Any) -> dict[str, Any]:
     normalised: dict[str, str] = {}
     for field in ("keyName", "keyVersion", "keyVaultUri", "identityClientId"):
         given = settings.get(field)
-        if given is None and field in ("keyVersion", "identityClientId"):
+        optional = field in ("keyVersion", "identityClientId")
+        if given is None and optional:
             continue
-        if not isinstance(given, str) or (field != "keyVersion" and not given):
-            raise InvalidAccount(
-                "InvalidEncryption", f"keyVaultProperties.{field} must be a non-empty string; got {given!r}."
-            )
-        normalised[field] = given
+        if not isinstance(given, str) or (not optional and not given):
+            kind = "a string" if optional else "a non-empty string"
+            raise InvalidAccount("InvalidEncryption", f"keyVaultProperties.{field} must be {kind}; got {given!r}.")
+        normalised[field] = given  # "" is kept as sent: a versionless key, or no user-assigned identity
     normalised.setdefault("keyVersion", "")
     return {"keySource": source, "keyVaultProperties": normalised}
 
@@ -1104,21 +1209,23 @@ def _principal(account: dict[str, Any], client_id: str | None) -> str | Refusal:
 
 
 def _check_key(vault: Any, key_name: str, version: str, now: int) -> Refusal | None:
-    """Why this key version cannot be an account's customer-managed key; None when it can."""
+    """Why this key version cannot be an account's customer-managed key; None when it can.
+
+    An empty ``version`` is a versionless key (Terraform sends ``keyVersion: ""``, Azure accepts it; azure-facts
+    §10.13): it resolves as Key Vault resolves a versionless key id, to the key's latest version, and that version must
+    pass every check (enabled, valid now, RSA 2048). A disabled latest version is refused, never skipped.
+    """
     try:
         vault.versions(key_name)
     except KeyError:
         return "KeyVaultKeyNotFound", f"Key '{key_name}' was not found in vault '{vault.name}'."
-    if not version:
-        return (
-            "KeyVaultKeyVersionRequired",
-            f"keyVaultProperties.keyVersion is empty; give an explicit version of key '{key_name}'.",
-        )
     try:
-        record = vault.get(key_name, version)
+        record = vault.get(key_name, version)  # the latest version when ``version`` is ""
     except KeyError:
         return "KeyVaultKeyNotFound", f"Key '{key_name}' in vault '{vault.name}' has no version '{version}'."
-    label = f"Version '{version}' of key '{key_name}'"
+    label = f"Version '{record.version}' of key '{key_name}'"
+    if not version:
+        label = f"The latest version '{record.version}' of key '{key_name}' (keyVersion is empty)"
     if not record.enabled:
         return "KeyVaultKeyVersionDisabled", f"{label} is disabled. Enable it or use an enabled version."
     if record.nbf is not None and now < record.nbf:

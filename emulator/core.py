@@ -66,9 +66,16 @@ class Emulator:
             tenant_id=tenant_id,
             location=location,
             vault_by_url=self.vault_by_url,
+            vault_resource_groups=lambda: [(v.subscription_id, v.resource_group) for v in list(self.vaults.values())],
             throttle_scale=arm_throttle_scale,
         )
-        self.eventgrid = EventGrid(self.clock, vaults=lambda: list(self.vaults.values()), ca_bundle=self.ca_bundle)
+        self.eventgrid = EventGrid(
+            self.clock,
+            vaults=lambda: list(self.vaults.values()),
+            ca_bundle=self.ca_bundle,
+            topic_id=f"/subscriptions/{subscription_id}/resourceGroups/rg-events/providers/Microsoft.EventGrid/topics/"
+            "emulator-topic",
+        )
         self.admin = AdminService(self.clock, self.control, endpoints=self.endpoints, add_vault=self.add_vault)
         self.arm.register_admin(self.admin)
         self.eventgrid.register_admin(self.admin)

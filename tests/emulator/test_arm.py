@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
@@ -34,6 +36,7 @@ from azure.mgmt.cognitiveservices.models import (
 
 from emulator import Emulator
 from emulator.arm import InvalidAccount
+from emulator.control import FaultRule
 from tests.emulator.test_core import admin
 from tests.swagger import COGNITIVE, example, validate
 
@@ -42,7 +45,7 @@ API = "api-version=2025-09-01"
 RG = "rg-ai"
 
 
-def client(emulator: Emulator, identity: str = "rotation-app") -> CognitiveServicesManagementClient:
+def client(emulator: Emulator, identity: str = "rotation-app", **kwargs: Any) -> CognitiveServicesManagementClient:
     return CognitiveServicesManagementClient(
         emulator.credential(identity),
         emulator.subscription_id,
@@ -50,6 +53,7 @@ def client(emulator: Emulator, identity: str = "rotation-app") -> CognitiveServi
         connection_verify=emulator.ca_bundle,
         polling_interval=0,
         retry_backoff_factor=0.01,
+        **kwargs,
     )
 
 
@@ -62,13 +66,15 @@ def arm(
     token: bool = True,
     query: str = API,
     raw: bytes | None = None,
+    scope: str = "https://management.azure.com/.default",
 ) -> tuple[int, dict[str, str], Any]:
-    """One raw ARM request over HTTPS: (status, headers with lower-case names, parsed JSON or None)."""
+    """One raw ARM request over HTTPS: (status, headers with lower-case names, parsed JSON or None). The token is for
+    ``scope``: its ``aud`` is the scope without ``/.default``."""
     url = f"{emulator.arm_url}{path}" + (f"?{query}" if query else "")
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     if token:
-        bearer = emulator.credential().get_token("https://management.azure.com/.default").token
+        bearer = emulator.credential().get_token(scope).token
         request.add_header("Authorization", f"Bearer {bearer}")
     context = ssl.create_default_context(cafile=emulator.ca_bundle)
     try:
@@ -121,6 +127,7 @@ def seeded(emulator: Emulator) -> tuple[Emulator, Any, Any]:
 
 
 def test_create_get_and_delete_with_the_sdk_and_raw_json_that_matches_the_spec(emulator: Emulator) -> None:
+    emulator.arm.add_resource_group(RG)
     accounts = client(emulator).accounts
     created = accounts.begin_create(
         RG,
@@ -134,7 +141,7 @@ def test_create_get_and_delete_with_the_sdk_and_raw_json_that_matches_the_spec(e
             properties=AccountProperties(custom_sub_domain_name="aoai-new"),
         ),
     ).result()
-    assert created.properties.provisioning_state == "Succeeded"
+    assert created.properties.provisioning_state == "Accepted"  # the poller's final GET: "Accepted" lingers
     assert created.identity.principal_id and created.identity.tenant_id == emulator.tenant_id
     assert created.id == emulator.arm.account_id(RG, "aoai-new")
     assert created.properties.custom_sub_domain_name == "aoai-new"
@@ -160,6 +167,7 @@ def test_create_get_and_delete_with_the_sdk_and_raw_json_that_matches_the_spec(e
 
 
 def test_a_missing_account_gets_arms_not_found_format(emulator: Emulator) -> None:
+    emulator.arm.add_resource_group(RG)
     with pytest.raises(ResourceNotFoundError) as raised:
         client(emulator).accounts.get(RG, "nope")
     assert raised.value.error.code == "ResourceNotFound"
@@ -168,6 +176,51 @@ def test_a_missing_account_gets_arms_not_found_format(emulator: Emulator) -> Non
     assert body["error"]["message"].startswith(
         "The Resource 'Microsoft.CognitiveServices/accounts/nope' under resource group 'rg-ai' was not found."
     )
+
+
+def test_a_resource_group_nobody_created_gets_resource_group_not_found(emulator: Emulator) -> None:
+    """ARM answers 404 ``ResourceGroupNotFound`` "Resource group '<rg>' could not be found." for any request in a group
+    that does not exist (the wording as captured in Azure/azure-powershell#14556, Azure/azure-cli#20316 and
+    skyplane-project/skyplane#409), and ``ResourceNotFound`` only when the group exists but the account does not."""
+    body = {"kind": "OpenAI", "sku": {"name": "S0"}, "location": "eastus", "identity": {"type": "SystemAssigned"}}
+    path = account_path("aoai1", "rg-nowhere")
+    for method, payload in (("GET", None), ("PATCH", {"tags": {}}), ("PUT", body), ("DELETE", None)):
+        status, _, answer = arm(emulator, method, path, payload)
+        assert (status, answer) == (
+            404,
+            {"error": {"code": "ResourceGroupNotFound", "message": "Resource group 'rg-nowhere' could not be found."}},
+        ), method
+    by_group = path.rsplit("/", 1)[0]
+    assert arm(emulator, "GET", by_group)[2]["error"]["code"] == "ResourceGroupNotFound"
+    accounts = client(emulator).accounts
+    with pytest.raises(ResourceNotFoundError) as raised:
+        accounts.get("rg-nowhere", "aoai1")
+    assert raised.value.error.code == "ResourceGroupNotFound"
+    with pytest.raises(ResourceNotFoundError):
+        list(accounts.list_by_resource_group("rg-nowhere"))
+    assert list(accounts.list()) == []  # the subscription list is not in a group
+    with pytest.raises(KeyError):
+        emulator.arm.account("rg-nowhere", "aoai1")  # the PUT created nothing
+
+    emulator.arm.add_resource_group("rg-nowhere")  # now it exists (and group names ignore case)
+    assert arm(emulator, "GET", account_path("aoai1", "RG-NOWHERE"))[2]["error"]["code"] == "ResourceNotFound"
+    assert arm(emulator, "GET", by_group)[0] == 200
+    assert arm(emulator, "DELETE", path)[0] == 204  # deleting a missing account in a group that exists
+    assert arm(emulator, "PUT", path, body)[0] == 201
+
+
+def test_a_vault_or_a_seeded_account_makes_its_resource_group_exist(emulator: Emulator) -> None:
+    emulator.add_vault("kv1", resource_group="rg-keys")
+    emulator.arm.add_account("seeded", resource_group="rg-seeded")
+    assert emulator.arm.resource_group_exists("RG-KEYS") and emulator.arm.resource_group_exists("rg-seeded")
+    assert not emulator.arm.resource_group_exists("rg-keys", subscription_id="00000000-0000-0000-0000-000000000002")
+    assert arm(emulator, "GET", account_path("nope", "rg-keys"))[2]["error"]["code"] == "ResourceNotFound"
+    assert arm(emulator, "GET", account_path("nope", "rg-seeded"))[2]["error"]["code"] == "ResourceNotFound"
+    status, created = admin(emulator, "POST", "/admin/arm/resource-groups", {"name": "rg-admin"})
+    assert (status, created) == (201, {"name": "rg-admin", "subscription_id": emulator.subscription_id})
+    assert arm(emulator, "GET", account_path("nope", "rg-admin"))[2]["error"]["code"] == "ResourceNotFound"
+    with pytest.raises(ValueError, match="resource group name"):
+        emulator.arm.add_resource_group("bad/name")
 
 
 def test_list_by_subscription_and_resource_group_pages_with_next_link(emulator: Emulator) -> None:
@@ -204,7 +257,7 @@ def test_begin_update_end_to_end_merges_the_patch(seeded: tuple[Emulator, Any, A
     updated = accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", second.version)).result()
     assert time.monotonic() - started < 0.5  # Retry-After 0 and polling_interval 0: no waiting
     assert updated.properties.encryption.key_vault_properties.key_version == second.version
-    assert updated.properties.provisioning_state == "Succeeded"
+    assert updated.properties.provisioning_state == "Accepted"  # the poller's final GET: "Accepted" lingers
     assert updated.tags == {"team": "ai"}  # a PATCH changes only what it sends
     assert updated.properties.endpoint == "https://aoai1.openai.azure.com/"
     calls = [c.operation for c in emulator.control.calls()]
@@ -252,7 +305,8 @@ def test_an_operation_can_last_on_the_emulator_clock(seeded: tuple[Emulator, Any
     assert not poller.done()
     assert emulator.arm.account(RG, "aoai1")["properties"]["provisioningState"] == "Accepted"
     emulator.clock.advance(timedelta(seconds=600))
-    assert poller.result(timeout=5).properties.provisioning_state == "Succeeded"
+    assert poller.result(timeout=5).properties.provisioning_state == "Accepted"  # lingering, by default
+    assert emulator.arm.account(RG, "aoai1")["properties"]["provisioningState"] == "Succeeded"
     assert key_version(emulator, "aoai1") == second.version != first.version
 
 
@@ -273,15 +327,33 @@ def test_a_failed_operation_raises_with_its_code_and_leaves_the_account_as_it_wa
     assert updated.properties.encryption.key_vault_properties.key_version == second.version  # only the next one
 
 
-def test_accepted_lingers_for_some_reads_after_the_operation_succeeded(seeded: tuple[Emulator, Any, Any]) -> None:
+def test_accepted_lingers_after_the_operation_succeeded_by_default(seeded: tuple[Emulator, Any, Any]) -> None:
+    """Azure reports "Accepted" even after a create or update operation completed, so a client must re-read until the
+    state leaves it (azure-facts §1.7: terraform-provider-azurerm issue #13924 / PR #13925 made Accepted a pending
+    state, PR #31751 added a waiter after updates). By default the poller's final GET and the caller's next GET both
+    still say "Accepted"; a list shows it too without using a read up."""
     emulator, vault, _ = seeded
-    emulator.arm.linger_accepted_reads = 2
+    assert emulator.arm.linger_accepted_reads == 2 and emulator.arm.settings()["linger_accepted_reads"] == 2
+    second = vault.create_key("cmk")
+    accounts = client(emulator).accounts
+    poller = accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", second.version))
+    result = poller.result()
+    assert poller.status() == "Succeeded"  # the operation itself succeeded...
+    assert result.properties.provisioning_state == "Accepted"  # ...and the poller's final GET still says Accepted
+    assert result.properties.encryption.key_vault_properties.key_version == second.version
+    assert [a.properties.provisioning_state for a in accounts.list_by_resource_group(RG)] == ["Accepted"]
+    assert accounts.get(RG, "aoai1").properties.provisioning_state == "Accepted"
+    assert accounts.get(RG, "aoai1").properties.provisioning_state == "Succeeded"
+    assert emulator.arm.account(RG, "aoai1")["properties"]["provisioningState"] == "Succeeded"  # stored, no linger
+
+
+def test_no_lingering_accepted_is_an_explicit_kinder_option(seeded: tuple[Emulator, Any, Any]) -> None:
+    emulator, vault, _ = seeded
+    emulator.arm.configure(linger_accepted_reads=0)
     second = vault.create_key("cmk")
     accounts = client(emulator).accounts
     result = accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", second.version)).result()
-    assert result.properties.provisioning_state == "Accepted"  # the poller's final GET is the first lingering read
-    assert result.properties.encryption.key_vault_properties.key_version == second.version
-    assert accounts.get(RG, "aoai1").properties.provisioning_state == "Accepted"
+    assert result.properties.provisioning_state == "Succeeded"
     assert accounts.get(RG, "aoai1").properties.provisioning_state == "Succeeded"
 
 
@@ -318,15 +390,66 @@ def test_an_operation_nobody_polls_still_ends(seeded: tuple[Emulator, Any, Any])
     assert arm(emulator, "PATCH", account_path("aoai1"), {"tags": {"team": "security"}})[0] == 202
 
 
+def _converged(emulator: Emulator, version: str, reads: int = 10) -> list[str]:
+    """The provisioning states the SDK reads until the account reports ``version`` and Succeeded (a client's verify)."""
+    states = []
+    for _ in range(reads):
+        account = client(emulator).accounts.get(RG, "aoai1")
+        states.append(account.properties.provisioning_state)
+        if account.properties.encryption.key_vault_properties.key_version == version and states[-1] == "Succeeded":
+            return states
+        time.sleep(0.1)
+    raise AssertionError(f"aoai1 never reported {version} and Succeeded: {states}")
+
+
+def test_a_patch_can_take_effect_and_then_answer_500(seeded: tuple[Emulator, Any, Any]) -> None:
+    """An answer lost on the way back: the update is accepted and its operation runs, but the client sees a 500
+    (``FaultRule(act_first=True)``; emulator/README.md "Faults"). azure-core retries a PATCH on 500 (azure-facts §2),
+    and the retry meets the first request's operation still in flight: 409 ``RequestConflict``."""
+    emulator, vault, first = seeded
+    emulator.arm.configure(lro_unattended_seconds=0.3)  # nobody knows the operation's URL, so nobody polls it
+    second = vault.create_key("cmk")
+    emulator.control.add_fault(FaultRule(operation="arm.update_account", status=500, act_first=True))
+    status, _, body = arm(emulator, "PATCH", account_path("aoai1"), cmk(vault.url, "cmk", second.version).serialize())
+    assert (status, body["error"]["code"]) == (500, "InjectedFault")
+    assert key_version(emulator, "aoai1") == second.version  # it took effect all the same
+    assert _converged(emulator, second.version)[-1] == "Succeeded"
+
+    third = vault.create_key("cmk")
+    emulator.control.add_fault(FaultRule(operation="arm.update_account", status=500, act_first=True))
+    with pytest.raises(ResourceExistsError) as raised:
+        client(emulator).accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", third.version))
+    assert raised.value.error.code == "RequestConflict"
+    assert [c.status for c in emulator.control.calls("arm.update_account")] == [500, 500, 409]
+    assert _converged(emulator, third.version)[-1] == "Succeeded"  # the lost update still lands
+    assert third.version != first.version
+
+
+def test_a_patch_can_take_effect_and_then_drop_the_connection(seeded: tuple[Emulator, Any, Any]) -> None:
+    """The same with the connection dropped: azure-core does not retry a PATCH on a connection error (azure-facts §2),
+    so the SDK raises, yet the account ends on the new key version once its operation has run."""
+    emulator, vault, first = seeded
+    emulator.arm.configure(lro_unattended_seconds=0.3)
+    second = vault.create_key("cmk")
+    emulator.control.add_fault(FaultRule(operation="arm.update_account", drop=True, act_first=True))
+    with pytest.raises(AzureError) as raised:
+        client(emulator).accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", second.version))
+    assert not isinstance(raised.value, HttpResponseError)  # no answer at all
+    assert [c.status for c in emulator.control.calls("arm.update_account")] == [0]
+    states = _converged(emulator, second.version)
+    assert states[0] == "Accepted" and states[-1] == "Succeeded" and key_version(emulator, "aoai1") != first.version
+
+
 # The resource provider's checks on a customer-managed key -----------------------------------------------------
 
 
 def _scenario(emulator: Emulator, case: str) -> tuple[Account, str]:
-    """Set up one broken CMK update for account ``aoai1`` in ``rg-ai``; return the update and the expected code."""
-    soft_delete = case != "no soft delete"
-    purge = case not in ("no purge protection", "no soft delete")
+    """Set up one broken CMK update for account ``aoai1`` in ``rg-ai``; return the update and the expected code.
+
+    There is no "soft delete off" case: Azure no longer lets a vault turn soft delete off, and neither does the
+    emulated vault, so ``KeyVaultSoftDeleteRequired`` cannot happen."""
     location = "westus" if case == "other region" else None
-    vault = emulator.add_vault("kv1", soft_delete=soft_delete, purge_protection=purge, location=location)
+    vault = emulator.add_vault("kv1", purge_protection=case != "no purge protection", location=location)
     now = emulator.clock.timestamp()
     record = vault.create_key(
         "cmk",
@@ -341,7 +464,7 @@ def _scenario(emulator: Emulator, case: str) -> tuple[Account, str]:
         emulator.clock.advance(timedelta(seconds=61))
     if case == "access denied":
         vault.deny(emulator.arm.identity_principal(RG, "aoai1"))
-    version = {"empty version": "", "unknown version": "0" * 32}.get(case, record.version)
+    version = {"unknown version": "0" * 32}.get(case, record.version)
     key = "other-key" if case == "unknown key" else "cmk"
     url = "https://127.0.0.1:1" if case == "unknown vault" else vault.url
     client_id = "00000000-0000-0000-0000-00000000dead" if case == "wrong client id" else None
@@ -349,12 +472,10 @@ def _scenario(emulator: Emulator, case: str) -> tuple[Account, str]:
         "unknown vault": "KeyVaultNotFound",
         "unknown key": "KeyVaultKeyNotFound",
         "unknown version": "KeyVaultKeyNotFound",
-        "empty version": "KeyVaultKeyVersionRequired",
         "disabled": "KeyVaultKeyVersionDisabled",
         "expired": "KeyVaultKeyExpired",
         "not yet valid": "KeyVaultKeyNotYetValid",
         "3072 bits": "KeyVaultKeyNotSupported",
-        "no soft delete": "KeyVaultSoftDeleteRequired",
         "no purge protection": "KeyVaultPurgeProtectionRequired",
         "other region": "KeyVaultRegionMismatch",
         "no identity": "ManagedIdentityRequired",
@@ -369,12 +490,10 @@ CASES = [
     "unknown vault",
     "unknown key",
     "unknown version",
-    "empty version",
     "disabled",
     "expired",
     "not yet valid",
     "3072 bits",
-    "no soft delete",
     "no purge protection",
     "other region",
     "no identity",
@@ -431,6 +550,67 @@ def test_a_user_assigned_identity_is_used_through_its_client_id(emulator: Emulat
     assert updated.properties.encryption.key_vault_properties.identity_client_id == ids["clientId"]
 
 
+def test_an_empty_key_version_and_identity_client_id_are_accepted_as_terraform_sends_them(
+    seeded: tuple[Emulator, Any, Any],
+) -> None:
+    """Terraform sends ``keyVersion: ""`` for a versionless key and ``identityClientId: ""`` without a user-assigned
+    identity, and Azure accepts both (azure-facts §10.13, hashicorp/terraform-provider-azurerm
+    cognitive_account_customer_managed_key_resource.go). The account stores them as sent; the key check resolves a
+    versionless key to its latest version, which must be usable, and the system-assigned identity is the one used."""
+    emulator, vault, first = seeded
+    emulator.arm.configure(lro_polls=0)  # a GET ends the operation: the raw PATCH below is never polled
+    terraform = {
+        "properties": {
+            "encryption": {
+                "keySource": "Microsoft.KeyVault",
+                "keyVaultProperties": {
+                    "keyName": "cmk",
+                    "keyVersion": "",
+                    "keyVaultUri": vault.url + "/",
+                    "identityClientId": "",
+                },
+            }
+        }
+    }
+    status, _, body = arm(emulator, "PATCH", account_path("aoai1"), terraform)
+    assert status == 202, body
+    validate(COGNITIVE, "Account", body)
+    stored = emulator.arm.account(RG, "aoai1")["properties"]["encryption"]["keyVaultProperties"]
+    assert (stored["keyVersion"], stored["identityClientId"]) == ("", "")
+    got = _converged_kvp(emulator)
+    assert (got.key_version, got.identity_client_id) == ("", "")
+
+    latest = vault.create_key("cmk", enabled=False)  # a versionless key follows the latest version: it must be usable
+    with pytest.raises(HttpResponseError) as raised:
+        client(emulator).accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", "", client_id=""))
+    assert raised.value.error.code == "KeyVaultKeyVersionDisabled"
+    assert f"The latest version '{latest.version}' of key 'cmk' (keyVersion is empty)" in raised.value.error.message
+    vault.update_key("cmk", latest.version, enabled=True)
+    updated = client(emulator).accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", "", client_id="")).result()
+    assert updated.properties.encryption.key_vault_properties.key_version == ""
+
+    emulator.arm.add_account("uai-only", identity="UserAssigned")
+    status, _, body = arm(emulator, "PATCH", account_path("uai-only"), terraform)
+    assert (status, body["error"]["code"]) == (400, "ManagedIdentityRequired")  # "" names no identity to use
+    for field, value in (("keyName", ""), ("keyVaultUri", ""), ("keyVersion", 1), ("identityClientId", False)):
+        bad = json.loads(json.dumps(terraform))
+        bad["properties"]["encryption"]["keyVaultProperties"][field] = value
+        status, _, body = arm(emulator, "PATCH", account_path("aoai1"), bad)
+        assert (status, body["error"]["code"]) == (400, "InvalidEncryption"), field
+        assert f"keyVaultProperties.{field} must be" in body["error"]["message"]
+    assert first.version != latest.version
+
+
+def _converged_kvp(emulator: Emulator) -> Any:
+    """The key vault properties the SDK reads once ``aoai1`` has left "Accepted"."""
+    for _ in range(10):
+        account = client(emulator).accounts.get(RG, "aoai1")
+        if account.properties.provisioning_state != "Accepted":
+            return account.properties.encryption.key_vault_properties
+        time.sleep(0.05)
+    raise AssertionError("aoai1 stayed Accepted")
+
+
 def test_moving_back_to_microsoft_managed_keys_is_allowed(seeded: tuple[Emulator, Any, Any]) -> None:
     emulator, _, _ = seeded
     revert = Account(properties=AccountProperties(encryption=Encryption(key_source="Microsoft.CognitiveServices")))
@@ -439,6 +619,7 @@ def test_moving_back_to_microsoft_managed_keys_is_allowed(seeded: tuple[Emulator
 
 
 def test_a_create_is_checked_like_an_update(emulator: Emulator) -> None:
+    emulator.arm.add_resource_group(RG)
     vault = emulator.add_vault("kv1")
     record = vault.create_key("cmk")
     body = cmk(vault.url, "cmk", record.version).serialize()
@@ -460,6 +641,7 @@ def test_a_create_is_checked_like_an_update(emulator: Emulator) -> None:
 
 def test_a_create_that_fails_asynchronously_leaves_a_failed_account(emulator: Emulator) -> None:
     emulator.arm.configure(validation="async", lro_polls=0)
+    emulator.arm.add_resource_group(RG)
     vault = emulator.add_vault("kv1")
     body = cmk(vault.url, "missing-key", "0" * 32).serialize()
     body.update({"kind": "OpenAI", "sku": {"name": "S0"}, "location": "eastus", "identity": {"type": "SystemAssigned"}})
@@ -516,6 +698,38 @@ def test_a_request_without_a_token_gets_a_401_challenge(seeded: tuple[Emulator, 
     assert 'error="invalid_token"' in challenge and "error_description=" in challenge
 
 
+def test_a_token_for_another_audience_gets_401_invalid_authentication_token_audience(
+    seeded: tuple[Emulator, Any, Any],
+) -> None:
+    """ARM accepts a token only for itself (azure-facts §10.9); the code and the message are ARM's, as captured in
+    Azure-Samples/active-directory-dotnetcore-daemon-v2#145 and JetBrains/azure-tools-for-intellij#16."""
+    emulator, _, _ = seeded
+    status, headers, body = arm(emulator, "GET", account_path("aoai1"), scope="https://vault.azure.net/.default")
+    assert status == 401
+    assert body == {
+        "error": {
+            "code": "InvalidAuthenticationTokenAudience",
+            "message": "The access token has been obtained for wrong audience or resource 'https://vault.azure.net'. "
+            "It should exactly match with one of the allowed audiences 'https://management.core.windows.net/',"
+            "'https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
+        }
+    }
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+    status, _, _ = arm(emulator, "PATCH", account_path("aoai1"), {"tags": {"x": "y"}}, scope="https://x/.default")
+    assert status == 401 and emulator.arm.account(RG, "aoai1")["tags"] == {"team": "ai"}  # nothing done
+    for scope in (
+        "https://management.azure.com/.default",
+        "https://management.azure.com//.default",  # aud "https://management.azure.com/"
+        "https://management.core.windows.net/.default",
+        "https://management.core.windows.net//.default",
+    ):
+        assert arm(emulator, "GET", account_path("aoai1"), scope=scope)[0] == 200, scope
+    wrong = client(emulator, credential_scopes=["https://eventgrid.azure.net/.default"]).accounts
+    with pytest.raises(ClientAuthenticationError) as raised:
+        wrong.get(RG, "aoai1")
+    assert raised.value.error.code == "InvalidAuthenticationTokenAudience"
+
+
 def test_a_denied_identity_gets_403_authorization_failed(seeded: tuple[Emulator, Any, Any]) -> None:
     emulator, vault, first = seeded
     emulator.arm.deny("rotation-app", "write")
@@ -524,13 +738,56 @@ def test_a_denied_identity_gets_403_authorization_failed(seeded: tuple[Emulator,
     with pytest.raises(HttpResponseError) as raised:
         accounts.begin_update(RG, "aoai1", cmk(vault.url, "cmk", first.version))
     assert raised.value.status_code == 403 and raised.value.error.code == "AuthorizationFailed"
-    assert raised.value.error.message.startswith(
+    assert raised.value.error.message == (
         "The client 'rotation-app' with object id 'rotation-app' does not have authorization to perform action "
-        f"'Microsoft.CognitiveServices/accounts/write' over scope '{emulator.arm.account_id(RG, 'aoai1')}'"
+        f"'Microsoft.CognitiveServices/accounts/write' over scope '{emulator.arm.account_id(RG, 'aoai1')}' or the "
+        "scope is invalid. If access was recently granted, please refresh your credentials."
     )
     assert client(emulator, "someone-else").accounts.begin_update(RG, "aoai1", Account(tags={})).result().tags == {}
     emulator.arm.allow("rotation-app")
     assert accounts.begin_update(RG, "aoai1", Account(tags={"a": "b"})).result().tags == {"a": "b"}
+
+
+def test_each_arm_action_is_authorised_on_its_own(seeded: tuple[Emulator, Any, Any]) -> None:
+    """ARM authorises one action per request: ``accounts/read`` (get, list), ``accounts/write`` (PUT, PATCH),
+    ``accounts/delete``, and for the operation status polls ``locations/operationresults/read``, the one such action
+    in the provider's operations list (MicrosoftDocs/azure-docs articles/role-based-access-control/permissions/
+    ai-machine-learning.md; which action ARM checks on ``operationStatuses`` is UNCONFIRMED). The polls are
+    authorised at subscription scope (azure-facts §10.7), so a role on the account alone is refused them."""
+    emulator, _, _ = seeded
+    emulator.arm.configure(lro_polls=0)  # the account's own GET ends the operation; nobody can poll it
+    emulator.arm.deny("rotation-app", "operations")
+    accounts = client(emulator).accounts
+    poller = accounts.begin_update(RG, "aoai1", Account(tags={"team": "platform"}))
+    with pytest.raises(HttpResponseError) as raised:
+        poller.result()
+    assert raised.value.status_code == 403 and raised.value.error.code == "AuthorizationFailed"
+    status_path = next(c.path for c in emulator.control.calls("arm.operation_status"))
+    assert raised.value.error.message == (
+        "The client 'rotation-app' with object id 'rotation-app' does not have authorization to perform action "
+        f"'Microsoft.CognitiveServices/locations/operationresults/read' over scope '{status_path}' or the scope is "
+        "invalid. If access was recently granted, please refresh your credentials."
+    )
+    assert accounts.get(RG, "aoai1").tags == {"team": "platform"}  # the update stands; reading the account still works
+    results_path = status_path.replace("/operationStatuses/", "/operationResults/")
+    assert arm(emulator, "GET", results_path)[0] == 403
+
+    emulator.arm.allow("rotation-app")
+    for action, method, operation in (
+        ("read", "GET", "accounts/read"),
+        ("Microsoft.CognitiveServices/accounts/delete", "DELETE", "accounts/delete"),
+        ("MICROSOFT.COGNITIVESERVICES/ACCOUNTS/WRITE", "PATCH", "accounts/write"),
+    ):
+        emulator.arm.deny("rotation-app", action)
+        status, _, body = arm(emulator, method, account_path("aoai1"), {"tags": {}} if method == "PATCH" else None)
+        assert (status, body["error"]["code"]) == (403, "AuthorizationFailed"), action
+        assert f"action 'Microsoft.CognitiveServices/{operation}' over scope '{account_path('aoai1')}'" in str(body)
+        assert arm(emulator, "GET", status_path)[0] == 200  # the poll is another action
+        emulator.arm.allow("rotation-app")
+    emulator.arm.deny("rotation-app")  # "*": every action
+    assert {arm(emulator, "GET", path)[0] for path in (account_path("aoai1"), status_path)} == {403}
+    with pytest.raises(ValueError, match='action must be "read", "write", "delete", "operations", "\\*"'):
+        emulator.arm.deny("rotation-app", "Microsoft.CognitiveServices/accounts/listKeys/action")
 
 
 def test_api_version_is_required_and_checked(seeded: tuple[Emulator, Any, Any]) -> None:
@@ -612,6 +869,9 @@ def test_admin_api_seeds_reads_and_steers_accounts(emulator: Emulator) -> None:
         client(emulator).accounts.get(RG, "a1")
     assert admin(emulator, "POST", "/admin/arm/allow", {"identity": "rotation-app"})[0] == 204
     assert client(emulator).accounts.get(RG, "a1").name == "a1"
+    assert admin(emulator, "POST", "/admin/arm/deny", {"identity": "rotation-app", "action": "operations"})[0] == 204
+    with pytest.raises(HttpResponseError, match="locations/operationresults/read"):
+        client(emulator).accounts.begin_update(RG, "a1", Account(tags={"k": "w"})).result()
 
 
 def test_bad_admin_input_gets_a_clear_400(emulator: Emulator) -> None:
@@ -628,6 +888,9 @@ def test_bad_admin_input_gets_a_clear_400(emulator: Emulator) -> None:
         ("PUT", "/admin/arm/settings", {"retry_after": True}, "retry_after must be a whole number"),
         ("PUT", "/admin/arm/settings", {"speed": 1}, "Unknown ARM settings ['speed']"),
         ("POST", "/admin/arm/deny", {"identity": "x", "action": "all"}, 'action must be "read"'),
+        ("POST", "/admin/arm/resource-groups", {}, "Missing field 'name'"),
+        ("POST", "/admin/arm/resource-groups", {"name": "rg."}, "does not end in '.'"),
+        ("POST", "/admin/arm/resource-groups", {"name": "rg", "location": "x"}, "Unknown resource group fields"),
     ]
     for method, path, body, message in cases:
         status, answer = admin(emulator, method, path, body)
