@@ -277,11 +277,11 @@ class ArmService(Service):
         if request.identity is None:
             description = "The access token is missing or could not be read."
             return self._unauthenticated("AuthenticationFailed", f"Authentication failed. {description}", description)
-        if request.audience in {audience.rstrip("/") for audience in ARM_AUDIENCES}:
+        if request.audience in {audience.rstrip("/") for audience in self.arm.audiences}:
             return None
         raw = (claims_from_authorization(request.headers.get("Authorization")) or {}).get("aud")
         audience = raw if isinstance(raw, str) else ""
-        allowed = ",".join(f"'{accepted}'" for accepted in ARM_AUDIENCES)
+        allowed = ",".join(f"'{accepted}'" for accepted in self.arm.audiences)
         return self._unauthenticated(
             "InvalidAuthenticationTokenAudience",
             f"The access token has been obtained for wrong audience or resource '{audience}'. "
@@ -347,6 +347,9 @@ class Arm:
         self.location = location
         self._vault_by_url = vault_by_url
         self.url = ""  # set when the emulator starts listening
+        # The token audiences this ARM accepts: the public cloud's. A sovereign cloud's ARM accepts only its own, so a
+        # client that asks for the public scope gets InvalidAuthenticationTokenAudience there.
+        self.audiences: tuple[str, ...] = ARM_AUDIENCES
         self.service = ArmService(self)
         self.lro_polls = 1
         self.lro_seconds = 0

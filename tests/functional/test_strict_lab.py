@@ -6,6 +6,8 @@ against an emulator that behaves as Azure does where Azure is unkind, and checks
   version, every account on it.
 - A partial role (keys list and get, but not create): the rotation fails with the missing permission named, in the
   service's words and Key Vault's, and writes nothing.
+- An ARM endpoint of another cloud (its tokens have another audience): every account fails with a message that says
+  the endpoint and the identity are in two clouds, not that a role is missing, and no account is written.
 - A vault that sends ``KeyNearExpiry`` earlier than ``ROTATION_RENEW_BEFORE`` (its policy's Notify is 45 days): the
   event rotates nothing yet, and the timer sweep rotates once the key is due, well before it expires.
 - A key whose versions come from Key Vault's own rotation policy (``new_versions: "key_vault"``): the vault rotates on
@@ -159,3 +161,16 @@ def test_a_vault_that_notifies_earlier_than_renew_before_still_rotates_in_time(s
     assert len(scene.versions()) == 3
     for account in scene.accounts:
         assert (scene.key_version(account), scene.state(account)) == (swept.to_version, "Succeeded")
+
+
+def test_an_arm_of_another_cloud_refuses_the_token_and_the_error_says_so(scene: Scene) -> None:
+    """Azure US Government's ARM accepts only its own audience; the app asks for the public cloud's
+    (``InvalidAuthenticationTokenAudience``, azure-facts 10.9)."""
+    scene.emulator.arm.audiences = ("https://management.usgovcloudapi.net/", "https://management.usgovcloudapi.net")
+
+    outcome = scene.reconcile("req-other-cloud")
+
+    assert outcome.status is Status.FAILED and outcome.error is not None  # the key was due: its new version stays
+    assert outcome.error.count("issued for another resource") == 3 and "same Azure cloud" in outcome.error
+    assert "InvalidAuthenticationTokenAudience" in outcome.error and "lacks" not in outcome.error
+    assert scene.statuses(UPDATE) == []
