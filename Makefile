@@ -8,11 +8,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# The real Azure Functions Python worker, which the tests and the demo drive in-process (emulator/functions_worker.py).
+# Both wheels declare Python 3.13 but run on 3.11, so they go in without pip's checks; their dependencies are pinned in
+# requirements.txt (azure-functions) and requirements-dev.txt (protobuf, azurefunctions-extensions-base). The worker's
+# generated FunctionRpc protobuf modules ship only in the v1 runtime's wheel, as a top-level `tests` package, so that
+# wheel goes to a folder of its own, never site-packages (where it would shadow this project's `tests`).
+WORKER := azure-functions-runtime==1.3.0
+WORKER_PROTOS := azure-functions-runtime-v1==1.2.0
+WORKER_DIR := $(VENV)/functions-worker
+
 .PHONY: demo test lint types install lock bench fuzz chaos clean
 
-$(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
+$(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python $(WORKER)
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python --upgrade --target $(WORKER_DIR) $(WORKER_PROTOS)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 

@@ -4,8 +4,8 @@
    ARM update and read is slowed by injected latency, as real ARM is slow. For each concurrency the key is force-rotated
    (one new version, 24 accounts repointed and verified); the speed is reported relative to concurrency 1.
 2. How much of its one-second budget ``on_key_event`` uses: Event Grid waits 30 s, the design asks for well under 1 s.
-   Events go through the app's own trigger (``emulator.functions_host``) into a real Azurite; the median and the 95th
-   percentile are reported as fractions of 1 s.
+   Events go through the app's own trigger (``emulator.functions_host``: the Event Grid webhook and the real Python
+   worker) into a real Azurite; the median and the 95th percentile are reported as fractions of 1 s.
 """
 
 from __future__ import annotations

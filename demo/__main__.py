@@ -1,8 +1,8 @@
 """``make demo``: the rotation service end to end on the local emulator and a real Azurite, in under a minute.
 
-No Azure account and no Functions host: the demo calls the app's own trigger functions (``function_app.py``) through
-``emulator.functions_host``, which converts wire JSON with the ``azure.functions`` library as the host does. In Azure,
-``func start`` or the Functions runtime does the same wiring for real.
+No Azure account and no Functions host: the demo drives the app's own trigger functions (``function_app.py``) through
+``emulator.functions_host``, a stand-in for the host that follows host.json and hands every invocation, in wire format,
+to the real Python worker (``emulator.functions_worker``), which decodes it and runs the function as in Azure.
 
 Every step states what it expects; the demo stops with exit code 1 at the first expectation that fails.
 """
@@ -58,7 +58,11 @@ def main() -> int:
         accounts = [azure.arm.add_account(n, encryption=cmk(current))["id"] for n in names]
         bystander = azure.arm.add_account("openai-other-key", encryption=cmk(other))["id"]
         targets = [{"key": f"{vault.url}/keys/{KEY}", "accounts": accounts}]
-        env = {"AzureWebJobsStorage": storage.connection_string, "ROTATION_TARGETS": json.dumps(targets)}
+        env = {
+            "AzureWebJobsStorage": storage.connection_string,
+            "ROTATION_TARGETS": json.dumps(targets),
+            "ROTATION_SCHEDULE": "0 0 3 * * *",
+        }
         connection = AzureConnection(
             azure.credential(),
             arm_endpoint=azure.arm_url,
@@ -70,7 +74,7 @@ def main() -> int:
         app.queue.ensure()
         app.ledger.ensure()
         configure(app)
-        host = FunctionsHost(function_app.app, storage.connection_string)
+        host = FunctionsHost(function_app.app, storage.connection_string, app_settings=env)
         key_events: list[dict[str, Any]] = []
         azure.eventgrid.subscribe(endpoint=key_events.append)
 

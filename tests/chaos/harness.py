@@ -26,8 +26,9 @@ One wait is real: a call a client gave up on (the ``timeout`` action) is still c
 before settling and before the next schedule, the harness waits until every such call has landed (under 2 s).
 
 It never patches the code under test: the app is built by ``RotationApp.build`` with injected timings, the triggers are
-``function_app``'s own functions called through ``emulator.functions_host``'s converters, storage blips come from the
-transport the storage clients are given, and Key Vault and ARM faults are the emulator's fault rules.
+``function_app``'s own functions invoked through ``emulator.functions_host`` and the real Python worker (a function's
+exception reaches the harness as the worker's ``InvocationFailed``, with the exception's type by name), storage blips
+come from the transport the storage clients are given, and Key Vault and ARM faults are the emulator's fault rules.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ from emulator.azurite import Azurite
 from emulator.control import FaultRule
 from emulator.core import Emulator
 from emulator.eventgrid import KEY_NEAR_EXPIRY, KEY_NEW_VERSION_CREATED
-from emulator.functions_host import FunctionsHost
-from rotation.app import Redeliver, configure
+from emulator.functions_host import FunctionsHost, InvocationFailed
+from rotation.app import configure
 from rotation.errors import InvalidInput, StorageUnavailable
 from rotation.events import KEY_EVENT_TYPES
 from rotation.model import TAG_REQUEST_ID, TAG_TRIGGER, KeyRef, RotationRequest, request_id_for
@@ -79,6 +80,7 @@ PROCESS_IDENTITY = "chaos-process"
 HARNESS_IDENTITY = "chaos-harness"
 MAX_DEQUEUE = 5  # host.json extensions.queues.maxDequeueCount
 POISON_OF_POISON = f"{POISON_QUEUE}-poison"  # where the host moves a poison message that failed every delivery
+SCHEDULE = "0 0 3 * * *"  # ROTATION_SCHEDULE, the app setting the timer's %ROTATION_SCHEDULE% resolves to
 RENEW_BEFORE = timedelta(days=30)  # ROTATION_RENEW_BEFORE's default, which the app runs with
 KEY_LIFETIME = timedelta(days=120)  # ROTATION_KEY_LIFETIME's default
 DAY = timedelta(days=1)
@@ -243,7 +245,12 @@ class World:
             emulator=emulator,
             azurite=azurite,
             vault=vault,
-            host=FunctionsHost(function_app.app, azurite.connection_string, max_dequeue_count=MAX_DEQUEUE),
+            host=FunctionsHost(
+                function_app.app,
+                azurite.connection_string,
+                max_dequeue_count=MAX_DEQUEUE,
+                app_settings={"ROTATION_SCHEDULE": SCHEDULE},
+            ),
             bystander_version=bystander.version,
             bystander_account_id=account["id"],
             bystander_events=list(emulator.eventgrid.published[published:]),
@@ -264,6 +271,11 @@ class World:
                 queue.clear_messages()
             except AzureError:
                 queue.create_queue()
+
+
+def redelivery(failure: InvocationFailed) -> bool:
+    """True when the function raised ``Redeliver`` on purpose (every failure of the delivery did)."""
+    return all(f.exception_type == "Redeliver" for f in failure.failures)
 
 
 def _cmk(vault: Any, record: Any) -> dict[str, Any]:
@@ -523,7 +535,9 @@ class Run:
                 self.host.deliver_message("on_queued_key_event", json.dumps(payload))
             else:
                 self.host.deliver_events("on_key_event", [payload])
-        except Redeliver:
+        except InvocationFailed as failure:
+            if not redelivery(failure):
+                self.violation(7, f"{via} delivery of event {payload.get('id')} failed: {failure}")
             with self._lock:
                 self.pending_events.append((payload, via))
             return False
@@ -590,7 +604,9 @@ class Run:
         """Run one trigger invocation; True when it returned, False when it asked for a redelivery."""
         try:
             call()
-        except Redeliver:
+        except InvocationFailed as failure:
+            if not redelivery(failure):
+                self.violation(7, f"{name} failed: {failure}")
             return False
         except Exception as exc:  # noqa: BLE001 -- invariant 7
             self.violation(7, f"{name} raised {type(exc).__name__}: {exc}")

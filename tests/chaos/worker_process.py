@@ -26,10 +26,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import azure.functions as func
-
 import function_app
-from emulator.functions_host import FunctionsHost
+from emulator.functions_host import FunctionsHost, InvocationFailed
 from rotation.app import configure
 from tests.chaos.wiring import build_chaos_app
 
@@ -80,7 +78,10 @@ def main() -> int:
     rotation_log.addHandler(StopAtBoundary(job["stop_at"]))
     say({"event": "ready"})
     try:
-        host.function("rotation_worker")(func.QueueMessage(id="handed-over", body=job["message"].encode()))
+        host.deliver_message("rotation_worker", job["message"], message_id="handed-over")
+    except InvocationFailed as failure:  # reported to the harness, which judges it (only Redeliver may leave)
+        say({"event": "raised", "error": failure.exception_type, "detail": failure.message[:300]})
+        return 1
     except Exception as exc:  # noqa: BLE001 -- reported to the harness, which judges it (only Redeliver may leave)
         say({"event": "raised", "error": type(exc).__name__, "detail": str(exc)[:300]})
         return 1

@@ -1,4 +1,5 @@
-"""Fixtures for the trigger tests: the app's functions behind ``emulator.functions_host``, wired to a real Azurite.
+"""Fixtures for the trigger tests: the app's functions behind ``emulator.functions_host`` (and the real Python worker),
+wired to a real Azurite.
 
 ``rotation`` installs a ``RotationApp`` with ``configure(app)`` (and resets with ``configure(None)``) whose targets are
 the key variants of Microsoft's sample events (vault ``sample-kv``) and one key on the emulator. Event and bad-input
@@ -21,7 +22,7 @@ from emulator.core import Emulator
 from emulator.functions_host import FunctionsHost
 from rotation.app import RotationApp, configure
 from rotation.storage import REQUESTS_QUEUE
-from tests.functional.wiring import build_app
+from tests.functional.wiring import app_settings, build_app
 
 SAMPLE_VAULT = "https://sample-kv.vault.azure.net"
 SAMPLE_KEY = f"{SAMPLE_VAULT}/keys/newsecret"  # the samples' object name, as a key
@@ -64,7 +65,8 @@ def rotation(emulator_vault: tuple[Emulator, str], azurite: Azurite) -> Iterator
     targets = [{"key": SAMPLE_KEY, "accounts": [SAMPLE_ACCOUNT]}, {"key": key, "accounts": [account]}]
     table = f"ledger{uuid.uuid4().hex[:12]}"
     app = build_app(emulator.endpoints(), azurite.connection_string, targets, ledger_table=table)
-    host = FunctionsHost(function_app.app, azurite.connection_string)
+    settings = app_settings(emulator.endpoints(), azurite.connection_string, targets)
+    host = FunctionsHost(function_app.app, azurite.connection_string, app_settings=settings)
     host.queue(REQUESTS_QUEUE).clear_messages()
     configure(app)
     try:

@@ -1,7 +1,7 @@
-"""The trigger layer (``function_app.py``): binding metadata, and real ``azure.functions`` objects built by the
-library's own converters from wire JSON, handed to the registered functions through ``emulator.functions_host``.
+"""The trigger layer (``function_app.py``): binding metadata, and the app's functions invoked through
+``emulator.functions_host`` and the real Python worker, which decodes the wire input as in Azure.
 
-    bindings      all seven functions, from the app's one ``get_functions()`` call
+    bindings      every function, as the worker reports them to the host (its one ``get_functions()`` call)
     Event Grid    Microsoft's sample events (azure-facts §4.2, copied exactly, typos included) as key events in both
                   schemas, tolerant variants, and events that must be ignored: acknowledged, nothing enqueued
     HTTP          every kind of bad input gets a 4xx with a JSON error body, never a 500 or a traceback
@@ -20,10 +20,9 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
-import function_app
 from emulator.azurite import Azurite
 from emulator.core import Emulator
-from emulator.functions_host import registered_functions
+from emulator.functions_worker import FunctionsWorker
 from rotation.app import configure
 from rotation.model import KeyRef, RotationRequest, request_id_for
 from tests.function.conftest import SAMPLE_ACCOUNT, SAMPLE_KEY, Rotation
@@ -102,25 +101,21 @@ def enqueued(rotation: Rotation) -> list[dict[str, Any]]:
 
 
 def bindings(name: str) -> list[dict[str, Any]]:
-    """One function's bindings as the host reads them (enums as their wire values)."""
-    function = registered_functions(function_app.app)[name]
-    return [
-        {k: [getattr(m, "value", m) for m in v] if k == "methods" else getattr(v, "value", v) for k, v in b.items()}
-        for b in (binding.get_dict_repr() for binding in function.get_bindings())
-    ]
+    """One function's bindings as the host receives them: the raw bindings of the worker's metadata response."""
+    return FunctionsWorker.start().function(name).bindings
 
 
 def http_bindings(route: str, method: str) -> list[dict[str, Any]]:
-    trigger = {"direction": 0, "type": "httpTrigger", "name": "req", "methods": [method], "authLevel": "function"}
-    return [{**trigger, "route": route}, {"direction": 1, "type": "http", "name": "$return"}]
+    trigger = {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": [method], "authLevel": "FUNCTION"}
+    return [{**trigger, "route": route}, {"direction": "OUT", "type": "http", "name": "$return"}]
 
 
 def test_every_function_and_its_bindings() -> None:
-    assert {name: bindings(name) for name in registered_functions(function_app.app)} == {
-        "on_key_event": [{"direction": 0, "type": "eventGridTrigger", "name": "event"}],
+    assert {name: bindings(name) for name in FunctionsWorker.start().functions} == {
+        "on_key_event": [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}],
         "on_queued_key_event": [
             {
-                "direction": 0,
+                "direction": "IN",
                 "type": "queueTrigger",
                 "name": "message",
                 "queueName": "key-events",
@@ -129,7 +124,7 @@ def test_every_function_and_its_bindings() -> None:
         ],
         "rotation_sweep": [
             {
-                "direction": 0,
+                "direction": "IN",
                 "type": "timerTrigger",
                 "name": "timer",
                 "schedule": "%ROTATION_SCHEDULE%",
@@ -142,7 +137,7 @@ def test_every_function_and_its_bindings() -> None:
         "fleet_status": http_bindings("status", "GET"),
         "rotation_worker": [
             {
-                "direction": 0,
+                "direction": "IN",
                 "type": "queueTrigger",
                 "name": "message",
                 "queueName": "rotation-requests",
@@ -151,7 +146,7 @@ def test_every_function_and_its_bindings() -> None:
         ],
         "rotation_poison": [
             {
-                "direction": 0,
+                "direction": "IN",
                 "type": "queueTrigger",
                 "name": "message",
                 "queueName": "rotation-requests-poison",
@@ -445,8 +440,12 @@ def test_bad_lookups_get_a_4xx_json_error(rotation: Rotation, request_id: str, s
         ("fleet_status", "PUT", "/api/status"),
     ],
 )
-def test_a_wrong_method_gets_405_with_a_json_error(rotation: Rotation, function: str, method: str, url: str) -> None:
-    assert_json_error(rotation.host.http(function, method, url), 405, "MethodNotAllowed")
+def test_a_wrong_method_gets_the_hosts_404_with_an_empty_body(
+    rotation: Rotation, function: str, method: str, url: str
+) -> None:
+    """The host answers a method no route accepts itself: 404 with an empty body (azure-functions-host#10098)."""
+    response = rotation.host.http(function, method, url)
+    assert (response.status_code, response.get_body()) == (404, b"")
     assert rotation.queued() == []
 
 

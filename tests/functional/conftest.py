@@ -21,7 +21,7 @@ from emulator.core import Emulator
 from emulator.functions_host import FunctionsHost
 from rotation.app import RotationApp, configure
 from rotation.storage import REQUESTS_QUEUE, LedgerEntry
-from tests.functional.wiring import build_app
+from tests.functional.wiring import app_settings, build_app
 
 KEY = "aoai-cmk"
 OTHER_KEY = "other-cmk"
@@ -67,11 +67,14 @@ class Fleet:
         assert bystander["keyVersion"] == self.bystander_version
         assert len(self.vault.versions(OTHER_KEY)) == 1
 
-    def pump(self, function: str = "rotation_worker", *, rounds: int = 10) -> int:
-        """Deliver the function's visible messages until none are left; the number of invocations."""
+    def pump(self, function: str = "rotation_worker", *, rounds: int = 10, one_at_a_time: bool = False) -> int:
+        """Deliver the function's visible messages until none are left; the number of invocations. The host runs up
+        to host.json's batchSize + newBatchThreshold of them at once; ``one_at_a_time`` delivers them one by one, for
+        a test about what a delivery finds of the one before (concurrent ones would find the key locked and come back
+        after the app's lock-held delay)."""
         total = 0
-        for _ in range(rounds):
-            invoked = self.host.pump(function)
+        for _ in range(rounds * (32 if one_at_a_time else 1)):
+            invoked = self.host.pump(function, max_messages=1 if one_at_a_time else 100)
             if invoked == 0:
                 return total
             total += invoked
@@ -109,7 +112,8 @@ def fleet(emulator: Emulator, azurite: Azurite) -> Iterator[Fleet]:
     emulator.arm.add_account(BYSTANDER, encryption=cmk(other))
     targets = [{"key": f"{vault.url}/keys/{KEY}", "accounts": accounts}]
     app = build_app(emulator.endpoints(), azurite.connection_string, targets)
-    host = FunctionsHost(function_app.app, azurite.connection_string)
+    settings = app_settings(emulator.endpoints(), azurite.connection_string, targets)
+    host = FunctionsHost(function_app.app, azurite.connection_string, app_settings=settings)
     empty_queues(host)
     configure(app)
     try:

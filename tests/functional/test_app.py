@@ -1,5 +1,5 @@
 """The Functions app end to end: ``function_app.py``'s own functions, invoked through ``emulator.functions_host`` (the
-``azure.functions`` converters, the real Azurite queues), against the emulator's Key Vault, ARM and Event Grid.
+real Python worker, the real Azurite queues), against the emulator's Key Vault, ARM and Event Grid.
 
     happy paths   KeyNearExpiry in both schemas; the HTTP API (dry run, Idempotency-Key, GET, status);
                   a version someone else created is rolled out without creating one
@@ -184,7 +184,7 @@ def test_duplicate_and_out_of_order_events_end_with_one_new_version(
 
     for copy in near:  # every copy is delivered before the worker runs: each one re-sends the queued request
         fleet.host.deliver_events("on_key_event", [copy])
-    assert fleet.pump() == 3
+    assert fleet.pump(one_at_a_time=True) == 3
     (new,) = fleet.new_versions()
     fleet.assert_converged(new)
     assert len(events_named(caplog, "rotation.duplicate")) == 2
@@ -194,7 +194,7 @@ def test_duplicate_and_out_of_order_events_end_with_one_new_version(
     assert len(ours) == 3  # our own create, announced (and duplicated) by Key Vault
     # Out of order: our own announcement, then the seeded version's announcement from before the rotation.
     fleet.host.deliver_events("on_key_event", [ours[0], *stale, ours[1]])
-    fleet.pump()
+    fleet.pump(one_at_a_time=True)
 
     assert fleet.new_versions() == [new]
     fleet.assert_converged(new)
@@ -215,7 +215,7 @@ def test_a_timer_sweep_and_an_http_request_racing_on_one_key_make_one_version(fl
     fleet.host.deliver_events("on_key_event", near)
     assert fleet.host.queue(REQUESTS_QUEUE).get_queue_properties().approximate_message_count == 3
 
-    assert fleet.pump() == 3
+    assert fleet.pump(one_at_a_time=True) == 3
 
     (new,) = fleet.new_versions()
     fleet.assert_converged(new)
@@ -407,14 +407,16 @@ def test_a_request_that_fails_every_delivery_is_poisoned_and_the_ledger_says_fai
     status, body, _ = post(fleet, {"key": fleet.key_id})
     assert status == 202
     request_id = body["request_id"]
-    fleet.host.max_dequeue_count = HOST_JSON_MAX_DEQUEUE
-    poison = fleet.host.queue(f"{REQUESTS_QUEUE}-poison")
+    # host.json's maxDequeueCount, with the failed message visible again at once instead of host.json's 60 s later
+    host = FunctionsHost(function_app.app, fleet.storage, visibility_timeout=timedelta(0))
+    assert host.max_dequeue_count == HOST_JSON_MAX_DEQUEUE
+    poison = host.queue(f"{REQUESTS_QUEUE}-poison")
 
     deliveries = 0
     deadline = time.monotonic() + 30
     while not poison.peek_messages():
         assert time.monotonic() < deadline, f"not poisoned after {deliveries} deliveries"
-        deliveries += fleet.host.pump("rotation_worker")
+        deliveries += host.pump("rotation_worker")
         time.sleep(0.1)
     assert deliveries == HOST_JSON_MAX_DEQUEUE
     row = fleet.row(request_id)
@@ -504,7 +506,7 @@ def test_a_fleet_too_large_for_one_ledger_cell_is_summarised_and_still_succeeds(
     emulator.arm.set_throttle_scale(100)
     key = f"{vault.url}/keys/cmk"
     app = build_app(emulator.endpoints(), azurite.connection_string, [{"key": key, "accounts": accounts}])
-    host = FunctionsHost(function_app.app, azurite.connection_string)
+    host = FunctionsHost(function_app.app, azurite.connection_string)  # no timer here: no settings needed
     empty_queues(host)
     configure(app)
     try:

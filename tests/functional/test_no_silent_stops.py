@@ -130,7 +130,7 @@ def test_a_failed_enqueue_answers_503_with_the_request_and_the_sweep_sends_it_la
     # Storage is back; the sweep repairs the row once nobody has touched it for repair_after.
     with_app(fleet, replace(healthy, timings=Timings(lease=15, repair_after=timedelta(0))))
     fleet.host.fire_timer("rotation_sweep")
-    assert fleet.pump() >= 1
+    assert fleet.pump(one_at_a_time=True) >= 1
     # The sweep's own request for the due key may run first; the repaired one then finds nothing left to do.
     assert fleet.row(row.request_id).status in ("succeeded", "skipped")
     (new,) = fleet.new_versions()

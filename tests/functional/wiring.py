@@ -34,10 +34,12 @@ QUICK_RETRIES = RetrySettings(
 def app_settings(
     endpoints: Mapping[str, Any], storage_connection_string: str, targets: Sequence[Mapping[str, Any]]
 ) -> dict[str, str]:
-    """The app settings a deployment would have: storage, targets, and the emulator's topic for outcome events."""
+    """The app settings a deployment would have: storage, targets, the sweep's schedule (the deployment's default),
+    and the emulator's topic for outcome events."""
     return {
         "AzureWebJobsStorage": storage_connection_string,
         "ROTATION_TARGETS": json.dumps(list(targets)),
+        "ROTATION_SCHEDULE": "0 0 3 * * *",
         "ROTATION_VERIFY_TIMEOUT": "PT20S",
         "ROTATION_EVENTS_ENDPOINT": endpoints["topic"],
         "ROTATION_EVENTS_KEY": endpoints["topic_key"],

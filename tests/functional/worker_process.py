@@ -20,8 +20,6 @@ import sys
 import time
 from typing import Any
 
-import azure.functions as func
-
 import function_app
 from emulator.functions_host import FunctionsHost
 from rotation.app import configure
@@ -56,7 +54,7 @@ def main() -> int:
         return 2
     try:
         if "message" in job:
-            host.function("rotation_worker")(func.QueueMessage(id="handed-over", body=job["message"].encode()))
+            host.deliver_message("rotation_worker", job["message"], message_id="handed-over")
         else:
             host.pump("rotation_worker", visibility_timeout=job["pump"], max_messages=1)
     except Exception as exc:  # noqa: BLE001 -- reported to the test, which decides

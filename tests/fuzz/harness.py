@@ -64,7 +64,7 @@ import function_app
 from emulator.azurite import ACCOUNT_KEY, Azurite
 from emulator.core import Emulator
 from emulator.credential import EmulatorCredential
-from emulator.functions_host import FunctionsHost
+from emulator.functions_host import FunctionsHost, InvocationFailed
 from rotation.app import Redeliver, RotationApp, Timings, configure
 from rotation.connection import AzureConnection
 from rotation.model import KeyRef, RotationRequest, Trigger
@@ -355,11 +355,17 @@ class Observation:
 def judge_trigger(
     tally: Tally, secrets: Secrets, case: object, seen: Observation, error: BaseException | None, *, inputs: int = 1
 ) -> None:
-    """The verdict on one delivery of ``inputs`` events or messages to a trigger function."""
-    if isinstance(error, Redeliver) and _connection_fault(error):
+    """The verdict on one delivery of ``inputs`` events or messages to a trigger function. ``error`` is what the
+    delivery raised: the worker's ``InvocationFailed`` (the function's exception by type name, with its traceback),
+    or an exception object itself."""
+    if _redelivered(error) and _connection_fault(error):
         tally.kinds["redelivered: a storage connection fault"] += 1
-    elif isinstance(error, Redeliver):
+    elif _redelivered(error):
         tally.flag("redelivered", case, error)
+    elif isinstance(error, InvocationFailed):
+        for failure in error.failures:
+            kind = failure.exception_type
+            tally.flag("uncaught", case, f"{kind}: {failure.message}", signature=kind)
     elif error is not None:
         tally.flag("uncaught", case, f"{type(error).__name__}: {error}", signature=type(error).__name__)
     for record in seen.named(*EDGE_ERRORS):
@@ -373,9 +379,22 @@ def judge_trigger(
     check_secrets(tally, secrets, case, seen, how)
 
 
-def _connection_fault(error: BaseException) -> bool:
+_BROKEN_CONNECTION = re.compile(r"\b(ServiceRequestError|ServiceResponseError|\w*ConnectionError|Connection\w*Error)\b")
+
+
+def _redelivered(error: BaseException | None) -> bool:
+    """The trigger raised ``Redeliver`` (every failure of the delivery, when the worker reported it)."""
+    if isinstance(error, InvocationFailed):
+        return all(f.exception_type == "Redeliver" for f in error.failures)
+    return isinstance(error, Redeliver)
+
+
+def _connection_fault(error: BaseException | None) -> bool:
     """True when ``error`` was caused by a connection to a service that broke (azure-core's ServiceRequestError or
-    ServiceResponseError, or the OS's ConnectionError), not by any answer."""
+    ServiceResponseError, or the OS's ConnectionError), not by any answer. For the worker's ``InvocationFailed`` that is
+    read from the traceback it reported, chained causes included."""
+    if isinstance(error, InvocationFailed):
+        return all(_BROKEN_CONNECTION.search(f.stack_trace) for f in error.failures)
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:

@@ -2,9 +2,10 @@
 CloudEventSchemaV1_0).
 
 Each case is one wire array (mostly of one event, sometimes of two or three) delivered through
-``FunctionsHost.deliver_events``, which decodes each event with the ``azure.functions`` library's own converter and
-invokes the function once per event. Events that converter refuses (an ``eventTime`` it cannot parse) never reach a
-function in Azure either: they are left out of the array and counted as ``not_delivered``.
+``FunctionsHost.deliver_events`` (the Event Grid webhook), which has the real Python worker invoke the function once per
+event; the worker decodes each event with the ``azure.functions`` library's converter. Events that converter refuses (an
+``eventTime`` it cannot parse) fail in the worker before the function runs, in Azure too: they are left out of the array
+and counted as ``not_delivered``.
 
 Accepted: a key event for a target key with a usable id and version (recorded and enqueued). Rejected: everything
 else, with one ``rotation.event_ignored`` line per event and no write.

@@ -14,6 +14,7 @@ from azure.core.exceptions import ServiceResponseError
 from azure.storage.queue import QueueClient
 
 from emulator.azurite import ACCOUNT_KEY, Azurite
+from emulator.functions_worker import InvocationFailed
 from rotation.app import Redeliver
 from rotation.redact import redacted
 from tests.fuzz.harness import (
@@ -97,6 +98,14 @@ def test_exceptions_edge_errors_and_redeliveries_are_counted() -> None:
         judge_trigger(tally, SECRETS, "d", Observation(), redeliver)
     assert tally.problems() == {"uncaught": 2, "redelivered": 1}
     assert tally.kinds["redelivered: a storage connection fault"] == 1
+
+    # The same, as the worker reports them: the exception's type by name and its traceback.
+    chained = "ServiceResponseError: Connection aborted.\n\nThe above exception was the direct cause of ..."
+    judge_trigger(tally, SECRETS, "e", Observation(), InvocationFailed("f", "Redeliver", "not recorded", chained))
+    judge_trigger(tally, SECRETS, "f", Observation(), InvocationFailed("f", "Redeliver", "lease lost", "Traceback"))
+    judge_trigger(tally, SECRETS, "g", Observation(), InvocationFailed("f", "KeyError", "'id'", "Traceback"))
+    assert tally.problems() == {"uncaught": 3, "redelivered": 2}
+    assert tally.kinds["redelivered: a storage connection fault"] == 2
 
 
 def test_a_secret_anywhere_is_counted_once_per_case() -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import function_app
-from emulator.functions_host import registered_functions
+from emulator.functions_worker import FunctionsWorker
 from rotation import config
 from rotation.events import KEY_EVENT_TYPES
 from rotation.storage import LEDGER_TABLE, LOCKS_CONTAINER, REQUESTS_QUEUE
@@ -416,7 +415,7 @@ def test_event_subscription_targets_the_event_grid_function_or_the_key_events_qu
 
 
 def test_the_key_events_queue_is_the_one_a_function_reads() -> None:
-    queued = registered_functions(function_app.app)["on_queued_key_event"].get_bindings()[0].get_dict_repr()
+    queued = FunctionsWorker.start().function("on_queued_key_event").trigger  # as the host sees it
     assert _vars(APP)["keyEventsQueueName"] == queued["queueName"]
 
 
