@@ -693,11 +693,12 @@ class FunctionsHost:
         data = self._typed(string=body) if isinstance(body, str) else self._typed(bytes=body)
         self._invoke(name, {str(trigger.get("name")): data}, metadata)
 
-    def deliver_received(self, name: str, message: QueueMessage) -> None:
-        """``deliver_message`` for a message a client received (and decoded): its id, dequeue count and times."""
+    def deliver_received(self, name: str, message: QueueMessage, *, text: str | None = None) -> None:
+        """``deliver_message`` for a message a client received: its id, dequeue count and times, and its ``text`` (by
+        default its content, as the client decoded it)."""
         self.deliver_message(
             name,
-            message.content,
+            message.content if text is None else text,
             message_id=message.id,
             dequeue_count=message.dequeue_count or 1,
             inserted_on=message.inserted_on,
@@ -778,16 +779,7 @@ class FunctionsHost:
     ) -> None:
         hidden = _Lease(queue, message, lease)
         try:
-            self.deliver_message(
-                name,
-                text,
-                message_id=message.id,
-                dequeue_count=message.dequeue_count or 1,
-                inserted_on=message.inserted_on,
-                expires_on=message.expires_on,
-                next_visible_on=message.next_visible_on,
-                pop_receipt=message.pop_receipt,
-            )
+            self.deliver_received(name, message, text=text)
         except InvocationFailed:
             receipt = hidden.end()
             if poison is None:
