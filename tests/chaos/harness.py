@@ -79,7 +79,6 @@ APP_IDENTITY = "chaos-app"
 PROCESS_IDENTITY = "chaos-process"
 HARNESS_IDENTITY = "chaos-harness"
 MAX_DEQUEUE = 5  # host.json extensions.queues.maxDequeueCount
-POISON_OF_POISON = f"{POISON_QUEUE}-poison"  # where the host moves a poison message that failed every delivery
 SCHEDULE = "0 0 3 * * *"  # ROTATION_SCHEDULE, the app setting the timer's %ROTATION_SCHEDULE% resolves to
 RENEW_BEFORE = timedelta(days=30)  # ROTATION_RENEW_BEFORE's default, which the app runs with
 KEY_LIFETIME = timedelta(days=120)  # ROTATION_KEY_LIFETIME's default
@@ -265,7 +264,7 @@ class World:
         self.harness_arm.close()
 
     def empty_queues(self) -> None:
-        for name in (REQUESTS_QUEUE, POISON_QUEUE, POISON_OF_POISON):
+        for name in (REQUESTS_QUEUE, POISON_QUEUE):
             queue = self.host.queue(name)
             try:
                 queue.clear_messages()
@@ -355,7 +354,6 @@ class Run:
         self._published_from = 0
         self.requests_queue = self.host.queue(REQUESTS_QUEUE)
         self.poison_queue = self.host.queue(POISON_QUEUE)
-        self.poison_of_poison = self.host.queue(POISON_OF_POISON)
         self.ledger = Ledger.from_connection_string(world.azurite.connection_string, table_name=self.ledger_table)
         self.lock_blob = BlobClient.from_connection_string(
             world.azurite.connection_string, LOCKS_CONTAINER, lock_blob_name(self.key_ref)
@@ -622,7 +620,8 @@ class Run:
     def pump(self, queue: QueueClient, function: str, limit: int, *, batch: int = 4) -> int:
         """Deliver up to ``limit`` visible messages of ``queue`` to ``function``, as the host's queue extension does:
         delete on success; on failure make it visible again (at once: the visibility timeout, fast-forwarded), and
-        after ``MAX_DEQUEUE`` deliveries move it to ``<queue>-poison``."""
+        after ``MAX_DEQUEUE`` deliveries move it to ``<queue>-poison``, unless the queue is itself a poison queue,
+        which has none (QueueListenerFactory.CreatePoisonQueueReference): its message is delivered again."""
         delivered = 0
         while delivered < limit:
             messages = list(queue.receive_messages(max_messages=min(batch, limit - delivered), visibility_timeout=60))
@@ -642,7 +641,7 @@ class Run:
     def _finish_message(self, queue: QueueClient, message: QueueMessage, ok: bool) -> None:
         if ok:
             queue.delete_message(message)
-        elif (message.dequeue_count or 0) >= MAX_DEQUEUE:
+        elif (message.dequeue_count or 0) >= MAX_DEQUEUE and not queue.queue_name.endswith("-poison"):
             self.host.queue(f"{queue.queue_name}-poison").send_message(message.content)
             queue.delete_message(message)
         else:

@@ -180,6 +180,7 @@ def test_a_failure_on_a_poison_queue_leaves_the_message_hidden(
 ) -> None:
     """QueueListenerFactory.CreatePoisonQueueReference: a queue whose name ends in ``-poison`` has no poison queue, and
     CompleteProcessingMessageAsync then neither releases nor moves a failed message: it stays hidden."""
+    drop_queue(rotation, f"{POISON_QUEUE}-poison")  # the session's Azurite is shared: start without it
     rotation.host.queue(POISON_QUEUE).create_queue()
     rotation.host.queue(POISON_QUEUE).send_message(request_message())
     broken_settings(monkeypatch)
