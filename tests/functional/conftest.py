@@ -8,12 +8,14 @@ session's Azurite, so they are emptied before and after each test.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.data.tables import TableClient
 
 import function_app
 from emulator.azurite import Azurite
@@ -39,6 +41,7 @@ class Fleet:
     host: FunctionsHost
     initial_version: str
     bystander_version: str
+    ledger_table: str
 
     @property
     def key_id(self) -> str:
@@ -111,13 +114,18 @@ def fleet(emulator: Emulator, azurite: Azurite) -> Iterator[Fleet]:
     accounts = [emulator.arm.add_account(name, encryption=cmk(current))["id"] for name in ACCOUNT_NAMES]
     emulator.arm.add_account(BYSTANDER, encryption=cmk(other))
     targets = [{"key": f"{vault.url}/keys/{KEY}", "accounts": accounts}]
-    app = build_app(emulator.endpoints(), azurite.connection_string, targets)
+    # A table of its own: a later emulator may reuse a port, and so a key URL, that an earlier test's rows name.
+    table = f"ledger{uuid.uuid4().hex[:12]}"
+    app = build_app(emulator.endpoints(), azurite.connection_string, targets, ledger_table=table)
     settings = app_settings(emulator.endpoints(), azurite.connection_string, targets)
     host = FunctionsHost(function_app.app, azurite.connection_string, app_settings=settings)
     empty_queues(host)
     configure(app)
     try:
-        yield Fleet(emulator, vault, azurite.connection_string, targets, app, host, current.version, other.version)
+        yield Fleet(
+            emulator, vault, azurite.connection_string, targets, app, host, current.version, other.version, table
+        )
     finally:
         configure(None)
         empty_queues(host)
+        TableClient.from_connection_string(azurite.connection_string, table).delete_table()

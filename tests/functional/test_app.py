@@ -250,6 +250,7 @@ class WorkerProcess:
             "targets": fleet.targets,
             "identity": identity,
             "lock_duration": 60,
+            "ledger_table": fleet.ledger_table,
             **job,
         }
         self._send(json.dumps(spec))

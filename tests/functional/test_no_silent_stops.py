@@ -93,7 +93,10 @@ def test_a_message_that_reuses_another_keys_request_id_never_touches_that_reques
         *fleet.targets,
         {"key": other_key, "accounts": [fleet.emulator.arm.account("rg-ai", "openai-other-key")["id"]]},
     ]
-    with_app(fleet, build_app(fleet.emulator.endpoints(), azurite.connection_string, targets))
+    with_app(
+        fleet,
+        build_app(fleet.emulator.endpoints(), azurite.connection_string, targets, ledger_table=fleet.ledger_table),
+    )
     events_before = len(fleet.outcome_events())
 
     fleet.host.queue(REQUESTS_QUEUE).send_message(message(other_key, request_id))
@@ -144,7 +147,7 @@ def test_a_failed_enqueue_does_not_stop_the_sweep_of_the_next_target(
     bystander = fleet.emulator.arm.account("rg-ai", "openai-other-key")["id"]
     fleet.vault.update_key("other-cmk", exp=datetime.now(UTC) + timedelta(days=5))  # due as well
     targets = [*fleet.targets, {"key": second_key, "accounts": [bystander]}]
-    app = build_app(fleet.emulator.endpoints(), azurite.connection_string, targets)
+    app = build_app(fleet.emulator.endpoints(), azurite.connection_string, targets, ledger_table=fleet.ledger_table)
     with_app(fleet, replace(app, queue=RotationQueue.from_connection_string(dead_storage(), retry_total=0)))
 
     with caplog.at_level(logging.INFO, logger="rotation"):

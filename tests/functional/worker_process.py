@@ -2,8 +2,9 @@
 
 Run as ``python -m tests.functional.worker_process``. The first stdin line is a JSON object: ``endpoints`` (the
 emulator's ``endpoints()``), ``storage`` (Azurite's connection string), ``targets``, ``identity`` (the oid the
-emulator's call log records), ``lock_duration``, and what to do: ``message`` (a queue message's text, handed to the
-``rotation_worker`` function) or ``pump`` (a visibility timeout: receive from the real queue, as the host does).
+emulator's call log records), ``lock_duration``, ``ledger_table``, and what to do: ``message`` (a queue message's
+text, handed to the ``rotation_worker`` function) or ``pump`` (a visibility timeout: receive from the real queue, as
+the host does).
 
 The worker builds its own ``RotationApp`` with ``tests.functional.wiring.build_app``, prints ``{"event": "ready"}``,
 waits for a ``go`` line, runs the function and prints ``{"event": "done"}`` (or ``"raised"``). Every ``rotation.*``
@@ -42,7 +43,12 @@ class ReportEvents(logging.Handler):
 def main() -> int:
     job = json.loads(sys.stdin.readline())
     app = build_app(
-        job["endpoints"], job["storage"], job["targets"], identity=job["identity"], lock_duration=job["lock_duration"]
+        job["endpoints"],
+        job["storage"],
+        job["targets"],
+        identity=job["identity"],
+        lock_duration=job["lock_duration"],
+        ledger_table=job["ledger_table"],
     )
     configure(app)
     host = FunctionsHost(function_app.app, job["storage"])
