@@ -27,11 +27,10 @@ import azure.functions as func
 
 from rotation.app import Answer, Redeliver, RotationApp, current_app, error_answer
 from rotation.errors import ConfigError
-from rotation.log import install_redaction
+from rotation.log import Event, emit, install_redaction
 from rotation.redact import described
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-log = logging.getLogger("rotation")
 # azure-core logs every HTTP request and response at INFO (headers redacted): noise next to the rotation.* events.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 install_redaction()
@@ -46,22 +45,24 @@ def _edge(function: str, input_id: object, *, redeliver_on_config_error: bool) -
     except Redeliver:
         raise
     except ConfigError as exc:
-        log.error(
-            "rotation.config_error: %s cannot run (input %s): %s",
-            function,
-            described(input_id),
-            exc,
-            extra={"function": function, "input_id": described(input_id)},
+        emit(
+            Event.CONFIG_ERROR,
+            f"{function} cannot run (input {described(input_id)}): {exc}",
+            reason=exc.reason,
+            level=logging.ERROR,
+            function=function,
+            input_id=described(input_id),
         )
         if redeliver_on_config_error:
             raise Redeliver(f"{function} cannot run until the settings are fixed: {exc}") from exc
-    except Exception as exc:  # the edge: a bug is reported with its input's id
-        log.exception(
-            "rotation.internal_error: %s failed on input %s with %s",
-            function,
-            described(input_id),
-            type(exc).__name__,
-            extra={"function": function, "input_id": described(input_id)},
+    except Exception as exc:  # noqa: BLE001 - the edge: a bug is reported with its input's id and traceback
+        emit(
+            Event.INTERNAL_ERROR,
+            f"{function} failed on input {described(input_id)} with {type(exc).__name__}",
+            level=logging.ERROR,
+            exc_info=True,
+            function=function,
+            input_id=described(input_id),
         )
 
 
@@ -72,8 +73,13 @@ def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
         answer = call(current_app())
     except ConfigError as exc:
         answer = error_answer(503, "ConfigError", f"the service is misconfigured: {exc}", {"Retry-After": "300"})
-    except Exception as exc:  # never a traceback in an answer
-        log.exception("rotation.internal_error: an HTTP request failed with %s", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - never a traceback in an answer (it is in the log)
+        emit(
+            Event.INTERNAL_ERROR,
+            f"an HTTP request failed with {type(exc).__name__}",
+            level=logging.ERROR,
+            exc_info=True,
+        )
         answer = error_answer(500, "InternalError", "the service failed unexpectedly; the error is in its log")
     return func.HttpResponse(
         json.dumps(answer.body), status_code=answer.status, headers=dict(answer.headers), mimetype="application/json"
@@ -96,17 +102,19 @@ def on_queued_key_event(message: func.QueueMessage) -> None:
         try:
             event = json.loads(message.get_body())
         except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            log.warning(
-                "rotation.event_ignored: key-events message %s is not JSON",
-                message.id,
-                extra={"event": "rotation.event_ignored", "why": "not JSON"},
+            emit(
+                Event.EVENT_IGNORED,
+                f"key-events message {message.id} is not JSON",
+                level=logging.WARNING,
+                why="not JSON",
             )
             return
         if not isinstance(event, dict):
-            log.warning(
-                "rotation.event_ignored: key-events message %s is not one event object",
-                message.id,
-                extra={"event": "rotation.event_ignored", "why": "not one event object"},
+            emit(
+                Event.EVENT_IGNORED,
+                f"key-events message {message.id} is not one event object",
+                level=logging.WARNING,
+                why="not one event object",
             )
             return
         cloud = "specversion" in event
@@ -122,19 +130,16 @@ def on_queued_key_event(message: func.QueueMessage) -> None:
 def rotation_sweep(timer: func.TimerRequest) -> None:
     with _edge("rotation_sweep", "timer", redeliver_on_config_error=False):
         result = current_app().sweep()
-        log.log(
-            logging.ERROR if result.failed else logging.INFO,
-            "rotation.sweep_completed: %d enqueued, %d stuck requests sent again, %d targets failed%s",
-            len(result.enqueued),
-            len(result.repaired),
-            len(result.failed),
-            f" ({', '.join(result.failed)})" if result.failed else "",
-            extra={
-                "enqueued": len(result.enqueued),
-                "repaired": len(result.repaired),
-                "failed": len(result.failed),
-                "past_due": timer.past_due,
-            },
+        failed = f" ({', '.join(result.failed)})" if result.failed else ""
+        emit(
+            Event.SWEEP_COMPLETED,
+            f"{len(result.enqueued)} enqueued, {len(result.repaired)} stuck requests sent again, "
+            f"{len(result.failed)} targets failed{failed}",
+            level=logging.ERROR if result.failed else logging.INFO,
+            enqueued=len(result.enqueued),
+            repaired=len(result.repaired),
+            failed=len(result.failed),
+            past_due=timer.past_due,
         )
 
 

@@ -30,9 +30,8 @@ from azure.mgmt.cognitiveservices.models import (
 
 from rotation.azure_errors import detail, translate
 from rotation.errors import InvalidRequest, TransientError
+from rotation.log import Event, emit
 from rotation.model import AccountEncryption, AccountRef
-
-log = logging.getLogger("rotation")
 
 KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
 _READ = "Microsoft.CognitiveServices/accounts/read"
@@ -123,9 +122,14 @@ class AccountsAdapter:
                 raise translate(exc, action=action, resource=account.id, permission=permission) from exc
             # ARM authorises the operation's status URL at subscription scope, which a role on the account alone may
             # not cover. The update was accepted; the account itself tells whether it took (the engine's verify).
-            log.warning(
-                "rotation.operation_status_forbidden",
-                extra={"account": account.id, "version": version, "error": detail(exc)},
+            emit(
+                Event.OPERATION_STATUS_FORBIDDEN,
+                f"ARM refused the status of the update to version {version} ({detail(exc)}); the update was accepted, "
+                "and reading the account verifies it",
+                account=account,
+                version=version,
+                level=logging.WARNING,
+                error=detail(exc),
             )
         except AzureError as exc:
             raise translate(exc, action=action, resource=account.id, permission=permission) from exc

@@ -49,6 +49,7 @@ from rotation.errors import (
     TransientError,
 )
 from rotation.events import EventRejected, parse_key_event
+from rotation.log import Event, emit
 from rotation.model import (
     AccountAction,
     AccountResult,
@@ -76,8 +77,6 @@ from rotation.storage import (
     RotationQueue,
     StorageAccount,
 )
-
-log = logging.getLogger("rotation")
 
 MAX_BODY_BYTES = 16 * 1024
 _SUBMIT_FIELDS = frozenset({"key", "force", "dry_run"})
@@ -187,7 +186,11 @@ class RotationApp:
             )
         except (EventRejected, InvalidInput) as exc:
             _refused(
-                "rotation.event_ignored", f"event {described(event_id)}", exc, event_id=event_id, event_type=event_type
+                Event.EVENT_IGNORED,
+                f"event {described(event_id)}",
+                exc,
+                event_id=described(event_id),
+                event_type=described(event_type),
             )
             return None
         try:
@@ -205,15 +208,15 @@ class RotationApp:
         for target in self.settings.targets:
             try:
                 request_id = self._sweep_target(target)
-            except Exception as exc:  # one target's fault never stops another; each is reported
+            except Exception as exc:  # noqa: BLE001 - one target's fault never stops another; each is reported
                 failed.append(target.key.id)
                 reason = exc.reason.value if isinstance(exc, RotationError) else type(exc).__name__
-                log.error(
-                    "rotation.sweep_failed: the sweep of %s failed (%s): %s",
-                    target.key.id,
-                    reason,
-                    clipped(str(exc), 500),
-                    extra={"key": target.key.id, "reason": reason},
+                emit(
+                    Event.SWEEP_FAILED,
+                    f"the sweep of this key failed: {clipped(str(exc), 500)}",
+                    key=target.key,
+                    reason=reason,
+                    level=logging.ERROR,
                     exc_info=not isinstance(exc, RotationError),
                 )
                 continue
@@ -227,12 +230,12 @@ class RotationApp:
         )
         plan = self.engine.dry_run(request)
         if plan.blocked:  # nothing the worker could do; the finding is what an operator must fix
-            log.error(
-                "rotation.sweep_blocked: %s cannot be rotated (%s): %s",
-                target.key.id,
-                plan.reason.value,
-                plan.message,
-                extra={"key": target.key.id, "reason": plan.reason.value},
+            emit(
+                Event.SWEEP_BLOCKED,
+                f"the key cannot be rotated: {plan.message}",
+                key=target.key,
+                reason=plan.reason,
+                level=logging.ERROR,
             )
             return None
         drifting = any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in plan.accounts)
@@ -247,7 +250,13 @@ class RotationApp:
         try:
             stuck = self.ledger.unfinished(updated_before=self.clock() - self.timings.repair_after)
         except RotationError as exc:
-            log.error("rotation.sweep_failed: stuck requests could not be listed: %s", exc, extra={"reason": "repair"})
+            emit(
+                Event.SWEEP_FAILED,
+                f"stuck requests could not be listed: {exc}",
+                reason=exc.reason,
+                level=logging.ERROR,
+                step="repair",
+            )
             return []
         repaired: list[str] = []
         for entry in stuck:
@@ -265,21 +274,23 @@ class RotationApp:
                     continue
                 self.queue.enqueue(request)
             except RotationError as exc:
-                log.error(
-                    "rotation.sweep_failed: stuck request %s for %s could not be sent again: %s",
-                    entry.request_id,
-                    entry.key.id,
-                    exc,
-                    extra={"key": entry.key.id, "request_id": entry.request_id, "reason": exc.reason.value},
+                emit(
+                    Event.SWEEP_FAILED,
+                    f"a stuck request could not be sent again: {exc}",
+                    key=entry.key,
+                    request_id=entry.request_id,
+                    reason=exc.reason,
+                    level=logging.ERROR,
+                    step="repair",
                 )
                 continue
-            log.warning(
-                "rotation.request_repaired: request %s for %s was %s since %s with no worker; sent again",
-                entry.request_id,
-                entry.key.id,
-                entry.status.value,
-                entry.updated_at.isoformat(),
-                extra={"key": entry.key.id, "request_id": entry.request_id, "status": entry.status.value},
+            emit(
+                Event.REQUEST_REPAIRED,
+                f"the request was {entry.status.value} since {entry.updated_at.isoformat()} with no worker; sent again",
+                key=entry.key,
+                request_id=entry.request_id,
+                level=logging.WARNING,
+                status=entry.status.value,
             )
             repaired.append(entry.request_id)
         return repaired
@@ -436,12 +447,11 @@ class RotationApp:
             lock.acquire()
         except LockHeld:
             self.queue.enqueue(request, delay=self.timings.lock_held_delay)
-            log.info(
-                "rotation.lock_busy: %s is locked by another worker; request %s is seen again in %s s",
-                request.key.id,
-                request.request_id,
-                self.timings.lock_held_delay,
-                extra={"key": request.key.id, "request_id": request.request_id},
+            emit(
+                Event.LOCK_BUSY,
+                f"the key is locked by another worker; the request is seen again in {self.timings.lock_held_delay} s",
+                key=request.key,
+                request_id=request.request_id,
             )
             return None
         try:
@@ -469,13 +479,14 @@ class RotationApp:
             return self.engine.reconcile(request, before_write=lock.raise_if_lost, on_plan=self._publish_plan)
         except RotationError as exc:
             return RotationOutcome.from_error(request, exc)
-        except Exception as exc:  # a bug must still end the request in the ledger
-            log.exception(
-                "rotation.internal_error: reconciling %s for request %s raised %s",
-                request.key.id,
-                request.request_id,
-                type(exc).__name__,
-                extra={"key": request.key.id, "request_id": request.request_id},
+        except Exception as exc:  # noqa: BLE001 - a bug (logged with its traceback) must still end the request
+            emit(
+                Event.INTERNAL_ERROR,
+                f"reconciling the key raised {type(exc).__name__}",
+                key=request.key,
+                request_id=request.request_id,
+                level=logging.ERROR,
+                exc_info=True,
             )
             return RotationOutcome.from_error(
                 request, RotationError(f"internal error {type(exc).__name__}: {clipped(str(exc), 300)}")
@@ -504,13 +515,12 @@ class RotationApp:
             lock.acquire()
         except LockHeld:
             self.queue.defer_poison(request, delay=self.timings.poison_retry_delay)
-            log.info(
-                "rotation.poison_deferred: %s is locked by a running copy of request %s; the poison handler looks "
-                "again in %s s",
-                request.key.id,
-                request.request_id,
-                self.timings.poison_retry_delay,
-                extra={"key": request.key.id, "request_id": request.request_id},
+            emit(
+                Event.POISON_DEFERRED,
+                "the key is locked by a running copy of the request; the poison handler looks again in "
+                f"{self.timings.poison_retry_delay} s",
+                key=request.key,
+                request_id=request.request_id,
             )
             return
         try:
@@ -524,17 +534,13 @@ class RotationApp:
             stored = self._update(entry, lambda _: {"status": LedgerStatus.FAILED, "error": error})
             if stored is None:
                 return
-            log.error(
-                "rotation.failed: request %s for %s failed for good: %s",
-                request.request_id,
-                request.key.id,
-                clipped(error, 1000),
-                extra={
-                    "event": "rotation.failed",
-                    "key": request.key.id,
-                    "request_id": request.request_id,
-                    "why": error,
-                },
+            emit(
+                Event.FAILED,
+                f"the request failed for good: {clipped(error, 1000)}",
+                key=request.key,
+                request_id=request.request_id,
+                level=logging.ERROR,
+                why=error,
             )
             self._publish("failed", _row(stored))
         finally:
@@ -554,16 +560,17 @@ class RotationApp:
                     f"request id {request.request_id} belongs to key {existing.key.id}, not {request.key.id}"
                 )
         except InvalidInput as exc:
-            _refused("rotation.message_rejected", "a rotation-requests message", exc)
+            _refused(Event.MESSAGE_REJECTED, "a rotation-requests message", exc)
             return None
         except StorageUnavailable as exc:
             raise Redeliver(f"a rotation-requests message could not be checked: {exc}") from exc
         if existing is not None and existing.status.final:
-            log.info(
-                "rotation.duplicate: request %s is already %s",
-                request.request_id,
-                existing.status.value,
-                extra={"request_id": request.request_id, "key": request.key.id, "status": existing.status.value},
+            emit(
+                Event.DUPLICATE,
+                f"the request is already {existing.status.value}",
+                key=request.key,
+                request_id=request.request_id,
+                status=existing.status.value,
             )
             return None
         return request
@@ -584,10 +591,11 @@ class RotationApp:
             except (FinalStatus, LedgerConflict):
                 fresh = self.ledger.get(entry.request_id)
             if fresh is None or fresh.status.final:
-                log.info(
-                    "rotation.ledger_finished_elsewhere: request %s was finished by another writer",
-                    entry.request_id,
-                    extra={"request_id": entry.request_id, "key": entry.key.id},
+                emit(
+                    Event.LEDGER_FINISHED_ELSEWHERE,
+                    "another writer finished the request",
+                    key=entry.key,
+                    request_id=entry.request_id,
                 )
                 return None
             entry = fresh
@@ -637,15 +645,12 @@ def configure(app: RotationApp | None) -> None:
         _current = app
 
 
-def _refused(event: str, what: str, exc: Exception, **ids: object) -> None:
-    """The one log line of a refused input: what it was and why, clipped."""
+def _refused(
+    event: Event, what: str, exc: Exception, *, event_id: str | None = None, event_type: str | None = None
+) -> None:
+    """The one log line of a refused input: what it was and why, clipped (the ids are ``described`` already)."""
     why = clipped(str(exc), 300)
-    log.warning(
-        f"{event}: %s was refused: %s",
-        what,
-        why,
-        extra={"event": event, "why": why, **{name: described(value) for name, value in ids.items()}},
-    )
+    emit(event, f"{what} was refused: {why}", level=logging.WARNING, why=why, event_id=event_id, event_type=event_type)
 
 
 def _storage_answer(exc: StorageUnavailable, request_id: str | None) -> Answer:
@@ -657,7 +662,7 @@ def _storage_answer(exc: StorageUnavailable, request_id: str | None) -> Answer:
             f"request {request_id} was recorded but could not be queued; the timer sweep sends it later, or retry "
             f"with the same Idempotency-Key ({exc})"
         )
-    log.error("rotation.storage_unavailable: %s", message, extra={"request_id": request_id})
+    emit(Event.STORAGE_UNAVAILABLE, message, request_id=request_id, level=logging.ERROR)
     return error_answer(503, "StorageUnavailable", message, {"Retry-After": "60"})
 
 

@@ -14,7 +14,8 @@
 Settings come from the environment, as in the Functions app (``Settings.from_env``); ``--targets FILE`` replaces
 ``ROTATION_TARGETS`` with a file in the same JSON format. Output is aligned plain-text tables; ``--json`` prints only
 JSON on stdout (``RotationPlan.to_dict`` and ``RotationOutcome.to_dict`` for plans and outcomes). While accounts are
-updated, each engine event (version created, account updated, account failed) is one progress line on stderr.
+updated, each engine event (version created, account updated, account failed) is one progress line on stderr, printed
+from the engine's ``on_event`` hook (never from log records).
 
 Every target is read, planned and reconciled on its own: a target that fails (its key or an account does not exist,
 its vault cannot be reached, Azure refuses a request) is reported in the output, text and ``--json``, with its reason
@@ -48,6 +49,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
 from rotation.engine import RotationEngine
 from rotation.errors import ConfigError, RotationError
-from rotation.log import LOGGER_NAME, Event
+from rotation.log import LOGGER_NAME, Event, FieldValue
 from rotation.model import (
     AccountAction,
     AccountRef,
@@ -189,7 +191,7 @@ def main(
         settings = _settings(environment, args.targets)
         azure = connection or AzureConnection.default(settings)
         now = clock or system_clock
-        engine = RotationEngine(azure.key_vault(), azure.accounts(), settings, clock=now)
+        engine = RotationEngine(azure.key_vault(), azure.accounts(), settings, clock=now, on_event=_Progress(err))
         run = _Run(settings, engine, environment, now, out, err, args.json)
         return COMMANDS[args.command](run, args)
     except ConfigError as exc:
@@ -362,7 +364,7 @@ def _dry_run(run: _Run, targets: Sequence[Target], *, single: bool, force: bool 
 def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: bool = False) -> int:
     """Reconcile each key in turn; a key that fails (or cannot be read, or has an account that cannot) is reported and
     does not stop the others. Only a problem of the command itself (its storage settings) stops them all."""
-    with _progress(run.err):
+    with _records_off_stderr():
         outcomes = [_reconcile_key(run, run.request(t.key, force=force)) for t in targets]
     if run.as_json:
         run.print_json(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
@@ -402,54 +404,53 @@ def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[Callable[[], None
 # Progress ------------------------------------------------------------------------------------------------------------
 
 
-class _Progress(logging.Handler):
-    """Renders the engine's structured events (rotation/log.py) as one line each, as they happen."""
+class _Progress:
+    """The engine's ``on_event`` hook: the events an operator follows (version created or adopted, account updated
+    or failed) as one line each on ``stream``, as they happen. The engine updates accounts on several threads, so
+    lines are written one at a time; a stream that cannot be written to never stops a rotation."""
 
     def __init__(self, stream: TextIO) -> None:
-        super().__init__(logging.INFO)
         self._stream = stream
+        self._lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        line = _progress_line(record)
-        if line is not None:
+    def __call__(self, event: Event, message: str, fields: Mapping[str, FieldValue]) -> None:
+        line = _progress_line(event, message, fields)
+        if line is None:
+            return
+        with self._lock, contextlib.suppress(OSError, ValueError):  # ValueError: the stream is closed
             self._stream.write(line + "\n")
             self._stream.flush()
 
 
-def _progress_line(record: logging.LogRecord) -> str | None:
-    event = getattr(record, "event", None)
-    key = str(getattr(record, "key", ""))
-    account = getattr(record, "account", None)
-    version = getattr(record, "version", None)
-    reason = getattr(record, "reason", None)
-    name = key.rsplit("/", 1)[-1]
-    detail = record.getMessage().split(": ", 1)[-1]
-    if event == Event.PLANNED and not getattr(record, "dry_run", False):
-        return f"{name}: {reason}: {detail}"
-    if event == Event.VERSION_CREATED:
+def _progress_line(event: Event, message: str, fields: Mapping[str, FieldValue]) -> str | None:
+    name = str(fields.get("key", "")).rsplit("/", 1)[-1]
+    account = fields.get("account")
+    version = fields.get("version")
+    reason = fields.get("reason")
+    if event is Event.PLANNED and not fields.get("dry_run", False):
+        return f"{name}: {reason}: {message}"
+    if event is Event.VERSION_CREATED:
         return f"{name}: created version {version} ({reason})"
-    if event == Event.VERSION_ADOPTED:
+    if event is Event.VERSION_ADOPTED:
         return f"{name}: adopted version {version}, created for this request by an earlier attempt"
-    if event == Event.ACCOUNT_UPDATED and account:
+    if event is Event.ACCOUNT_UPDATED and account:
         return f"{name}: {_account_label(str(account))} ok: reports {version} and Succeeded"
-    if event == Event.FAILED and account:
-        return f"{name}: {_account_label(str(account))} FAILED ({reason}): {detail}"
+    if event is Event.FAILED and account:
+        return f"{name}: {_account_label(str(account))} FAILED ({reason}): {message}"
     return None
 
 
 @contextlib.contextmanager
-def _progress(stream: TextIO) -> Iterator[None]:
+def _records_off_stderr() -> Iterator[None]:
+    """While keys are reconciled, the service's log records stay off stderr, where the progress lines are: without a
+    handler of its own on the ``rotation`` logger, Python's last-resort handler would print each warning there."""
     logger = logging.getLogger(LOGGER_NAME)
-    handler = _Progress(stream)
-    level = logger.level
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    handler = logging.NullHandler()
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 # Rendering -----------------------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import stamina
 
 from rotation.config import Settings
 from rotation.errors import ConfigError, OutcomeUnknown, PermanentError, RotationError, TransientError
-from rotation.log import Event, emit
+from rotation.log import Event, EventHook, emit
 from rotation.model import (
     TAG_REQUEST_ID,
     TERMINAL_PROVISIONING_STATES,
@@ -121,7 +121,11 @@ class RotationEngine:
         *,
         clock: Clock = system_clock,
         retry: RetrySettings | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
+        """``on_event``, when given, is called with each event the engine logs (its name, prose and fields), from
+        the thread that logs it (accounts are updated concurrently); it must not raise. The CLI prints progress
+        from it."""
         self._vault = vault
         self._accounts = accounts
         self._settings = settings
@@ -146,6 +150,7 @@ class RotationEngine:
             wait_max=bounds.poll_max,
         ).on(is_transient)
         self._create_settle = bounds.create_settle
+        self._on_event = on_event
 
     def target(self, request: RotationRequest) -> Target:
         """The configured target of the request's key; a key outside ROTATION_TARGETS is refused."""
@@ -254,6 +259,7 @@ class RotationEngine:
                 reason=exc.reason,
                 level=logging.ERROR,
                 step="create",
+                on_event=self._on_event,
             )
             raise
         event = Event.VERSION_ADOPTED if adopted else Event.VERSION_CREATED
@@ -264,6 +270,7 @@ class RotationEngine:
             request_id=request.request_id,
             version=version.version,
             reason=reason,
+            on_event=self._on_event,
         )
         return version
 
@@ -347,6 +354,7 @@ class RotationEngine:
                 reason=exc.reason,
                 level=logging.WARNING,
                 step=plan.action.value,
+                on_event=self._on_event,
             )
             return self._result(
                 plan, Status.FAILED, exc.reason, version, str(exc), retryable=isinstance(exc, TransientError)
@@ -361,6 +369,7 @@ class RotationEngine:
             reason=plan.reason,
             action=plan.action.value,
             from_version=plan.from_version,
+            on_event=self._on_event,
         )
         return self._result(plan, Status.SUCCEEDED, plan.reason, version)
 
@@ -418,6 +427,7 @@ class RotationEngine:
             blocked=plan.blocked,
             accounts=len(plan.accounts),
             dry_run=dry_run,
+            on_event=self._on_event,
         )
 
     def _finish(
@@ -461,5 +471,6 @@ class RotationEngine:
             level=logging.ERROR if status is Status.FAILED else logging.INFO,
             status=status.value,
             created_version=created,
+            on_event=self._on_event,
         )
         return outcome

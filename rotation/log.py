@@ -1,10 +1,30 @@
-"""Structured events of the rotation engine: one stdlib log record per meaningful step, with keyed fields.
+"""The rotation service's events: one vocabulary (``Event``) and one function (``emit``) for every ``rotation.*`` log
+record, whichever module logs it.
 
-Each record's message is the stable event name (``rotation.planned`` ...) followed by prose, and its ``extra`` carries
-``event``, ``key``, ``request_id`` and, when they apply, ``version``, ``account``, ``reason`` and a few step fields, so
-Application Insights stores them as custom dimensions and tests assert on them instead of on text. Callers pass only
-identifiers, versions, reasons and error messages: this module must never be given a token, key material or a
-connection string, and never formats arbitrary objects into a record.
+``emit`` writes one stdlib record on the ``rotation`` logger. Its ``extra`` carries ``event`` and the keyed fields
+(``key``, ``request_id``, ``version``, ``account``, ``reason`` and each event's own, None values left out), so tests
+assert on them, and Application Insights stores them as custom dimensions once OpenTelemetry forwards them. The Python
+worker, without it, forwards only the formatted text; so the text stands on its own, in one format::
+
+    <event>: [key_url=<key url>] [account=<account id>] [reason=<reason>] [request=<request id>]: <prose>
+
+    rotation.failed: key_url=https://kv.vault.azure.net/keys/cmk reason=PermissionDenied request=0b6c...: creating
+    a version failed: ...
+    rotation.sweep_completed: 2 enqueued, 0 stuck requests sent again, 0 targets failed
+
+The event name always comes first, then, in this order, those of the four fields the record has (a value with a space
+in it, or an empty one, is JSON-quoted), then ``: `` and the prose. A record with none of them is ``<event>: <prose>``.
+The key's label is ``key_url``, not ``key``: ``redacted`` treats ``key=...`` as a secret (a Functions key), and the
+``RedactingFilter`` on the root's handlers would blank it. The text is built here and nowhere else: a caller passes the
+prose and the fields, never a formatted line, and no module but this one names a ``rotation.*`` event in a string (a
+unit test scans the source).
+
+Callers pass only identifiers, versions, reasons and error messages: this module must never be given a token, key
+material or a connection string, and never formats arbitrary objects into a record.
+
+The engine's events also reach an optional hook (``RotationEngine(on_event=...)``, an ``EventHook``): ``emit`` calls
+it after logging with the event, the prose and the same fields. The CLI prints its progress lines from it, so nothing
+reads log records to follow a rotation.
 
 Other libraries' records are not so careful: with DEBUG logging and a SAS connection string, urllib3 logs each request
 line with its live ``sig=``. ``install_redaction`` puts a ``RedactingFilter`` on the loggers that do that, so their
@@ -14,7 +34,9 @@ only to records logged on that very logger, not to those of its children, hence 
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 
 from rotation.model import AccountRef, KeyRef
@@ -39,37 +61,130 @@ REDACTED_LOGGERS = (
 
 
 class Event(StrEnum):
+    """Every ``rotation.*`` event the service logs. Each comment says when, and at which level. The values are the
+    public interface: the runbook's queries and the Bicep alert match them."""
+
+    # The engine (rotation/engine.py): one reconcile, or one dry run, of one key.
+    # INFO: a plan was decided, before anything is carried out (dry_run=true for a dry run: sweep, HTTP, CLI).
     PLANNED = "rotation.planned"
+    # INFO: the engine created the key's new version.
     VERSION_CREATED = "rotation.version_created"
+    # INFO: a version tagged with this request id (an earlier attempt created it) was adopted instead of creating one.
     VERSION_ADOPTED = "rotation.version_adopted"
+    # INFO: an account reports the target version and Succeeded.
     ACCOUNT_UPDATED = "rotation.account_updated"
+    # INFO: a reconcile ended succeeded or skipped.
     COMPLETED = "rotation.completed"
+    # WARNING: one account did not converge (the others go on). ERROR: creating a version failed, a reconcile ended
+    # failed, or the poison handler gave up on a request (the alert's event).
     FAILED = "rotation.failed"
+
+    # The adapters.
+    # WARNING: ARM refused the status URL of an account update; the accepted update stands, the verify re-reads it.
+    OPERATION_STATUS_FORBIDDEN = "rotation.operation_status_forbidden"
+    # WARNING: an outcome CloudEvent was not published; the rotation is unaffected, its ledger row is the record.
+    PUBLISH_FAILED = "rotation.publish_failed"
+
+    # The app's storage (rotation/storage): the key's lock, the ledger, the queue.
+    # INFO: the worker (or the CLI, or the poison handler) took the key's lease.
+    LOCK_ACQUIRED = "rotation.lock_acquired"
+    # INFO: the key's lease was released.
+    LOCK_RELEASED = "rotation.lock_released"
+    # WARNING: releasing the key's lease failed; the lease expires by itself.
+    LOCK_RELEASE_FAILED = "rotation.lock_release_failed"
+    # WARNING: a renewal of the key's lease failed and is retried (the lease cannot have expired yet).
+    LOCK_RENEWAL_FAILED = "rotation.lock_renewal_failed"
+    # ERROR: the key's lease is lost (renewal refused, or none confirmed for 3/4 of it); the holder writes nothing more.
+    LOCK_LOST = "rotation.lock_lost"
+    # INFO: a request's ledger row was created (queued).
+    LEDGER_CREATED = "rotation.ledger_created"
+    # INFO: a request's ledger row changed (running, queued again, or final).
+    LEDGER_UPDATED = "rotation.ledger_updated"
+    # INFO: a request was put on the rotation-requests queue (with its delay).
+    ENQUEUED = "rotation.enqueued"
+
+    # The app's use cases (rotation/app.py) and the triggers (function_app.py).
+    # WARNING: a key event (Event Grid, or the key-events queue) was refused before anything was written.
+    EVENT_IGNORED = "rotation.event_ignored"
+    # WARNING: a rotation-requests (or poison) message was refused before anything was written.
+    MESSAGE_REJECTED = "rotation.message_rejected"
+    # INFO: a queued request whose ledger row is already final was acknowledged without running.
+    DUPLICATE = "rotation.duplicate"
+    # INFO: the key's lease is held by another worker; the request is queued again with a delay.
+    LOCK_BUSY = "rotation.lock_busy"
+    # INFO: another writer finished the request's ledger row meanwhile; this one leaves it alone.
+    LEDGER_FINISHED_ELSEWHERE = "rotation.ledger_finished_elsewhere"
+    # INFO: the poison handler found the key locked by a running copy of the request; it looks again later.
+    POISON_DEFERRED = "rotation.poison_deferred"
+    # WARNING: the sweep sent again a request left queued or running, untouched, on a key nobody holds.
+    REQUEST_REPAIRED = "rotation.request_repaired"
+    # ERROR: the sweep found a key that cannot be rotated until someone fixes a finding (e.g. KeyDisabled).
+    SWEEP_BLOCKED = "rotation.sweep_blocked"
+    # ERROR: the sweep could not check one target, or could not list or send again the stuck requests.
+    SWEEP_FAILED = "rotation.sweep_failed"
+    # INFO: the timer sweep's summary; ERROR when a target failed.
+    SWEEP_COMPLETED = "rotation.sweep_completed"
+    # ERROR: the app's storage failed during an HTTP request, which was answered 503.
+    STORAGE_UNAVAILABLE = "rotation.storage_unavailable"
+    # ERROR, with the traceback: reading one target for a status raised something unexpected; the others are read.
+    STATUS_FAILED = "rotation.status_failed"
+    # ERROR: a trigger cannot run with the app's settings (the message is delivered again where it would be lost).
+    CONFIG_ERROR = "rotation.config_error"
+    # ERROR, with the traceback: a bug; a trigger, an HTTP request or a reconcile raised something unexpected.
+    INTERNAL_ERROR = "rotation.internal_error"
+
+
+# What the engine's hook receives: the event, its prose, and the fields of the record (``event`` included).
+EventHook = Callable[[Event, str, Mapping[str, FieldValue]], None]
+
+# The fields the text carries after the event name, in this order, with their labels there. No label may be a name
+# that rotation.redact treats as a secret's (key, code, sig, token ...): the redaction would blank its value.
+_TEXT_FIELDS = (("key", "key_url"), ("account", "account"), ("reason", "reason"), ("request_id", "request"))
 
 
 def emit(
     event: Event,
     message: str,
     *,
-    key: KeyRef,
-    request_id: str,
+    key: KeyRef | str | None = None,
+    request_id: str | None = None,
     version: str | None = None,
     account: AccountRef | None = None,
-    reason: Reason | None = None,
+    reason: Reason | str | None = None,
     level: int = logging.INFO,
+    exc_info: bool = False,
+    on_event: EventHook | None = None,
     **fields: FieldValue,
 ) -> None:
-    """Log ``event`` with its keyed fields in ``extra`` (None values are left out)."""
+    """Log ``event`` at ``level``: its text ``<event>: key_url=... account=... reason=... request=...: <message>``
+    (the fields it has), and its fields in ``extra`` (None values are left out). ``exc_info`` adds the traceback of the
+    exception being handled. ``on_event`` (the engine's hook) is then called with the event, ``message`` and the
+    same fields; it must not raise."""
     extra: dict[str, FieldValue] = {
         "event": event.value,
-        "key": key.id,
+        "key": key.id if isinstance(key, KeyRef) else key,
         "request_id": request_id,
         "version": version,
         "account": account.id if account else None,
-        "reason": reason.value if reason else None,
+        "reason": reason.value if isinstance(reason, Reason) else reason,
         **fields,
     }
-    logger.log(level, "%s: %s", event.value, message, extra={k: v for k, v in extra.items() if v is not None})
+    dimensions = {name: value for name, value in extra.items() if value is not None}
+    logger.log(level, render(event, message, dimensions), extra=dimensions, exc_info=exc_info, stacklevel=2)
+    if on_event is not None:
+        on_event(event, message, dimensions)
+
+
+def render(event: Event, message: str, fields: Mapping[str, FieldValue]) -> str:
+    """The record's self-contained text (the module docstring's format), from the prose and the record's fields."""
+    shown = [f"{label}={_value(fields[name])}" for name, label in _TEXT_FIELDS if fields.get(name) is not None]
+    return ": ".join([event.value, *([" ".join(shown)] if shown else []), message])
+
+
+def _value(value: FieldValue) -> str:
+    """An identifier as is; one with whitespace in it, or an empty one, JSON-quoted, so the text still parses."""
+    shown = str(value)
+    return json.dumps(shown) if not shown or any(c.isspace() for c in shown) else shown
 
 
 class RedactingFilter(logging.Filter):

@@ -29,9 +29,8 @@ from azure.eventgrid._legacy import EventGridPublisherClient
 from rotation.azure_errors import detail
 from rotation.config import EVENTS_ENDPOINT
 from rotation.errors import ConfigError
+from rotation.log import Event, emit
 from rotation.redact import clipped
-
-log = logging.getLogger("rotation")
 
 EVENT_TYPES = {
     "planned": "CmkRotation.Planned",
@@ -72,16 +71,22 @@ class OutcomePublisher:
         try:
             self._client.send([event])
         except Exception as exc:  # noqa: BLE001 - best effort: whatever publishing raises must not fail the rotation
-            request_id = outcome.get("request_id")
             error = clipped(" ".join((detail(exc) if isinstance(exc, AzureError) else str(exc)).split()))
-            log.warning(
-                "rotation.publish_failed: the %s outcome of request %s was not published (%s: %s); the rotation is "
-                "unaffected and its ledger row is the record",
-                status,
-                request_id,
-                type(exc).__name__,
-                error,
-                extra={"request_id": request_id, "status": status, "error_class": type(exc).__name__, "error": error},
+            emit(
+                Event.PUBLISH_FAILED,
+                f"the {status} outcome was not published ({type(exc).__name__}: {error}); the rotation is unaffected "
+                "and its ledger row is the record",
+                key=_identifier(outcome.get("key")),
+                request_id=_identifier(outcome.get("request_id")),
+                level=logging.WARNING,
+                status=status,
+                error_class=type(exc).__name__,
+                error=error,
             )
             return False
         return True
+
+
+def _identifier(value: object) -> str | None:
+    """An outcome's ``key`` or ``request_id`` for the log: the string the outcome holds, or None."""
+    return value if isinstance(value, str) and value else None

@@ -17,11 +17,10 @@ from datetime import datetime
 from rotation.config import Settings
 from rotation.engine import RotationEngine
 from rotation.errors import RotationError
+from rotation.log import Event, emit
 from rotation.model import KeyRef, Observation, RotationPlan, RotationRequest, Target, Trigger
 from rotation.plan import decide
 from rotation.reasons import Reason
-
-log = logging.getLogger("rotation")
 
 MAX_UNEXPECTED_DETAIL = 200
 
@@ -45,12 +44,13 @@ def observe(engine: RotationEngine, request: RotationRequest) -> Observation | T
         return engine.gather(request)
     except RotationError as exc:
         return TargetFailure(request.key, exc.reason, str(exc))
-    except Exception as exc:  # one target's surprise must not hide the other targets' state
-        log.exception(
-            "rotation.status_failed: reading %s raised %s",
-            request.key.id,
-            type(exc).__name__,
-            extra={"event": "rotation.status_failed", "key": request.key.id},
+    except Exception as exc:  # noqa: BLE001 - one target's surprise must not hide the other targets' state
+        emit(
+            Event.STATUS_FAILED,
+            f"reading the key raised {type(exc).__name__}",
+            key=request.key,
+            level=logging.ERROR,
+            exc_info=True,
         )
         return TargetFailure(request.key, Reason.ERROR, _unexpected(exc))
 

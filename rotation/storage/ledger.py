@@ -19,7 +19,6 @@ stored, and never read the clock (callers pass ``at``).
 from __future__ import annotations
 
 import json
-import logging
 from base64 import urlsafe_b64encode
 from collections.abc import Mapping
 from contextlib import suppress
@@ -33,11 +32,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
 from rotation.errors import FinalStatus, LedgerConflict, RequestExists, RequestNotFound
+from rotation.log import Event, emit
 from rotation.model import KeyRef, RotationRequest, Trigger, check_request_id
 from rotation.redact import redacted
 from rotation.storage.service import unavailable
-
-log = logging.getLogger("rotation")
 
 LEDGER_TABLE = "rotationledger"
 MAX_ERROR_CHARS = 2000
@@ -220,17 +218,13 @@ class Ledger:
             except ResourceNotFoundError as exc:
                 raise RequestNotFound(f"request {entry.request_id} is not in the ledger") from exc
         stored = replace(updated, error=row["error"], etag=metadata["etag"])
-        log.info(
-            "rotation.ledger_updated: request %s for %s is %s",
-            entry.request_id,
-            entry.key.id,
-            stored.status,
-            extra={
-                "request_id": entry.request_id,
-                "key": entry.key.id,
-                "status": stored.status,
-                "reason": stored.reason,
-            },
+        emit(
+            Event.LEDGER_UPDATED,
+            f"the request is {stored.status.value}",
+            key=entry.key,
+            request_id=entry.request_id,
+            reason=stored.reason or None,
+            status=stored.status.value,
         )
         return stored
 
@@ -284,17 +278,13 @@ class Ledger:
             metadata = self._insert(row)
         except ResourceExistsError as exc:
             raise RequestExists(f"request {entry.request_id} already exists in the ledger") from exc
-        log.info(
-            "rotation.ledger_created: request %s for %s (%s)",
-            entry.request_id,
-            entry.key.id,
-            entry.trigger,
-            extra={
-                "request_id": entry.request_id,
-                "key": entry.key.id,
-                "status": entry.status,
-                "trigger": entry.trigger,
-            },
+        emit(
+            Event.LEDGER_CREATED,
+            f"the request is recorded as {entry.status.value} (trigger {entry.trigger.value})",
+            key=entry.key,
+            request_id=entry.request_id,
+            status=entry.status.value,
+            trigger=entry.trigger.value,
         )
         return replace(entry, error=row["error"], etag=metadata["etag"])
 

@@ -23,10 +23,9 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 from rotation.errors import LockHeld, LockLost
+from rotation.log import Event, emit
 from rotation.model import KeyRef
 from rotation.storage.service import service_error, unavailable
-
-log = logging.getLogger("rotation")
 
 LOCKS_CONTAINER = "rotation-locks"
 MIN_LEASE, MAX_LEASE = 15, 60  # Azure's limits for a finite blob lease, in seconds
@@ -110,7 +109,7 @@ class KeyLock:
         self._lost.clear()
         self._renewer = threading.Thread(target=self._renew, name=f"lock-renewer {self.blob_name}", daemon=True)
         self._renewer.start()
-        log.info("rotation.lock_acquired: %s", self.key.id, extra={"key": self.key.id, "lock": self.blob_name})
+        emit(Event.LOCK_ACQUIRED, f"the key's lease {self.blob_name} is held", key=self.key, lock=self.blob_name)
 
     def release(self) -> None:
         """Stop renewing and release the lease. A failed release is logged: the lease then simply expires."""
@@ -125,14 +124,16 @@ class KeyLock:
             self._lease.release()
         except Exception as exc:  # noqa: BLE001 -- the lease expires by itself; a release must never mask the outcome
             error = service_error(exc)
-            log.warning(
-                "rotation.lock_release_failed: the lock on %s expires by itself (%s)",
-                self.key.id,
-                error,
-                extra={"key": self.key.id, "lock": self.blob_name, "error": error},
+            emit(
+                Event.LOCK_RELEASE_FAILED,
+                f"the key's lease could not be released and expires by itself ({error})",
+                key=self.key,
+                level=logging.WARNING,
+                lock=self.blob_name,
+                error=error,
             )
             return
-        log.info("rotation.lock_released: %s", self.key.id, extra={"key": self.key.id, "lock": self.blob_name})
+        emit(Event.LOCK_RELEASED, f"the key's lease {self.blob_name} is released", key=self.key, lock=self.blob_name)
 
     def __enter__(self) -> KeyLock:
         self.acquire()
@@ -179,9 +180,22 @@ class KeyLock:
                 refused = False
                 error = exc
             detail = service_error(error)
-            fields = {"key": self.key.id, "lock": self.blob_name, "error": detail}
             if refused or self.lost:
-                log.error("rotation.lock_lost: the lock on %s was lost (%s)", self.key.id, detail, extra=fields)
+                emit(
+                    Event.LOCK_LOST,
+                    f"the key's lease was lost ({detail}); its holder writes nothing more",
+                    key=self.key,
+                    level=logging.ERROR,
+                    lock=self.blob_name,
+                    error=detail,
+                )
                 self._lost.set()  # after the event, so whoever sees the flag can also find the event
                 return
-            log.warning("rotation.lock_renewal_failed: %s (%s); retrying", self.key.id, detail, extra=fields)
+            emit(
+                Event.LOCK_RENEWAL_FAILED,
+                f"renewing the key's lease failed ({detail}); retrying",
+                key=self.key,
+                level=logging.WARNING,
+                lock=self.blob_name,
+                error=detail,
+            )

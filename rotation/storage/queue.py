@@ -13,17 +13,15 @@ Raises ``StorageUnavailable`` when storage cannot be reached or refuses the mess
 
 from __future__ import annotations
 
-import logging
 from contextlib import suppress
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from rotation.log import Event, emit
 from rotation.model import RotationRequest
 from rotation.storage.service import unavailable
-
-log = logging.getLogger("rotation")
 
 REQUESTS_QUEUE = "rotation-requests"
 POISON_QUEUE = f"{REQUESTS_QUEUE}-poison"
@@ -59,12 +57,12 @@ class RotationQueue:
     def enqueue(self, request: RotationRequest, *, delay: int = 0) -> None:
         """Put ``request`` on the queue, hidden for ``delay`` whole seconds (a delayed retry)."""
         self._send(self._requests, request, delay)
-        log.info(
-            "rotation.enqueued: request %s for %s, visible in %s s",
-            request.request_id,
-            request.key.id,
-            delay,
-            extra={"request_id": request.request_id, "key": request.key.id, "delay": delay},
+        emit(
+            Event.ENQUEUED,
+            f"the request is queued, visible in {delay} s",
+            key=request.key,
+            request_id=request.request_id,
+            delay=delay,
         )
 
     def defer_poison(self, request: RotationRequest, *, delay: int) -> None:

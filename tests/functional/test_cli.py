@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -232,6 +233,22 @@ def test_rotate_creates_one_version_repoints_every_account_and_shows_progress(wo
     ]
     assert f"{world.key}: succeeded (Expiring)" in result.out
     assert f"version: {world.first} -> {new} (created)" in result.out
+
+
+def test_progress_comes_from_the_engines_hook_not_from_its_log_records(world: World) -> None:
+    service_log = logging.getLogger("rotation")
+    service_log.disabled = True  # no rotation.* record is made at all
+    try:
+        result = world.run("rotate", "--key", world.key)
+    finally:
+        service_log.disabled = False
+
+    assert result.code == 0, result.err
+    new = world.versions()[-1]
+    planned, created, *updated = result.err.splitlines()
+    assert planned.startswith("cmk: Expiring: the current version ")
+    assert created == f"cmk: created version {new} (Expiring)"
+    assert sorted(updated) == [f"cmk: rg-ai/aoai-{i} ok: reports {new} and Succeeded" for i in (1, 2)]
 
 
 def test_reconcile_after_a_rotation_changes_nothing(world: World) -> None:

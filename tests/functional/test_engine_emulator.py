@@ -318,7 +318,7 @@ def test_a_refused_operation_status_poll_is_verified_by_reading_the_account(
     assert scene.key_version(account) == outcome.to_version and scene.state(account) == "Succeeded"
     assert scene.statuses("arm.operation_status") == [403]
     assert scene.statuses(UPDATE, account) == [202]  # not sent again
-    assert [r.getMessage() for r in caplog.records].count("rotation.operation_status_forbidden") == 1
+    assert [getattr(r, "event", None) for r in caplog.records].count("rotation.operation_status_forbidden") == 1
 
 
 def test_a_slow_operation_and_a_lingering_accepted_are_waited_out(scene: Scene) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,7 @@ import stamina
 from rotation.config import Settings
 from rotation.engine import CreateUnsettled, RotationEngine
 from rotation.errors import ConfigError, ConflictError, NotFound, OutcomeUnknown, PermissionDenied, TransientError
-from rotation.log import LOGGER_NAME
+from rotation.log import LOGGER_NAME, Event, EventHook, FieldValue, render
 from rotation.model import (
     TAG_APP,
     TAG_REASON,
@@ -66,6 +67,7 @@ def make_world(
     recovery_level: str = "Recoverable",
     concurrency: int = 8,
     update_seconds: float = 0.0,
+    on_event: EventHook | None = None,
 ) -> World:
     clock = FixedClock()
     vault = InMemoryKeyVault(clock, recovery_level=recovery_level)
@@ -80,7 +82,7 @@ def make_world(
             "ROTATION_APP_NAME": "test-app",
         }
     )
-    return World(RotationEngine(vault, accounts, settings, clock=clock), vault, accounts, clock)
+    return World(RotationEngine(vault, accounts, settings, clock=clock, on_event=on_event), vault, accounts, clock)
 
 
 def events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None, str | None]]:
@@ -198,6 +200,37 @@ def test_one_account_failing_does_not_stop_the_others() -> None:
     assert "1 of 3 accounts failed" in (outcome.error or "")
     # Permanent errors fail fast: one attempt, no retry.
     assert world.accounts.calls.count(("update_key_version", AOAI_2)) == 1
+
+
+def test_the_hook_sees_every_event_the_engine_logs_with_its_prose_and_fields(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[Event, str, dict[str, FieldValue]]] = []
+    lock = threading.Lock()
+
+    def hook(event: Event, message: str, fields: Mapping[str, FieldValue]) -> None:
+        with lock:  # accounts are updated on several threads
+            seen.append((event, message, dict(fields)))
+
+    world = make_world(on_event=hook)
+    denied = PermissionDenied(
+        f"the function's identity lacks Microsoft.CognitiveServices/accounts/write on {AOAI_2.id}"
+    )
+    world.accounts.fail(AOAI_2, "update_key_version", denied)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        outcome = world.reconcile()
+
+    logged = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert sorted(((render(e, m, f), f) for e, m, f in seen), key=repr) == sorted(
+        ((r.getMessage(), _fields(r)) for r in logged), key=repr
+    )
+    [failed] = [(message, fields) for event, message, fields in seen if event is Event.FAILED and "account" in fields]
+    assert failed[0].startswith(f"account did not converge on {outcome.to_version}: ")
+    assert (failed[1]["account"], failed[1]["reason"]) == (AOAI_2.id, "PermissionDenied")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, FieldValue]:
+    """The record's own fields: what ``emit`` put in ``extra``."""
+    standard = vars(logging.makeLogRecord({}))
+    return {name: value for name, value in vars(record).items() if name not in standard and name != "message"}
 
 
 def test_conflicts_are_retried_until_the_account_is_free() -> None:
