@@ -5,11 +5,17 @@ strings and comments, and cross-check it against what the code needs: every app 
 role it needs is assigned at the narrowest scope, and the Event Grid filter matches the event types the code handles.
 They also run checkov over `infra/` and require zero failed checks, zero parse errors and a reason for every skip.
 
+Two deployments, two owners: what `azd up` and `azd down` manage (`infra/main.bicep` and the modules it calls) stays in
+the app's own resource group, because azd deletes every resource group its deployment touched; everything on the
+customers' keys, accounts and vaults is the separate grants step (`infra/grants/main.bicep`), which azd never runs. The
+key and account roles are derived from the adapters' SDK calls, so a role can hold no action the code does not call.
+
 They must never call Azure or need the network.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -19,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from azure.keyvault.keys import KeyClient
+from azure.mgmt.cognitiveservices.operations import AccountsOperations
 
 from emulator.functions_worker import FunctionsWorker
 from rotation import config
@@ -69,13 +77,41 @@ MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 KEY_VAULT_CRYPTO_OFFICER = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"
 KEY_VAULT_CRYPTO_SERVICE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 
-# What the engine does on Key Vault (get, list versions, create, update) and on ARM (get, patch the account).
-KEY_DATA_ACTIONS = {
-    "Microsoft.KeyVault/vaults/keys/read",
-    "Microsoft.KeyVault/vaults/keys/create/action",
-    "Microsoft.KeyVault/vaults/keys/update/action",
+COGNITIVE_SERVICES_CONTRIBUTOR = "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68"
+
+# The data action each `KeyClient` method needs (Learn, "Azure Key Vault RBAC guide" and the Key Vault REST reference:
+# get and list are keys/read, POST /keys/{name}/create is keys/create/action, PATCH is keys/update/action, ...). The
+# methods the adapter does not call are here so that a new call is mapped, not guessed: the test below fails on any
+# method the adapter calls that is missing from this table.
+KEY_CLIENT_DATA_ACTIONS = {
+    "get_key": "Microsoft.KeyVault/vaults/keys/read",
+    "list_properties_of_key_versions": "Microsoft.KeyVault/vaults/keys/read",
+    "list_properties_of_keys": "Microsoft.KeyVault/vaults/keys/read",
+    "create_rsa_key": "Microsoft.KeyVault/vaults/keys/create/action",
+    "create_key": "Microsoft.KeyVault/vaults/keys/create/action",
+    "create_ec_key": "Microsoft.KeyVault/vaults/keys/create/action",
+    "create_oct_key": "Microsoft.KeyVault/vaults/keys/create/action",
+    "update_key_properties": "Microsoft.KeyVault/vaults/keys/update/action",
+    "rotate_key": "Microsoft.KeyVault/vaults/keys/rotate/action",
+    "get_key_rotation_policy": "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
+    "update_key_rotation_policy": "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
+    "begin_delete_key": "Microsoft.KeyVault/vaults/keys/delete",
+    "import_key": "Microsoft.KeyVault/vaults/keys/import/action",
+    "backup_key": "Microsoft.KeyVault/vaults/keys/backup/action",
 }
-ACCOUNT_ACTIONS = {"Microsoft.CognitiveServices/accounts/read", "Microsoft.CognitiveServices/accounts/write"}
+# The ARM action each `CognitiveServicesManagementClient.accounts` method needs (Microsoft's provider operations list).
+ACCOUNTS_ACTIONS = {
+    "get": "Microsoft.CognitiveServices/accounts/read",
+    "begin_update": "Microsoft.CognitiveServices/accounts/write",
+    "begin_create": "Microsoft.CognitiveServices/accounts/write",
+    "begin_delete": "Microsoft.CognitiveServices/accounts/delete",
+    "list_keys": "Microsoft.CognitiveServices/accounts/listKeys/action",
+    "regenerate_key": "Microsoft.CognitiveServices/accounts/regenerateKey/action",
+}
+# Polling a long-running account update reads .../locations/{region}/operationStatuses/{id}, outside the account.
+# The action name is the provider operations list's; that ARM checks exactly it on that URL is unconfirmed.
+OPERATION_STATUS_ACTION = "Microsoft.CognitiveServices/locations/operationresults/read"
+ACCOUNTS_LONG_RUNNING = {"begin_update", "begin_create", "begin_delete"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -213,9 +249,12 @@ def _object_keys(block_text: str) -> set[str]:
 
 APP = INFRA / "modules" / "app.bicep"
 MAIN = INFRA / "main.bicep"
-KEY_ACCESS = INFRA / "modules" / "key-access.bicep"
-ACCOUNT_ACCESS = INFRA / "modules" / "account-access.bicep"
-KEY_EVENTS = INFRA / "modules" / "key-events.bicep"
+GRANTS = INFRA / "grants" / "main.bicep"
+KEY_ACCESS = INFRA / "grants" / "modules" / "key-access.bicep"
+ACCOUNT_ACCESS = INFRA / "grants" / "modules" / "account-access.bicep"
+OPERATION_STATUS_ACCESS = INFRA / "grants" / "modules" / "operation-status-access.bicep"
+KEY_EVENTS = INFRA / "grants" / "modules" / "key-events.bicep"
+RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
 def _app_setting_names() -> set[str]:
@@ -298,15 +337,54 @@ def test_the_app_runs_on_flex_consumption_with_python_311() -> None:
     assert "'azd-service-name': 'rotation'" in _value(site.body, "tags")
 
 
-def test_azure_yaml_deploys_the_tagged_service_and_subscribes_after_deploy() -> None:
+def test_azure_yaml_deploys_the_app_and_only_prints_the_grants_step() -> None:
     config = yaml.safe_load(_read(ROOT / "azure.yaml"))
     assert config["services"] == {"rotation": {"project": ".", "language": "python", "host": "function"}}
+    # azd provisions infra/main.bicep only; infra/grants/main.bicep is never its module.
     assert config["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
-    for shell in ("posix", "windows"):
-        script = config["hooks"]["postdeploy"][shell]["run"]
-        assert "azd env set SUBSCRIBE_KEY_EVENTS true" in script
-        assert "azd provision --no-prompt" in script
-    assert "${SUBSCRIBE_KEY_EVENTS=false}" in _read(INFRA / "main.parameters.json")
+    hooks = config["hooks"]
+    assert set(hooks) == {"postdeploy", "predown"}
+    for name, hook in hooks.items():
+        for shell in ("posix", "windows"):
+            for line in hook[shell]["run"].splitlines():
+                # A hook may tell the operator what to run next; it must never run it (no provision, deploy, delete).
+                assert re.match(r"\s*(echo|Write-Host)\s", line), (name, shell, line)
+    assert "infra/grants/main.bicep" in hooks["postdeploy"]["posix"]["run"]
+    assert "infra/grants/main.bicep" in hooks["postdeploy"]["windows"]["run"]
+    assert "SUBSCRIBE_KEY_EVENTS" not in _read(INFRA / "main.parameters.json")
+
+
+def _printed_grants_command() -> str:
+    """The `az deployment sub create` command the post-deploy hook prints (posix), as one line."""
+    script = yaml.safe_load(_read(ROOT / "azure.yaml"))["hooks"]["postdeploy"]["posix"]["run"]
+    printed = [m.group(1) for m in re.finditer(r"^\s*echo '(.*)'\s*$", script, re.MULTILINE)]
+    return " ".join(part.rstrip("\\ ").strip() for part in printed)
+
+
+def _runbook_grants_commands() -> list[str]:
+    """Every `az deployment sub create|what-if` command for the grants in the runbook's shell blocks, as one line."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", _read(RUNBOOK), re.DOTALL):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        commands += [line for line in joined.splitlines() if "az deployment" in line and "infra/grants/" in line]
+    return commands
+
+
+def test_the_grants_commands_pass_the_grants_params_from_the_azd_environment() -> None:
+    params = _params(GRANTS)
+    required = {name for name, has_default in params.items() if not has_default}
+    azd_values = set(re.findall(r"^output (\w+) ", _strip_comments(_read(MAIN)), re.MULTILINE))
+    azd_values |= {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID", "AZURE_LOCATION", "ROTATION_KEY_TARGETS"}
+    commands = [_printed_grants_command(), *_runbook_grants_commands()]
+    assert len(commands) >= 3, commands  # the hook's, the runbook's what-if and create
+    for command in commands:
+        assert "--template-file infra/grants/main.bicep" in command, command
+        passed = set(re.findall(r"\s(\w+)=", command.split("--parameters", 1)[1]))
+        assert passed <= set(params), passed - set(params)
+        assert required <= passed, required - passed
+        assert set(re.findall(r"azd env get-value (\w+)", command)) <= azd_values, command
+        # The same targets as the app's ROTATION_TARGETS setting, from the same azd environment value.
+        assert 'targets="$(azd env get-value ROTATION_KEY_TARGETS)"' in command
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -361,18 +439,92 @@ def test_event_grid_identity_may_only_send_to_its_queue_and_write_dead_letters()
     }
 
 
-def test_custom_key_role_is_narrower_than_crypto_officer_and_covers_the_engine() -> None:
-    role = _blocks(MAIN)["keyRotatorRole"]
-    assert set(_strings(_value(role.body, "dataActions"))) == KEY_DATA_ACTIONS
+def _sdk_method_calls(path: Path, methods: set[str], receiver: str | None = None) -> set[str]:
+    """Names of the `methods` that `path` calls as `<anything>.<method>(` (or `<...>.<receiver>.<method>(`)."""
+    called = set()
+    for node in ast.walk(ast.parse(_read(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
+            owner = node.func.value
+            if receiver is None or (isinstance(owner, ast.Attribute) and owner.attr == receiver):
+                called.add(node.func.attr)
+    return called
+
+
+def _public_methods(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))}
+
+
+def test_only_the_two_adapters_call_key_vault_and_arm() -> None:
+    """So that scanning rotation/keyvault.py and rotation/accounts.py finds every call the app makes."""
+    for path in (ROOT / "rotation").glob("*.py"):
+        source = _read(path)
+        assert ("azure.keyvault" in source) == (path.name == "keyvault.py"), path.name
+        assert ("azure.mgmt" in source) == (path.name == "accounts.py"), path.name
+
+
+def test_the_key_role_has_exactly_the_data_actions_of_the_adapters_key_vault_calls() -> None:
+    key_client_methods = _public_methods(KeyClient)
+    assert set(KEY_CLIENT_DATA_ACTIONS) <= key_client_methods, set(KEY_CLIENT_DATA_ACTIONS) - key_client_methods
+    called = _sdk_method_calls(ROOT / "rotation" / "keyvault.py", key_client_methods)
+    assert called, "found no KeyClient call in rotation/keyvault.py"
+    assert called <= set(KEY_CLIENT_DATA_ACTIONS), f"map {sorted(called - set(KEY_CLIENT_DATA_ACTIONS))} to an action"
+    needed = {KEY_CLIENT_DATA_ACTIONS[method] for method in called}
+    role = _blocks(GRANTS)["keyRotatorRole"]
+    assert set(_strings(_value(role.body, "dataActions"))) == needed
     assert _strings(_value(role.body, "actions")) == []
-    assert "keyVaultCryptoOfficer" in _value(_blocks(MAIN)["keyAccess"].body, "keyRoleId")
-    assert _vars(MAIN)["keyVaultCryptoOfficer"] == KEY_VAULT_CRYPTO_OFFICER
+    # What a stolen identity would need to disable or expire the version every account uses: never called, never held.
+    assert "Microsoft.KeyVault/vaults/keys/update/action" not in needed
 
 
-def test_custom_account_role_allows_only_read_and_write() -> None:
-    role = _blocks(MAIN)["accountUpdaterRole"]
-    assert set(_strings(_value(role.body, "actions"))) == ACCOUNT_ACTIONS
-    assert _strings(_value(role.body, "dataActions")) == []
+def test_the_account_roles_have_exactly_the_actions_of_the_adapters_arm_calls() -> None:
+    accounts_methods = _public_methods(AccountsOperations)
+    assert set(ACCOUNTS_ACTIONS) <= accounts_methods, set(ACCOUNTS_ACTIONS) - accounts_methods
+    called = _sdk_method_calls(ROOT / "rotation" / "accounts.py", accounts_methods, receiver="accounts")
+    assert called, "found no accounts.<method>( call in rotation/accounts.py"
+    assert called <= set(ACCOUNTS_ACTIONS), f"map {sorted(called - set(ACCOUNTS_ACTIONS))} to an action"
+    blocks = _blocks(GRANTS)
+    on_the_account = blocks["accountUpdaterRole"]
+    assert set(_strings(_value(on_the_account.body, "actions"))) == {ACCOUNTS_ACTIONS[m] for m in called}
+    assert _strings(_value(on_the_account.body, "dataActions")) == []
+    # A long-running call is polled at a subscription-level URL: its one action is a role of its own.
+    assert called & ACCOUNTS_LONG_RUNNING
+    operation_status = blocks["operationStatusRole"]
+    assert _strings(_value(operation_status.body, "actions")) == [OPERATION_STATUS_ACTION]
+    assert _strings(_value(operation_status.body, "dataActions")) == []
+
+
+def test_custom_roles_exist_only_in_custom_mode_and_the_built_in_mode_names_its_roles() -> None:
+    blocks = _blocks(GRANTS)
+    text = _strip_comments(_read(GRANTS))
+    declaration = re.search(r"@allowed\((\[[^\]]*\])\)\s*param roleMode string = 'Custom'$", text, re.MULTILINE)
+    assert declaration and _strings(declaration.group(1)) == ["Custom", "BuiltIn"]
+    for symbol in ("keyRotatorRole", "accountUpdaterRole", "operationStatusRole"):
+        head = re.search(rf"^resource {symbol} '[^']+' = (.*)$", _strip_comments(_read(GRANTS)), re.MULTILINE)
+        assert head and head.group(1).startswith("if (custom)"), symbol
+        assert _value(blocks[symbol].body, "assignableScopes") == "assignableScopes"
+    variables = _vars(GRANTS)
+    assert variables["keyVaultCryptoOfficer"] == KEY_VAULT_CRYPTO_OFFICER
+    assert variables["cognitiveServicesContributor"] == COGNITIVE_SERVICES_CONTRIBUTOR
+    params = _value(blocks["keyAccess"].body, "params")
+    assert _value(params, "keyRoleId") == "custom ? keyRotatorRole.name : keyVaultCryptoOfficer"
+    assert _value(params, "accountRoleId") == "custom ? accountUpdaterRole.name : cognitiveServicesContributor"
+    # No built-in role is wide enough at subscription scope to stand in for the operation-status read without
+    # reading or writing far more: in BuiltIn mode that assignment is left out (the app then verifies by re-reading).
+    head = re.search(r"^module operationStatusAccess '[^']+' = (.*)$", _strip_comments(_read(GRANTS)), re.MULTILINE)
+    assert head and "if (custom && indexOf(accountSubscriptionIds, s) == i)" in head.group(1)
+    assert _value(_value(blocks["operationStatusAccess"].body, "params"), "roleId") == "operationStatusRole.name"
+
+
+def test_custom_roles_are_assignable_in_every_subscription_of_a_target_vault_or_account() -> None:
+    lines = set(_strip_comments(_read(GRANTS)).splitlines())
+    assert "var assignableScopes = union([subscription().id], vaultScopes, accountScopes)" in lines
+    assert "var accountScopes = [for s in accountSubscriptionIds: format('/subscriptions/{0}', s)]" in lines
+    assert "var accountSubscriptionIds = [for id in accountIds: toLower(split(id, '/')[2])]" in lines
+    assert (
+        "var vaultScopes = [for t in targets: format('/subscriptions/{0}', toLower(split(t.vaultId, '/')[2]))]" in lines
+    )
+    module = _blocks(GRANTS)["operationStatusAccess"]
+    assert _value(module.body, "scope") == "subscription(s)"
 
 
 def test_key_and_account_roles_are_assigned_on_the_key_and_on_each_account() -> None:
@@ -384,15 +536,105 @@ def test_key_and_account_roles_are_assigned_on_the_key_and_on_each_account() -> 
     (account_assignment,) = _role_assignments(ACCOUNT_ACCESS)
     assert _value(account_assignment.body, "scope") == "account"
     assert _value(_blocks(KEY_ACCESS)["accountUpdater"].body, "roleId") == "accountRoleId"
-    assert _value(_blocks(MAIN)["keyAccess"].body, "accountRoleId") == "accountUpdaterRole.name"
 
 
-def test_no_role_is_assigned_wider_than_a_resource() -> None:
+def test_no_role_is_assigned_wider_than_a_resource_but_the_operation_status_read() -> None:
     for path in INFRA.rglob("*.bicep"):
         for assignment in _role_assignments(path):
+            assert _value(assignment.body, "principalType") == "'ServicePrincipal'"
+            if path == OPERATION_STATUS_ACCESS:
+                continue
             scope = _value(assignment.body, "scope")
             assert scope not in {"rg", "resourceGroup()", "subscription()"}, (path.name, assignment.symbol)
-            assert _value(assignment.body, "principalType") == "'ServicePrincipal'"
+    # The one exception: the operation-status read, at the subscription (a module with that target scope and no
+    # `scope:` of its own), holding only the custom operation-status role.
+    (assignment,) = _role_assignments(OPERATION_STATUS_ACCESS)
+    assert "targetScope = 'subscription'" in _strip_comments(_read(OPERATION_STATUS_ACCESS))
+    assert not re.search(r"^\s*scope:", assignment.body, re.MULTILINE)
+    assert _role_id(assignment, {}) == "roleId"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What azd manages, and what it must not
+
+
+def _azd_deployment_files() -> list[Path]:
+    """infra/main.bicep and every module it calls, transitively: what `azd up` deploys and `azd down` removes."""
+    files, queue = [], [MAIN]
+    while queue:
+        path = queue.pop()
+        files.append(path)
+        queue += [(path.parent / b.target).resolve() for b in _blocks(path).values() if b.kind == "module"]
+    return files
+
+
+def test_azd_deploys_nothing_outside_the_apps_resource_group() -> None:
+    blocks = _blocks(MAIN)
+    assert "targetScope = 'subscription'" in _strip_comments(_read(MAIN))
+    # At subscription scope, only the app's own resource group and modules inside it: no role definition, no
+    # assignment, no resource in a resource group azd did not create.
+    resources = {b.symbol: b.target for b in blocks.values() if b.kind == "resource"}
+    assert resources == {"rg": "Microsoft.Resources/resourceGroups@2024-03-01"}
+    assert _value(blocks["rg"].body, "name") == "'rg-${environmentName}'"
+    for module in (b for b in blocks.values() if b.kind == "module"):
+        assert _value(module.body, "scope") == "rg", module.symbol
+    files = _azd_deployment_files()
+    assert [f.relative_to(INFRA).as_posix() for f in files] == ["main.bicep", "modules/app.bicep"]
+    for path in files[1:]:
+        text = _strip_comments(_read(path))
+        assert "targetScope" not in text, path.name  # a resource-group module: it deploys where its caller puts it
+        for block in _blocks(path).values():
+            scope = re.search(r"^\s*scope:\s*(.+)$", block.body, re.MULTILINE)
+            # Only extension resources on its own resources (role assignments on its storage, for example).
+            assert not scope or scope.group(1) in _blocks(path), (path.name, block.symbol, scope.group(1))
+    for path in files:
+        text = _strip_comments(_read(path))
+        # Nothing addresses another resource group, subscription, management group or the tenant as a scope.
+        assert not re.search(r"\bresourceGroup\(\s*[^)\s]", text), path.name
+        assert not re.search(r"\bsubscription\(\s*[^)\s]", text), path.name
+        assert not re.search(r"\bmanagementGroup\(|scope:\s*tenant\(\)", text), path.name
+        assert "grants/" not in text, path.name
+
+
+def test_the_grants_never_carry_the_azd_environment_tag() -> None:
+    """azd finds an environment's resource groups by their azd-env-name tag: nothing the grants create may bear it."""
+    for path in (INFRA / "grants").rglob("*.bicep"):
+        assert "azd-env-name" not in _read(path), path.name
+
+
+def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
+    """The runbook removes exactly what the grants deployment's outputs name; so every resource it creates is named."""
+    outputs = {
+        KEY_ACCESS: {"keyRotator", "accountKeyAccess", "accountUpdater"},
+        ACCOUNT_ACCESS: {"accountUpdater"},
+        OPERATION_STATUS_ACCESS: {"operationStatusReader"},
+        KEY_EVENTS: {"systemTopic", "keyEvents"},
+    }
+    for path, symbols in outputs.items():
+        text = _strip_comments(_read(path))
+        created = set(re.findall(r"^(?:resource|module)\s+(\w+)\s+'[^']+'\s+=", text, re.MULTILINE))  # not `existing`
+        assert created == symbols, (path.name, created)
+        output_lines = "\n".join(re.findall(r"^output .*(?:\n(?!output ).*)*", text, re.MULTILINE))
+        for symbol in symbols:
+            assert re.search(rf"\b{symbol}(\[i\])?\.(id|outputs)\b", output_lines), (path.name, symbol)
+    grants_outputs = set(re.findall(r"^output (\w+) ", _strip_comments(_read(GRANTS)), re.MULTILINE))
+    assert grants_outputs == {
+        "roleMode",
+        "keyRoleAssignments",
+        "accountRoleAssignments",
+        "operationStatusRoleAssignmentIds",
+        "eventSubscriptionIds",
+        "createdSystemTopicIds",
+        "customRoleDefinitionIds",
+        "accountKeyAccessAssignments",
+    }
+    runbook = _read(RUNBOOK)
+    for name in re.findall(r"properties\.outputs\.(\w+)", runbook):
+        assert name in grants_outputs, name
+    # The accounts' own access to their key stays: removing it would make their data unreadable.
+    assert "accountKeyAccessAssignments" not in "\n".join(
+        line for line in runbook.splitlines() if re.search(r"\baz .*\bdelete\b", line)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -427,7 +669,13 @@ def test_event_subscription_retries_explicitly_and_dead_letters() -> None:
     dead_letter = _value(body, "deadLetterWithResourceIdentity")
     assert "endpointType: 'StorageBlob'" in dead_letter
     assert "blobContainerName: deadLetterContainerName" in dead_letter
-    assert _value(_blocks(MAIN)["keyEvents"].body, "deadLetterContainerName") == "app.outputs.deadLetterContainerName"
+    # The grants take the app's queue and container names as parameters whose defaults are app.bicep's names.
+    params = _value(_blocks(GRANTS)["keyEventsAccess"].body, "params")
+    assert _value(params, "deadLetterContainerName") == "deadLetterContainerName"
+    assert _value(params, "keyEventsQueueName") == "keyEventsQueueName"
+    grants_text = _strip_comments(_read(GRANTS))
+    for name in ("deadLetterContainerName", "keyEventsQueueName"):
+        assert f"param {name} string = '{_vars(APP)[name]}'" in grants_text, name
 
 
 def test_system_topic_is_the_vaults() -> None:

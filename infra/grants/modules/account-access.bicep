@@ -1,8 +1,9 @@
-// The rotation app's right to repoint one account at a new key version: the custom account-updater role, assigned on
-// the account alone. Deployed into the account's resource group.
+// The rotation app's right to repoint one account at a new key version, assigned on the account alone. Part of the
+// separate grants step (infra/grants/main.bicep); deployed into the account's resource group.
 //
-// It must never assign a role at the resource group or subscription, and never a built-in role such as Cognitive
-// Services Contributor, which would also allow listing the account's API keys and managing deployments.
+// It must never assign a role at the resource group or subscription. The role is the custom account-updater role
+// (accounts/read and accounts/write), or, in roleMode BuiltIn, Cognitive Services Contributor, which also allows
+// listing and regenerating the account's API keys and managing deployments (infra/README.md).
 
 @description('Name of the Azure OpenAI / AI services account.')
 param accountName string
@@ -10,7 +11,7 @@ param accountName string
 @description('Principal id of the rotation app\'s user-assigned identity.')
 param principalId string
 
-@description('Role definition id (a GUID) of the custom account-updater role.')
+@description('Role definition id (a GUID): the custom account-updater role or Cognitive Services Contributor.')
 param roleId string
 
 resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' existing = {
@@ -27,3 +28,5 @@ resource accountUpdater 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     description: 'CMK rotation: read the account and update its encryption settings.'
   }
 }
+
+output roleAssignmentId string = accountUpdater.id

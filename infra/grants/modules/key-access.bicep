@@ -1,7 +1,10 @@
 // The rotation app's rights on one key, granted on the key itself (not the vault), and the same rights' counterpart on
-// each account that uses the key. Deployed into the vault's resource group, whatever subscription it is in.
+// each account that uses the key. Part of the separate grants step (infra/grants/main.bicep), never of `azd up`:
+// deployed into the vault's resource group, whatever subscription it is in.
 //
-// It must never grant more than the key: no vault-wide role, no secrets, no certificates, no purge or delete.
+// It must never grant more than the key: no vault-wide role, no secrets, no certificates, no purge or delete (in
+// roleMode Custom; Key Vault Crypto Officer in BuiltIn mode is wider, see infra/README.md). Every role assignment it
+// creates is an output, so that the runbook's teardown can remove exactly these and nothing else.
 
 @description('Name of the vault that holds the key.')
 param vaultName string
@@ -18,7 +21,7 @@ param principalId string
 @description('Role definition id (a GUID) the app gets on the key: the custom key rotator role or Key Vault Crypto Officer.')
 param keyRoleId string
 
-@description('Role definition id (a GUID) of the custom account-updater role, assigned on each account.')
+@description('Role definition id (a GUID) the app gets on each account: the custom account-updater role or Cognitive Services Contributor.')
 param accountRoleId string
 
 @description('Also give each account\'s system-assigned identity Key Vault Crypto Service Encryption User on the key.')
@@ -43,7 +46,7 @@ resource keyRotator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyRoleId)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'CMK rotation: read the key, create versions, update version attributes and tags.'
+    description: 'CMK rotation: read the key and its versions, create new versions.'
   }
 }
 
@@ -72,3 +75,12 @@ module accountUpdater 'account-access.bicep' = [for id in accounts: {
     roleId: accountRoleId
   }
 }]
+
+output keyRoleAssignmentId string = keyRotator.id
+output accountRoleAssignments array = [for (id, i) in accounts: {
+  account: id
+  roleAssignmentId: accountUpdater[i].outputs.roleAssignmentId
+}]
+// The accounts' own access to their CMK: the teardown must leave these in place (without them the accounts' data
+// becomes unreadable), so they are listed apart from the app's assignments.
+output accountKeyAccessAssignmentIds array = [for (id, i) in accounts: grantAccountsKeyAccess ? accountKeyAccess[i].id : '']

@@ -1,6 +1,7 @@
 // Key Vault -> Event Grid for one vault: the vault's system topic and one subscription that hands the key events of
-// the target keys to the rotation app, with an explicit retry policy and dead-lettering. Deployed into the vault's
-// resource group (a system topic must live in its source's subscription and region).
+// the target keys to the rotation app, with an explicit retry policy and dead-lettering. Part of the separate grants
+// step (infra/grants/main.bicep), never of `azd up`: deployed into the vault's resource group (a system topic must live
+// in its source's subscription and region). Its outputs name what it created, for the runbook's teardown.
 //
 // It must never subscribe to secret or certificate events, and never drop an undeliverable event silently: Event
 // Grid's default is to drop it after 24 hours, so every subscription dead-letters to the app's storage account.
@@ -33,8 +34,6 @@ param deliveryIdentityId string
 ])
 param delivery string
 
-@description('Create the event subscription. AzureFunction delivery needs the code deployed first (see azure.yaml).')
-param createSubscription bool
 
 @description('Resource id of the rotation Function App.')
 param functionAppId string
@@ -103,7 +102,7 @@ var queueDelivery = {
   }
 }
 
-resource keyEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (createSubscription) {
+resource keyEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: systemTopic
   name: subscriptionName
   properties: {
@@ -141,4 +140,5 @@ resource keyEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-
   }
 }
 
-output systemTopicName string = systemTopic.name
+output systemTopicId string = systemTopic.id
+output eventSubscriptionId string = keyEvents.id
