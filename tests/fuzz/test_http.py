@@ -34,6 +34,7 @@ redacted, so a secret in it is not), found as is, or escaped as ``repr`` or ``js
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -221,9 +222,16 @@ def names_bad_value(case: Post | Get, code: str, message: str) -> bool:
 
 
 def _parsed(case: Post) -> dict[str, Any]:
-    """The body as the app reads it (any encoding json.loads detects), or {}."""
+    """The body as the app reads it (any encoding json.loads detects), or {}. It is parsed on a thread of its own, as
+    the worker runs the function on its threadpool: how deep a nesting json.loads reaches before RecursionError
+    depends on the stack it starts from, and Hypothesis's is deep."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_parse_object, case.body).result()
+
+
+def _parse_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(case.body)
+        data = json.loads(body)
     except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
