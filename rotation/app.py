@@ -61,6 +61,7 @@ from rotation.model import (
     Status,
     Target,
     Trigger,
+    event_request_id,
     request_id_for,
     system_clock,
 )
@@ -178,7 +179,7 @@ class RotationApp:
             if self.settings.target_for(event.key) is None:
                 raise EventRejected(f"key {event.key.id} is not in ROTATION_TARGETS")
             request = RotationRequest(
-                request_id=request_id_for(f"event-{event.event_id}", event.key),
+                request_id=event_request_id(event.event_id, event.key),
                 key=event.key,
                 trigger=event.trigger,
                 requested_at=self.clock(),

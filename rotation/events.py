@@ -25,7 +25,7 @@ KEY_EVENT_TYPES: Mapping[str, Trigger] = {
     "Microsoft.KeyVault.KeyNewVersionCreated": Trigger.KEY_NEW_VERSION_CREATED,
 }
 _KEY_VAULT_DNS_SUFFIX = ".vault.azure.net"
-MAX_EVENT_ID = 190  # the request id is derived from "event-<id>", within an Idempotency-Key's 200 characters
+MAX_EVENT_ID = 190  # Event Grid's ids are far shorter; the request id is derived from it (model.event_request_id)
 
 
 class EventRejected(ValueError):

@@ -54,6 +54,9 @@ MAX_MESSAGE_BYTES = 4096
 """The largest rotation-requests message accepted; ours take about 300 bytes."""
 MAX_IDEMPOTENCY_KEY = 200
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3c52-7a8e-5b0f-9c4d-2e6a1b9f0c37")
+# Event ids live in a namespace of their own: no Idempotency-Key can name an event's request (and so queue an HTTP
+# copy of a KeyNewVersionCreated request, which may create a version where the event may not).
+_EVENT_NAMESPACE = uuid.UUID("0b3e8f61-2c4d-5a7e-8f19-6d2c4b7a9e05")
 
 KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
 SUPPORTED_ACCOUNT_KINDS = frozenset({"OpenAI", "AIServices"})
@@ -418,23 +421,33 @@ def check_request_id(request_id: object) -> str:
 
 
 def request_id_for(idempotency_key: str, key: KeyRef) -> str:
-    """The request id for an ``Idempotency-Key`` (or an event id) on a request for ``key``; the same inputs give the
-    same id: a UUIDv5 of ``<folded key id>|<idempotency key>``, so a retried POST finds the request its first attempt
-    created, and the same header sent for two keys names two requests. ``InvalidInput`` for a value that is not 1-200
-    printable ASCII characters."""
-    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-        size = f"{len(idempotency_key)} characters" if isinstance(idempotency_key, str) else "no text"
+    """The request id for an ``Idempotency-Key`` on a request for ``key``; the same inputs give the same id: a UUIDv5
+    of ``<folded key id>|<idempotency key>``, so a retried POST finds the request its first attempt created, and the
+    same header sent for two keys names two requests. ``InvalidInput`` for a value that is not 1-200 printable ASCII
+    characters."""
+    return _derived_id(_IDEMPOTENCY_NAMESPACE, idempotency_key, key, what="Idempotency-Key")
+
+
+def event_request_id(event_id: str, key: KeyRef) -> str:
+    """The request id of a Key Vault event about ``key``: every delivery of the event names the same request, and no
+    ``Idempotency-Key`` names it (another UUIDv5 namespace). ``InvalidInput`` as for ``request_id_for``."""
+    return _derived_id(_EVENT_NAMESPACE, event_id, key, what="event id")
+
+
+def _derived_id(namespace: uuid.UUID, text: str, key: KeyRef, *, what: str) -> str:
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_IDEMPOTENCY_KEY:
+        size = f"{len(text)} characters" if isinstance(text, str) else "no text"
         raise InvalidInput(
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters; got {size}. "
+            f"{what} must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters; got {size}. "
             "Send a short unique token such as a UUID."
         )
-    for position, char in enumerate(idempotency_key):
+    for position, char in enumerate(text):
         if not " " <= char <= "~":
             raise InvalidInput(
-                f"Idempotency-Key has the non-printable or non-ASCII character {char!r} at position {position}; "
+                f"{what} has the non-printable or non-ASCII character {char!r} at position {position}; "
                 "use printable ASCII only, such as a UUID."
             )
-    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{key.folded_id}|{idempotency_key}"))
+    return str(uuid.uuid5(namespace, f"{key.folded_id}|{text}"))
 
 
 @dataclass(frozen=True)

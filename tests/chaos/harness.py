@@ -61,7 +61,7 @@ from emulator.functions_host import FunctionsHost, InvocationFailed
 from rotation.app import configure
 from rotation.errors import InvalidInput, StorageUnavailable
 from rotation.events import KEY_EVENT_TYPES
-from rotation.model import TAG_REQUEST_ID, TAG_TRIGGER, KeyRef, RotationRequest, request_id_for
+from rotation.model import TAG_REQUEST_ID, TAG_TRIGGER, KeyRef, RotationRequest, event_request_id
 from rotation.storage import LOCKS_CONTAINER, POISON_QUEUE, REQUESTS_QUEUE, Ledger
 from rotation.storage.lock import lock_blob_name
 from tests.chaos.processes import ProcessPool
@@ -546,7 +546,7 @@ class Run:
         event_type = payload.get("type") or payload.get("eventType")
         if data.get("ObjectName") == self.key and event_type in KEY_EVENT_TYPES:
             with self._lock:
-                self.events_accepted.add(request_id_for(f"event-{payload['id']}", self.key_ref))
+                self.events_accepted.add(event_request_id(payload["id"], self.key_ref))
         return True
 
     def _do_post(self, act: Action) -> None:

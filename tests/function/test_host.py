@@ -42,7 +42,7 @@ from emulator.functions_host import (
     ScheduleError,
 )
 from rotation.app import configure
-from rotation.model import KeyRef, request_id_for
+from rotation.model import KeyRef, event_request_id
 from rotation.storage import POISON_QUEUE, REQUESTS_QUEUE
 from tests.function.conftest import SAMPLE_KEY, Rotation
 from tests.function.test_triggers import SAMPLES, enqueued, key_variant
@@ -337,7 +337,7 @@ def test_a_batch_invokes_every_event_and_one_failure_answers_500(rotation: Rotat
     assert response.get_body() == b"Exception while executing function: Functions.on_key_event"
     key = KeyRef.parse(SAMPLE_KEY)
     assert sorted(m["request_id"] for m in enqueued(rotation)) == sorted(
-        request_id_for(f"event-{event_id}", key) for event_id in ("one", "two")
+        event_request_id(event_id, key) for event_id in ("one", "two")
     )
     invoked = sorted(json.loads(i.inputs["event"].json)["id"] for i in rotation.host.invocations)
     assert invoked == ["bad", "one", "two"]

@@ -24,7 +24,7 @@ from emulator.azurite import Azurite
 from emulator.core import Emulator
 from emulator.functions_worker import FunctionsWorker
 from rotation.app import configure
-from rotation.model import KeyRef, RotationRequest, request_id_for
+from rotation.model import KeyRef, RotationRequest, event_request_id
 from tests.function.conftest import SAMPLE_ACCOUNT, SAMPLE_KEY, Rotation
 
 # Copied exactly from azure-facts.md §4.2 (Microsoft's Key Vault event schema page): note "ObjectName " and " ee05...".
@@ -170,7 +170,7 @@ def test_key_variants_of_microsofts_samples_enqueue_one_request(
     rotation.host.deliver_events("on_key_event", payload)
 
     (message,) = enqueued(rotation)
-    request_id = request_id_for("event-00eccf70-95a7-4e7c-8299-2eb17ee9ad64", KeyRef.parse(SAMPLE_KEY))
+    request_id = event_request_id("00eccf70-95a7-4e7c-8299-2eb17ee9ad64", KeyRef.parse(SAMPLE_KEY))
     assert message["request_id"] == request_id
     assert (message["key"], message["trigger"], message["force"]) == (SAMPLE_KEY, event_type, False)
     assert message["event_version"] == SAMPLE_VERSION  # the leading space is gone
@@ -240,7 +240,7 @@ def test_a_batch_invokes_the_function_once_per_event(rotation: Rotation) -> None
     rotation.host.deliver_events("on_key_event", events)
 
     assert sorted(m["request_id"] for m in enqueued(rotation)) == sorted(
-        request_id_for(f"event-event-{n}", KeyRef.parse(SAMPLE_KEY)) for n in range(3)
+        event_request_id(f"event-{n}", KeyRef.parse(SAMPLE_KEY)) for n in range(3)
     )
 
 

@@ -26,6 +26,7 @@ from rotation.model import (
     KeyRef,
     RotationRequest,
     Trigger,
+    event_request_id,
     request_id_for,
 )
 from rotation.storage.ledger import ledger_partition
@@ -272,6 +273,20 @@ def test_an_idempotency_key_maps_to_one_request_id_per_key() -> None:
     assert first != request_id_for("client-retry-7", OTHER_KEY)  # one header sent for two keys names two requests
     assert first != request_id_for("client-retry-7", KeyRef.parse(KEY_URL.replace(".net/", ".net:8443/")))
     assert first == "ff00029a-ce79-54df-a7b0-c4bea3533653"  # pinned: a changed mapping would break retried POSTs
+
+
+def test_no_idempotency_key_names_an_events_request() -> None:
+    """Event ids have a UUID namespace of their own: the header ``event-<id>`` (the old derivation) or the bare event
+    id never lands on the event's request."""
+    event = event_request_id("00eccf70-95a7-4e7c-8299-2eb17ee9ad64", KEY)
+
+    assert event == event_request_id("00eccf70-95a7-4e7c-8299-2eb17ee9ad64", KEY) and uuid.UUID(event).version == 5
+    assert event not in {
+        request_id_for(header, KEY)
+        for header in ("event-00eccf70-95a7-4e7c-8299-2eb17ee9ad64", "00eccf70-95a7-4e7c-8299-2eb17ee9ad64")
+    }
+    with pytest.raises(InvalidInput, match="event id"):
+        event_request_id("", KEY)
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=200))
