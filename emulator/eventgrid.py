@@ -139,10 +139,6 @@ MIN_RETRY_AZURE_RESOURCE = {401: 300, 404: 300, 408: 120, 503: 30}
 
 TOPIC_API_VERSION = "2018-01-01"
 EVENT_GRID_AUDIENCE = "https://eventgrid.azure.net"  # the only token audience the topic accepts (azure-facts §4.3)
-DEFAULT_TOPIC_ID = (
-    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-events"
-    "/providers/Microsoft.EventGrid/topics/emulator-topic"
-)
 WEBHOOK_ORIGIN = "eventgrid.azure.net"  # WebHook-Request-Origin of the CloudEvents handshake (azure-facts §5, EXT-EG)
 # The portal's and ARM's words when the handshake fails (azure-docs articles/event-grid/troubleshoot-errors.md).
 VALIDATION_FAILED = (
@@ -571,7 +567,7 @@ class EventGrid:
         *,
         vaults: Callable[[], Iterable[Vault]],
         ca_bundle: str,
-        topic_id: str = DEFAULT_TOPIC_ID,
+        topic_id: str,
     ) -> None:
         """``vaults()`` lists the vaults whose keys the expiry scan watches; ``ca_bundle`` verifies HTTPS webhooks;
         ``topic_id`` is the custom topic's ARM id (named in Event Grid's 401 for a principal without the role)."""
