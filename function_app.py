@@ -14,23 +14,30 @@ Triggers never raise by accident. The one exception that leaves a function is ``
 host delivers the message or event again (a storage fault, a lost lease, a recorded retryable failure, a bad setting
 that must not lose the message). Anything else is a bug: it is logged with the event's or message's id and the input
 is acknowledged. HTTP answers are JSON in the project's error format: a 4xx names the bad value, 503 the bad setting.
+The HTTP functions take a Functions key, or, with ``ROTATION_HTTP_AUTH=entra``, an Entra ID app role (rotation/auth.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import azure.functions as func
 
 from rotation.app import Answer, Redeliver, RotationApp, current_app, error_answer
+from rotation.auth import ROLE_READ, ROLE_SUBMIT, HttpAuth, authorize, functions_auth_level
 from rotation.errors import ConfigError
 from rotation.log import Event, emit, install_redaction
 from rotation.redact import described
+from rotation.storage import KEY_EVENTS_QUEUE, POISON_QUEUE, REQUESTS_QUEUE
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# ROTATION_HTTP_AUTH=entra (behind App Service authentication): anonymous at the Functions level, the app checks the
+# caller's app role. Anything else, a bad value included, keeps the Functions keys (the stricter); Settings reports it.
+_ANONYMOUS = functions_auth_level(os.environ) == "anonymous"
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS if _ANONYMOUS else func.AuthLevel.FUNCTION)
 # azure-core logs every HTTP request and response at INFO (headers redacted): noise next to the rotation.* events.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 install_redaction()
@@ -66,11 +73,18 @@ def _edge(function: str, input_id: object, *, redeliver_on_config_error: bool) -
         )
 
 
-def _respond(call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
+def _respond(req: func.HttpRequest, role: str, call: Callable[[RotationApp], Answer]) -> func.HttpResponse:
     """The JSON answer of ``call``: 503 naming the bad setting when the app cannot be configured, and a JSON 500
-    without details (logged with its traceback) for a bug."""
+    without details (logged with its traceback) for a bug. With ``ROTATION_HTTP_AUTH=entra`` the caller needs the
+    app ``role`` first (401 without a principal, 403 without the role); nothing is read or written before."""
     try:
-        answer = call(current_app())
+        rotation = current_app()
+        refusal = authorize(req.headers, role) if rotation.settings.http_auth is HttpAuth.ENTRA else None
+        if refusal is None:
+            answer = call(rotation)
+        else:
+            challenge = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else {}
+            answer = error_answer(refusal.status, refusal.code, refusal.message, challenge)
     except ConfigError as exc:
         answer = error_answer(503, "ConfigError", f"the service is misconfigured: {exc}", {"Retry-After": "300"})
     except Exception as exc:  # noqa: BLE001 - never a traceback in an answer (it is in the log)
@@ -95,7 +109,7 @@ def on_key_event(event: func.EventGridEvent) -> None:
         current_app().on_key_event(event_id=event.id, event_type=event_type, subject=event.subject, data=data)
 
 
-@app.queue_trigger(arg_name="message", queue_name="key-events", connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name=KEY_EVENTS_QUEUE, connection="AzureWebJobsStorage")
 def on_queued_key_event(message: func.QueueMessage) -> None:
     # Event Grid's storage-queue destination writes one event per message, in the subscription's schema.
     with _edge("on_queued_key_event", message.id, redeliver_on_config_error=True):
@@ -145,26 +159,28 @@ def rotation_sweep(timer: func.TimerRequest) -> None:
 
 @app.route(route="rotations", methods=["POST"])
 def submit_rotation(req: func.HttpRequest) -> func.HttpResponse:
-    return _respond(lambda rotation: rotation.submit(req.get_body(), req.headers.get("Idempotency-Key")))
+    return _respond(
+        req, ROLE_SUBMIT, lambda rotation: rotation.submit(req.get_body(), req.headers.get("Idempotency-Key"))
+    )
 
 
 @app.route(route="rotations/{request_id}", methods=["GET"])
 def get_rotation(req: func.HttpRequest) -> func.HttpResponse:
-    return _respond(lambda rotation: rotation.request(req.route_params.get("request_id", "")))
+    return _respond(req, ROLE_READ, lambda rotation: rotation.request(req.route_params.get("request_id", "")))
 
 
 @app.route(route="status", methods=["GET"])
 def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _respond(lambda rotation: rotation.fleet_status())
+    return _respond(req, ROLE_READ, lambda rotation: rotation.fleet_status())
 
 
-@app.queue_trigger(arg_name="message", queue_name="rotation-requests", connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name=REQUESTS_QUEUE, connection="AzureWebJobsStorage")
 def rotation_worker(message: func.QueueMessage) -> None:
     with _edge("rotation_worker", message.id, redeliver_on_config_error=True):
         current_app().work(message.get_body())
 
 
-@app.queue_trigger(arg_name="message", queue_name="rotation-requests-poison", connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name=POISON_QUEUE, connection="AzureWebJobsStorage")
 def rotation_poison(message: func.QueueMessage) -> None:
     reason = "every delivery of the request failed (host.json: extensions.queues.maxDequeueCount)"
     with _edge("rotation_poison", message.id, redeliver_on_config_error=True):

@@ -21,7 +21,43 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region of the rotation app: one that offers the Flex Consumption plan.')
+@description('Region of the rotation app: one that offers the Flex Consumption plan (this list, from the azd Flex Consumption quickstart templates; check `az functionapp list-flexconsumption-locations`; infra/README.md, "Regions").')
+// The one list of supported regions: ARM refuses any other location before it creates anything, naming this parameter
+// and the allowed values, and azd offers only these in its location prompt.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -54,14 +90,39 @@ param forceCooldown string = 'PT1H'
 @description('Create an Event Grid custom topic for the outcome events (sets ROTATION_EVENTS_ENDPOINT).')
 param outcomeEventsTopic bool = false
 
-@description('Create a log alert on the rotation.failed event.')
-param failureAlert bool = true
+@description('Create the action group and the alert rules (docs/runbook.md, section "Alerts"); the workbook is always created.')
+param alerts bool = true
 
-@description('E-mail address notified by the failure alert; empty for none.')
+@description('E-mail address the alerts notify; empty for none (they still fire in Azure Monitor).')
 param alertEmail string = ''
 
 @description('Highest number of instances the Flex Consumption plan may scale out to.')
 param maximumInstanceCount int = 40
+
+@description('Private networking: VNet integration of the app, its storage reached through private endpoints and closed to other networks (docs/runbook.md, "Private networking and firewalled vaults").')
+param vnetEnabled bool = false
+
+@description('With vnetEnabled: address space of the app\'s virtual network; must not overlap a network you peer it with.')
+param vnetAddressPrefix string = '10.42.0.0/24'
+
+@description('With vnetEnabled: the app subnet (a /27, for Flex Consumption VNet integration), inside vnetAddressPrefix.')
+param vnetAppSubnetPrefix string = '10.42.0.0/27'
+
+@description('With vnetEnabled: the private-endpoint subnet (storage, and room for vault endpoints), inside vnetAddressPrefix.')
+param vnetPrivateEndpointSubnetPrefix string = '10.42.0.32/27'
+
+@description('With vnetEnabled: a NAT gateway with one static public IP address for all outbound traffic of the app (for vault firewalls that allow addresses).')
+param natGateway bool = false
+
+@description('ROTATION_HTTP_AUTH: keys (function keys in x-functions-key) or entra (Microsoft Entra ID tokens, checked by App Service authentication).')
+@allowed([
+  'keys'
+  'entra'
+])
+param httpAuth string = 'keys'
+
+@description('With httpAuth entra: the client id of the API\'s app registration, with app roles Rotations.Submit and Rotations.Read (docs/runbook.md).')
+param entraClientId string = ''
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -99,9 +160,31 @@ module app 'modules/app.bicep' = {
     verifyTimeout: verifyTimeout
     forceCooldown: forceCooldown
     outcomeEventsTopic: outcomeEventsTopic
-    failureAlert: failureAlert
-    alertEmail: alertEmail
     maximumInstanceCount: maximumInstanceCount
+    vnetEnabled: vnetEnabled
+    vnetAddressPrefix: vnetAddressPrefix
+    vnetSubnetPrefixes: {
+      app: vnetAppSubnetPrefix
+      privateEndpoints: vnetPrivateEndpointSubnetPrefix
+    }
+    natGateway: vnetEnabled && natGateway
+    httpAuth: httpAuth
+    entraClientId: entraClientId
+  }
+}
+
+// The action group, the log alerts on the app's telemetry and the workbook (the grants add the Event Grid alerts).
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'rotation-monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    appName: appName
+    appInsightsId: app.outputs.appInsightsId
+    alerts: alerts
+    alertEmail: alertEmail
   }
 }
 
@@ -119,3 +202,9 @@ output ROTATION_KEY_EVENTS_IDENTITY_ID string = app.outputs.keyEventsIdentityId
 output ROTATION_STORAGE_ACCOUNT_ID string = app.outputs.storageAccountId
 output KEY_EVENTS_DEADLETTER_CONTAINER string = app.outputs.deadLetterContainerName
 output ROTATION_EVENTS_ENDPOINT string = app.outputs.outcomeEventsEndpoint
+// For the grants: the Event Grid alerts notify this action group ('' with alerts=false), and the system topics send
+// their DeliveryFailures logs to this workspace.
+output ROTATION_ACTION_GROUP_ID string = monitoring.outputs.actionGroupId
+output ROTATION_LOG_ANALYTICS_ID string = app.outputs.logAnalyticsId
+output ROTATION_VNET_ID string = app.outputs.vnetId
+output ROTATION_OUTBOUND_IP string = app.outputs.natPublicIpAddress

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -39,13 +40,18 @@ _WRITE = "Microsoft.CognitiveServices/accounts/write"
 
 
 class AccountsAdapter:
-    """``AccountsPort`` over ``azure-mgmt-cognitiveservices``. One management client per subscription."""
+    """``AccountsPort`` over ``azure-mgmt-cognitiveservices``. One management client per subscription.
+
+    ``base_url`` and ``credential_scopes`` choose the cloud's Resource Manager and the audience of its tokens
+    (``rotation.clouds``); the SDK would otherwise take both from azure-core's ``azure_cloud`` setting, the public
+    cloud by default, and a token for the public cloud's audience is refused by a sovereign cloud's ARM."""
 
     def __init__(
         self,
         credential: TokenCredential,
         *,
         base_url: str | None = None,
+        credential_scopes: Sequence[str] | None = None,
         polling_interval: float = 5.0,
         operation_timeout: float = 600.0,
         **client_kwargs: Any,
@@ -53,13 +59,15 @@ class AccountsAdapter:
         self._credential = credential
         self._base_url = base_url
         self._operation_timeout = operation_timeout
-        self._client_kwargs = {
+        self._client_kwargs: dict[str, Any] = {
             "polling_interval": polling_interval,
             "retry_total": 4,
             "retry_backoff_factor": 0.8,
             "retry_backoff_max": 30,
             **client_kwargs,
         }
+        if credential_scopes is not None:  # None: the SDK's, for its cloud_setting (the public cloud by default)
+            self._client_kwargs["credential_scopes"] = list(credential_scopes)
         self._clients: dict[str, CognitiveServicesManagementClient] = {}
         self._lock = threading.Lock()
 

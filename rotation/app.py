@@ -33,8 +33,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from rotation.config import Settings
 from rotation.connection import AzureConnection
@@ -61,6 +63,7 @@ from rotation.model import (
     Status,
     Target,
     Trigger,
+    VersionSource,
     event_request_id,
     request_id_for,
     system_clock,
@@ -78,8 +81,13 @@ from rotation.storage import (
     RotationQueue,
     StorageAccount,
 )
+from rotation.telemetry import SpanName, attributes, days_until_expiry, days_until_renewal, fail, poison_messages, span
 
 MAX_BODY_BYTES = 16 * 1024
+# What the sweep reports as needing a person (each an ERROR event that the deployment's alerts match): a current
+# version still current this long after it became due, and one this close to its expiry.
+RENEWAL_OVERDUE_AFTER = timedelta(days=1)
+EXPIRY_NEAR_WITHIN = timedelta(days=7)
 _SUBMIT_FIELDS = frozenset({"key", "force", "dry_run"})
 
 
@@ -92,6 +100,7 @@ class Timings:
     lease: int = 60  # seconds, the key lock's blob lease (Azure: 15-60)
     renew_every: float | None = None  # seconds between lease renewals; None: a third of the lease
     repair_after: timedelta = timedelta(minutes=15)  # an unfinished row untouched this long is re-sent by the sweep
+    poison_alert_after: timedelta = timedelta(minutes=5)  # a poison message waiting this long is reported by the sweep
 
 
 class Redeliver(TransientError):
@@ -174,8 +183,20 @@ class RotationApp:
         Duplicate deliveries of one event map to one request id: the ledger keeps one row, and the worker's lock and
         re-derived decision make a second queue message harmless. ``Redeliver`` when storage failed.
         """
+        with span(SpanName.ON_KEY_EVENT, kind=SpanKind.CONSUMER, event_id=described(event_id)) as current:
+            request_id = self._on_key_event(event_id, event_type, subject, data)
+            current.set_attribute("request_id", request_id or "")
+            return request_id
+
+    def _on_key_event(self, event_id: object, event_type: object, subject: object, data: Any) -> str | None:
         try:
-            event = parse_key_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
+            event = parse_key_event(
+                event_id=event_id,
+                event_type=event_type,
+                subject=subject,
+                data=data,
+                vault_suffix=self.settings.cloud.vault_suffix,
+            )
             if self.settings.target_for(event.key) is None:
                 raise EventRejected(f"key {event.key.id} is not in ROTATION_TARGETS")
             request = RotationRequest(
@@ -204,6 +225,10 @@ class RotationApp:
     def sweep(self) -> SweepResult:
         """Enqueue every target whose key is due or whose accounts drift, then re-send stuck requests. A target that
         fails is logged (``rotation.sweep_failed``) and the others go on."""
+        with span(SpanName.SWEEP, kind=SpanKind.CONSUMER, targets=len(self.settings.targets)):
+            return self._sweep()
+
+    def _sweep(self) -> SweepResult:
         enqueued: list[str] = []
         failed: list[str] = []
         for target in self.settings.targets:
@@ -223,13 +248,16 @@ class RotationApp:
                 continue
             if request_id is not None:
                 enqueued.append(request_id)
-        return SweepResult(tuple(enqueued), tuple(self._repair()), tuple(failed))
+        repaired = self._repair()
+        self._watch_poison()
+        return SweepResult(tuple(enqueued), tuple(repaired), tuple(failed))
 
     def _sweep_target(self, target: Target) -> str | None:
         request = RotationRequest(
             request_id=str(uuid.uuid4()), key=target.key, trigger=Trigger.TIMER, requested_at=self.clock()
         )
         plan = self.engine.dry_run(request)
+        self._report_due_dates(target, plan)
         if plan.blocked:  # nothing the worker could do; the finding is what an operator must fix
             emit(
                 Event.SWEEP_BLOCKED,
@@ -244,6 +272,67 @@ class RotationApp:
             return None
         self._record_and_enqueue(request)
         return request.request_id
+
+    def _report_due_dates(self, target: Target, plan: RotationPlan) -> None:
+        """The key's days until renewal and expiry as metrics; an ERROR event when the renewal is overdue (the current
+        version became due over ``RENEWAL_OVERDUE_AFTER`` ago: rotations have been failing) or the expiry is near.
+        A key whose versions come from Key Vault's policy renews on the vault's schedule, so only its expiry counts."""
+        now = self.clock()
+        key = attributes(key=target.key.id)
+        if plan.renews_at is not None:
+            days_until_renewal.set(_days(plan.renews_at - now), key)
+            if target.new_versions is VersionSource.SERVICE and now - plan.renews_at > RENEWAL_OVERDUE_AFTER:
+                emit(
+                    Event.RENEWAL_OVERDUE,
+                    f"version {plan.current_version} became due for renewal at {plan.renews_at.isoformat()} and is "
+                    "still the newest: the rotations since have failed (see rotation.failed and the ledger)",
+                    key=target.key,
+                    version=plan.current_version,
+                    reason=plan.reason,
+                    level=logging.ERROR,
+                    days=_days(now - plan.renews_at),
+                )
+        if plan.expires_on is not None:
+            left = plan.expires_on - now
+            days_until_expiry.set(_days(left), key)
+            if left < EXPIRY_NEAR_WITHIN:
+                emit(
+                    Event.EXPIRY_NEAR,
+                    f"version {plan.current_version} expires at {plan.expires_on.isoformat()}; every account still on "
+                    "it loses access to its data then",
+                    key=target.key,
+                    version=plan.current_version,
+                    reason=plan.reason,
+                    level=logging.ERROR,
+                    days=_days(left),
+                )
+
+    def _watch_poison(self) -> None:
+        """Report each poison queue's messages waiting longer than ``poison_alert_after``: as a metric, and as an
+        ERROR event when there are any. The cut-off is wall time: the insertion times are the storage service's."""
+        wait = self.timings.poison_alert_after
+        try:
+            waiting = self.queue.poison_waiting(inserted_before=datetime.now(UTC) - wait)
+        except RotationError as exc:
+            emit(
+                Event.SWEEP_FAILED,
+                f"the poison queues could not be read: {exc}",
+                reason=exc.reason,
+                level=logging.ERROR,
+                step="poison",
+            )
+            return
+        for queue, count in waiting.items():
+            poison_messages.set(count, attributes(queue=queue))
+            if count:
+                emit(
+                    Event.POISON_WAITING,
+                    f"{count} message(s) have waited in {queue} for over {wait}: events or requests "
+                    "that no delivery could handle (the runbook says how to read and replay them)",
+                    level=logging.ERROR,
+                    queue=queue,
+                    messages=count,
+                )
 
     def _repair(self) -> list[str]:
         """Send again every request that is still queued or running, untouched for ``repair_after``, on a key that
@@ -302,6 +391,12 @@ class RotationApp:
         the plan for a dry run. Bad input is a 4xx that names the bad value; nothing is written for it. A forced
         request within ``ROTATION_FORCE_COOLDOWN`` of another is 429; storage that fails is 503, both with
         ``Retry-After``."""
+        with span(SpanName.SUBMIT, kind=SpanKind.SERVER) as current:
+            answer = self._submit(body, idempotency_key)
+            current.set_attribute("http.response.status_code", answer.status)
+            return answer
+
+    def _submit(self, body: bytes, idempotency_key: str | None) -> Answer:
         parsed = self._submission(body, idempotency_key)
         if isinstance(parsed, Answer):
             return parsed
@@ -434,7 +529,18 @@ class RotationApp:
         if request is None:
             return None
         try:
-            return self._work(request)
+            with span(
+                SpanName.WORK,
+                kind=SpanKind.CONSUMER,
+                traceparent=request.traceparent,
+                key=request.key.id,
+                request_id=request.request_id,
+                trigger=request.trigger.value,
+            ) as current:
+                outcome = self._work(request)
+                if outcome is not None and outcome.status is Status.FAILED:
+                    fail(current, outcome.reason.value, outcome.error or outcome.message)
+                return outcome
         except TransientError as exc:
             if isinstance(exc, Redeliver):
                 raise
@@ -504,7 +610,14 @@ class RotationApp:
         if request is None:
             return
         try:
-            self._give_up(request, reason)
+            with span(
+                SpanName.GIVE_UP,
+                kind=SpanKind.CONSUMER,
+                traceparent=request.traceparent,
+                key=request.key.id,
+                request_id=request.request_id,
+            ):
+                self._give_up(request, reason)
         except TransientError as exc:
             if isinstance(exc, Redeliver):
                 raise
@@ -652,6 +765,11 @@ def _refused(
     """The one log line of a refused input: what it was and why, clipped (the ids are ``described`` already)."""
     why = clipped(str(exc), 300)
     emit(event, f"{what} was refused: {why}", level=logging.WARNING, why=why, event_id=event_id, event_type=event_type)
+
+
+def _days(delta: timedelta) -> float:
+    """A duration in days, to a tenth."""
+    return round(delta.total_seconds() / 86400, 1)
 
 
 def _storage_answer(exc: StorageUnavailable, request_id: str | None) -> Answer:

@@ -435,7 +435,7 @@ def _progress_line(event: Event, message: str, fields: Mapping[str, FieldValue])
         return f"{name}: adopted version {version}, created for this request by an earlier attempt"
     if event is Event.ACCOUNT_UPDATED and account:
         return f"{name}: {_account_label(str(account))} ok: reports {version} and Succeeded"
-    if event is Event.FAILED and account:
+    if event is Event.ACCOUNT_FAILED and account:
         return f"{name}: {_account_label(str(account))} FAILED ({reason}): {message}"
     return None
 

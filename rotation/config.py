@@ -19,9 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import isodate
 
+from rotation import auth
+from rotation.auth import HttpAuth
+from rotation.clouds import AZURE_CLOUD_SETTING, CLOUDS, DEFAULT_CLOUD, Cloud, cloud_of_host
 from rotation.errors import ConfigError
 from rotation.hosts import split_https_url
 from rotation.model import (
@@ -46,6 +50,8 @@ VERIFY_TIMEOUT = "ROTATION_VERIFY_TIMEOUT"
 FORCE_COOLDOWN = "ROTATION_FORCE_COOLDOWN"
 APP_NAME = "ROTATION_APP_NAME"
 CLIENT_ID = "AZURE_CLIENT_ID"
+AZURE_CLOUD = AZURE_CLOUD_SETTING  # ROTATION_AZURE_CLOUD: rotation/clouds.py
+HTTP_AUTH = auth.HTTP_AUTH_SETTING  # ROTATION_HTTP_AUTH: rotation/auth.py
 # Every setting Settings.from_env reads: the public interface, documented in the README.
 SETTING_NAMES = (
     TARGETS,
@@ -59,6 +65,8 @@ SETTING_NAMES = (
     FORCE_COOLDOWN,
     APP_NAME,
     CLIENT_ID,
+    AZURE_CLOUD,
+    HTTP_AUTH,
 )
 
 DEFAULT_KEY_LIFETIME = timedelta(days=120)
@@ -100,6 +108,8 @@ class Settings:
     force_cooldown: timedelta = DEFAULT_FORCE_COOLDOWN  # the least time between two forced rotations of one key
     client_id: str | None = None
     app_name: str = DEFAULT_APP_NAME
+    cloud: Cloud = DEFAULT_CLOUD  # ROTATION_AZURE_CLOUD: where ARM, Entra ID and the vaults are
+    http_auth: HttpAuth = HttpAuth.KEYS  # ROTATION_HTTP_AUTH: Functions keys, or Entra ID app roles
 
     @property
     def renewal(self) -> RenewalPolicy:
@@ -125,7 +135,10 @@ class Settings:
             value = env.get(name)
             return value.strip() if value is not None and value.strip() else None
 
-        targets = check(lambda: parse_targets(setting(TARGETS)))
+        cloud = check(lambda: parse_cloud(setting(AZURE_CLOUD)))
+        # With a bad cloud name, that one problem is reported, not one per target on the "wrong" cloud.
+        targets = check(lambda: parse_targets(setting(TARGETS), cloud=cloud))
+        http_auth = check(lambda: auth.http_auth(env))
         lifetime = check(lambda: _key_lifetime(setting(KEY_LIFETIME)))
         renew_before = check(lambda: _renew_before(setting(RENEW_BEFORE)))
         verify_timeout = check(lambda: _verify_timeout(setting(VERIFY_TIMEOUT)))
@@ -165,7 +178,7 @@ class Settings:
         assert targets is not None and lifetime is not None and renew_before is not None
         assert verify_timeout is not None and schedule is not None and concurrency is not None
         assert force_cooldown is not None
-        assert app_name is not None
+        assert app_name is not None and cloud is not None and http_auth is not None
         return cls(
             targets=targets,
             key_lifetime=lifetime,
@@ -178,6 +191,8 @@ class Settings:
             force_cooldown=force_cooldown,
             client_id=client_id,
             app_name=app_name,
+            cloud=cloud,
+            http_auth=http_auth,
         )
 
 
@@ -194,9 +209,26 @@ def _shown(value: str) -> str:
     return repr(clipped(value))
 
 
-def parse_targets(text: str | None) -> tuple[Target, ...]:
+def parse_cloud(text: str | None) -> Cloud:
+    """Parse ROTATION_AZURE_CLOUD: exactly one of Bicep's ``environment().name`` values; AzureCloud when unset."""
+    if text is None:
+        return DEFAULT_CLOUD
+    cloud = CLOUDS.get(text)
+    if cloud is None:
+        allowed = ", ".join(CLOUDS)
+        raise ConfigError(
+            f"{AZURE_CLOUD}={_shown(text)} is not an Azure cloud this app knows; use one of {allowed} (exactly as "
+            f"Bicep's environment().name or 'az cloud show --query name' spells it), or leave it out for AzureCloud"
+        )
+    return cloud
+
+
+def parse_targets(text: str | None, *, cloud: Cloud | None = None) -> tuple[Target, ...]:
     """Parse ROTATION_TARGETS: a JSON list of {"key": url, "accounts": [arm ids], optional "vault_location" and
-    "new_versions" ("service", the default, or "key_vault")}."""
+    "new_versions" ("service", the default, or "key_vault")}.
+
+    With ``cloud``, a key on a vault of another Azure cloud (its DNS suffix says so) is refused: the app's identity and
+    its ARM client are in ``cloud``. A host of no known cloud (an emulator, an IP address) is not refused."""
     if text is None:
         raise ConfigError(f"{TARGETS} is not set; set it to a JSON list such as {_TARGETS_EXAMPLE}")
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -222,12 +254,12 @@ def parse_targets(text: str | None) -> tuple[Target, ...]:
         ) from exc
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{TARGETS} must be a non-empty JSON list such as {_TARGETS_EXAMPLE}")
-    targets = tuple(_target(i, item) for i, item in enumerate(raw))
+    targets = tuple(_target(i, item, cloud) for i, item in enumerate(raw))
     _check_unique(targets)
     return targets
 
 
-def _target(index: int, item: object) -> Target:
+def _target(index: int, item: object, cloud: Cloud | None) -> Target:
     where = f"{TARGETS}[{index}]"
     if not isinstance(item, dict):
         # A list is not echoed: it may nest too deeply for json.dumps (loads stopped short of the recursion limit).
@@ -254,6 +286,7 @@ def _target(index: int, item: object) -> Target:
         key = KeyRef.parse(key_text)
     except ConfigError as exc:
         raise ConfigError(f"{where}.key: {redacted(str(exc))}") from None
+    _check_cloud(where, key, cloud)
     accounts_raw = item.get("accounts")
     if not isinstance(accounts_raw, list) or not accounts_raw or not all(isinstance(a, str) for a in accounts_raw):
         raise ConfigError(f"{where}.accounts must be a non-empty list of account ARM id strings")
@@ -279,6 +312,18 @@ def _target(index: int, item: object) -> Target:
         accounts=tuple(accounts),
         vault_location=normalize_location(location) if location else None,
         new_versions=VersionSource(new_versions),
+    )
+
+
+def _check_cloud(where: str, key: KeyRef, cloud: Cloud | None) -> None:
+    """A key of another cloud's vault is refused: the app's token and ARM client would be for the wrong cloud."""
+    owner = cloud_of_host(urlsplit(key.vault_url).hostname or "")
+    if cloud is None or owner is None or owner is cloud:
+        return
+    raise ConfigError(
+        f"{where}.key {key.id} is in a vault of {owner.name} (*.{owner.vault_suffix}), but {AZURE_CLOUD} is "
+        f"{cloud.name} (vaults *.{cloud.vault_suffix}): one app signs in to one cloud. Set {AZURE_CLOUD}={owner.name} "
+        f"if the app runs in {owner.name}, or list only keys of {cloud.name} vaults"
     )
 
 

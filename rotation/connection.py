@@ -1,7 +1,9 @@
 """How the service reaches Azure: one credential, and the options every SDK client is built with.
 
 In Azure this is ``DefaultAzureCredential`` (the app's user-assigned identity when ``AZURE_CLIENT_ID`` is set) against
-the public cloud. Locally the demo and the tests build an ``AzureConnection`` themselves, with the emulator's
+the cloud ``ROTATION_AZURE_CLOUD`` names (``rotation/clouds.py``): its Entra ID authority for the credential, its
+Resource Manager endpoint and token scope for the accounts client. Key Vault needs neither: its client takes the scope
+from the vault's challenge. Locally the demo and the tests build an ``AzureConnection`` themselves, with the emulator's
 credential, ARM endpoint and CA bundle, and hand it to the CLI or the Functions app: there is no setting that points a
 deployed app anywhere else.
 
@@ -19,6 +21,7 @@ from typing import Any
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 
 from rotation.accounts import AccountsAdapter
+from rotation.clouds import DEFAULT_CLOUD, Cloud
 from rotation.config import Settings
 from rotation.keyvault import KeyVaultAdapter
 from rotation.notify import OutcomePublisher
@@ -27,19 +30,25 @@ from rotation.notify import OutcomePublisher
 @dataclass(frozen=True)
 class AzureConnection:
     credential: TokenCredential = field(repr=False)
-    arm_endpoint: str | None = None  # None: the public cloud's Resource Manager
+    arm_endpoint: str | None = None  # None: the Resource Manager of ``cloud``
     ca_bundle: str | None = None  # a CA bundle to trust (the emulator's); None: the system's
     verify_challenge_resource: bool = True  # Key Vault's check that the challenge names *.vault.azure.net
     polling_interval: float = 5.0  # seconds between ARM polls when the service sends no Retry-After
     operation_timeout: float = 600.0  # longest wait on one ARM operation before the verify step takes over
     client_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. azure-core's retry_total, for every client
+    cloud: Cloud = DEFAULT_CLOUD  # the ARM token scope (and, without arm_endpoint, the ARM endpoint) come from it
 
     @classmethod
     def default(cls, settings: Settings) -> AzureConnection:
-        """Managed identity in Azure, developer sign-in (Azure CLI, VS Code ...) on a workstation."""
+        """Managed identity in Azure, developer sign-in (Azure CLI, VS Code ...) on a workstation, in the cloud of
+        ``ROTATION_AZURE_CLOUD``. (Managed identity needs no authority; a service principal from the environment and
+        the shared token cache use it. The Azure CLI signs in to its own active cloud: ``az cloud set``.)"""
         from azure.identity import DefaultAzureCredential
 
-        return cls(DefaultAzureCredential(managed_identity_client_id=settings.client_id))
+        credential = DefaultAzureCredential(
+            authority=settings.cloud.authority_host, managed_identity_client_id=settings.client_id
+        )
+        return cls(credential, cloud=settings.cloud)
 
     def _transport(self) -> dict[str, Any]:
         verify = {} if self.ca_bundle is None else {"connection_verify": self.ca_bundle}
@@ -53,7 +62,8 @@ class AzureConnection:
     def accounts(self) -> AccountsAdapter:
         return AccountsAdapter(
             self.credential,
-            base_url=self.arm_endpoint,
+            base_url=self.arm_endpoint or self.cloud.arm_endpoint,
+            credential_scopes=(self.cloud.arm_scope,),
             polling_interval=self.polling_interval,
             operation_timeout=self.operation_timeout,
             **self._transport(),

@@ -26,6 +26,7 @@ retries off), or a throttle or outage that outlasted azure-core's own few retrie
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from rotation.plan import TERMINAL_FAILURE_STATES, decide
 from rotation.policies import is_due, is_usable
 from rotation.ports import AccountsPort, KeyVaultPort
 from rotation.reasons import Reason
+from rotation.telemetry import SpanName, account_updates, attributes, duration, in_context, rotations, span
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -162,14 +164,15 @@ class RotationEngine:
     def gather(self, request: RotationRequest) -> Observation:
         """Read the key's versions and every target account into one frozen snapshot. No writes."""
         target = self.target(request)
-        versions = self._step(self._vault.list_versions, request.key)
-        states: dict[AccountRef, AccountEncryption] = {}
-        unreadable: dict[AccountRef, RotationError] = {}
-        for account, read in zip(target.accounts, self._map(self._read_account, target.accounts), strict=True):
-            if isinstance(read, RotationError):
-                unreadable[account] = read
-            else:
-                states[account] = read
+        with span(SpanName.GATHER, key=request.key.id, request_id=request.request_id, accounts=len(target.accounts)):
+            versions = self._step(self._vault.list_versions, request.key)
+            states: dict[AccountRef, AccountEncryption] = {}
+            unreadable: dict[AccountRef, RotationError] = {}
+            for account, read in zip(target.accounts, self._map(self._read_account, target.accounts), strict=True):
+                if isinstance(read, RotationError):
+                    unreadable[account] = read
+                else:
+                    states[account] = read
         return Observation(
             request=request,
             target=target,
@@ -198,18 +201,26 @@ class RotationEngine:
         worker passes its lock's ``raise_if_lost``, so a worker that lost its key's lease writes nothing more.
         ``on_plan`` receives the plan before anything is carried out (the worker publishes it as an outcome event).
         """
-        obs = self.gather(request)
-        plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
-        self._planned(plan, dry_run=False)
-        on_plan(plan)
-        if plan.blocked:
-            untouched = tuple(self._result(a, Status.SKIPPED, a.reason, None) for a in plan.accounts)
-            return self._finish(plan, None, created=False, results=untouched)
-        to_version = plan.target_version
-        if plan.create is not None:
-            to_version = self._create_or_adopt(request, plan.create, plan.reason, before_write).version
+        started = time.perf_counter()
+        step = "gather"
+        try:
+            obs = self.gather(request)
+            plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
+            self._planned(plan, dry_run=False)
+            on_plan(plan)
+            if plan.blocked:
+                untouched = tuple(self._result(a, Status.SKIPPED, a.reason, None) for a in plan.accounts)
+                return self._finish(plan, None, created=False, results=untouched, started=started)
+            to_version = plan.target_version
+            if plan.create is not None:
+                step = "create"
+                to_version = self._create_or_adopt(request, plan.create, plan.reason, before_write).version
+        except RotationError as exc:
+            self._key_step_failed(request, step, exc, started)
+            raise
         results = self._converge(obs, plan, to_version, before_write)
-        return self._finish(plan, to_version, created=plan.create is not None or plan.adopted, results=results)
+        created = plan.create is not None or plan.adopted
+        return self._finish(plan, to_version, created=created, results=results, started=started)
 
     def _read_account(self, account: AccountRef) -> AccountEncryption | RotationError:
         try:
@@ -248,20 +259,8 @@ class RotationEngine:
                 return self._await_create(request, mine, exc), True
             return created, False
 
-        try:
+        with span(SpanName.CREATE, key=request.key.id, request_id=request.request_id, reason=reason.value):
             version, adopted = self._step(attempt)
-        except RotationError as exc:
-            emit(
-                Event.FAILED,
-                f"creating a version failed: {exc}",
-                key=request.key,
-                request_id=request.request_id,
-                reason=exc.reason,
-                level=logging.ERROR,
-                step="create",
-                on_event=self._on_event,
-            )
-            raise
         event = Event.VERSION_ADOPTED if adopted else Event.VERSION_CREATED
         emit(
             event,
@@ -339,13 +338,16 @@ class RotationEngine:
             before_write()
             return self._accounts.update_key_version(fresh, version)
 
+        key, request_id, account = request.key.id, request.request_id, plan.account.id
         try:
             if plan.action is AccountAction.REPOINT:
-                state = self._step(update)
-            self._verify(state, version)
+                with span(SpanName.UPDATE_ACCOUNT, key=key, request_id=request_id, account=account, version=version):
+                    state = self._step(update)
+            with span(SpanName.VERIFY, key=key, request_id=request_id, account=account, version=version):
+                self._verify(state, version)
         except RotationError as exc:
             emit(
-                Event.FAILED,
+                Event.ACCOUNT_FAILED,
                 f"account did not converge on {version}: {exc}",
                 key=request.key,
                 request_id=request.request_id,
@@ -400,7 +402,8 @@ class RotationEngine:
         if not work:
             return []
         with ThreadPoolExecutor(max_workers=min(self._settings.concurrency, len(work))) as pool:
-            return list(pool.map(fn, work))
+            futures = [pool.submit(in_context(fn), item) for item in work]  # each in the caller's span
+            return [f.result() for f in futures]
 
     @staticmethod
     def _result(
@@ -431,7 +434,13 @@ class RotationEngine:
         )
 
     def _finish(
-        self, plan: RotationPlan, to_version: str | None, *, created: bool, results: tuple[AccountResult, ...]
+        self,
+        plan: RotationPlan,
+        to_version: str | None,
+        *,
+        created: bool,
+        results: tuple[AccountResult, ...],
+        started: float,
     ) -> RotationOutcome:
         request = plan.request
         failed = [r for r in results if r.status is Status.FAILED]
@@ -461,16 +470,53 @@ class RotationEngine:
             error=error,
             retryable=bool(failed) and all(r.retryable for r in failed),
         )
+        if status is not Status.FAILED:
+            event, level = Event.COMPLETED, logging.INFO
+        elif outcome.retryable:
+            event, level = Event.ATTEMPT_FAILED, logging.WARNING
+        else:
+            event, level = Event.FAILED, logging.ERROR
         emit(
-            Event.FAILED if status is Status.FAILED else Event.COMPLETED,
+            event,
             error or plan.message,
             key=request.key,
             request_id=request.request_id,
             version=to_version,
             reason=plan.reason,
-            level=logging.ERROR if status is Status.FAILED else logging.INFO,
+            level=level,
             status=status.value,
             created_version=created,
+            retryable=outcome.retryable,
             on_event=self._on_event,
         )
+        self._measure(outcome, time.perf_counter() - started)
         return outcome
+
+    def _key_step_failed(self, request: RotationRequest, step: str, exc: RotationError, started: float) -> None:
+        """Report a key-level step (``gather``: listing the versions; ``create``) that raised after its retries: a
+        warning when a retry can fix it (the queue delivers the request again), the final failure otherwise."""
+        retryable = isinstance(exc, TransientError)
+        emit(
+            Event.ATTEMPT_FAILED if retryable else Event.FAILED,
+            f"{'reading the key' if step == 'gather' else 'creating a version'} failed: {exc}",
+            key=request.key,
+            request_id=request.request_id,
+            reason=exc.reason,
+            level=logging.WARNING if retryable else logging.ERROR,
+            step=step,
+            retryable=retryable,
+            on_event=self._on_event,
+        )
+        self._measure(RotationOutcome.from_error(request, exc), time.perf_counter() - started)
+
+    @staticmethod
+    def _measure(outcome: RotationOutcome, seconds: float) -> None:
+        """The reconcile's metrics: its outcome, its duration, and each account it acted on."""
+        key = outcome.key.id
+        rotations.add(1, attributes(key=key, status=outcome.status.value, reason=outcome.reason.value))
+        duration.record(seconds, attributes(key=key, status=outcome.status.value))
+        for r in outcome.accounts:
+            if r.action is not AccountAction.LEAVE or r.status is Status.FAILED:
+                account_updates.add(
+                    1, attributes(key=key, account=r.account.id, status=r.status.value, reason=r.reason.value)
+                )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from rotation.clouds import DEFAULT_CLOUD
 from rotation.model import KEY_VERSION_PATTERN, KeyRef, Trigger
 from rotation.redact import quoted
 
@@ -24,7 +25,6 @@ KEY_EVENT_TYPES: Mapping[str, Trigger] = {
     "Microsoft.KeyVault.KeyExpired": Trigger.KEY_EXPIRED,
     "Microsoft.KeyVault.KeyNewVersionCreated": Trigger.KEY_NEW_VERSION_CREATED,
 }
-_KEY_VAULT_DNS_SUFFIX = ".vault.azure.net"
 MAX_EVENT_ID = 190  # Event Grid's ids are far shorter; the request id is derived from it (model.event_request_id)
 
 
@@ -40,8 +40,11 @@ class KeyEvent:
     version: str | None
 
 
-def parse_key_event(*, event_id: object, event_type: object, subject: object, data: Any) -> KeyEvent:
-    """The key a Key Vault key event is about. Raises ``EventRejected`` for anything else."""
+def parse_key_event(
+    *, event_id: object, event_type: object, subject: object, data: Any, vault_suffix: str = DEFAULT_CLOUD.vault_suffix
+) -> KeyEvent:
+    """The key a Key Vault key event is about; an event that names only its vault is taken to be of a vault under
+    ``vault_suffix`` (the app's cloud's). Raises ``EventRejected`` for anything else."""
     if not isinstance(event_id, str) or not event_id.strip():
         raise EventRejected(f"the event has no id (got {quoted(event_id, 60)}); Event Grid gives every event one")
     if len(event_id) > MAX_EVENT_ID or not all(" " <= char <= "~" for char in event_id):
@@ -66,7 +69,7 @@ def parse_key_event(*, event_id: object, event_type: object, subject: object, da
                 f"event {quoted(event_id, 100)} names no vault and key (no usable Id, VaultName or ObjectName)"
             )
         try:
-            key = KeyRef.parse(f"https://{vault}{_KEY_VAULT_DNS_SUFFIX}/keys/{name}")
+            key = KeyRef.parse(f"https://{vault}.{vault_suffix}/keys/{name}")
         except ValueError as exc:  # KeyRef.parse names what is wrong with the vault or key name
             raise EventRejected(f"event {quoted(event_id, 100)}: {exc}") from exc
     version = version or _text(fields.get("version"))

@@ -46,7 +46,7 @@ from rotation.redact import redacted
 LOGGER_NAME = "rotation"
 logger = logging.getLogger(LOGGER_NAME)
 
-FieldValue = str | int | bool | None
+FieldValue = str | int | float | bool | None
 
 # Loggers that write request URLs or headers: urllib3's request lines, azure-core's HTTP logging policies. A filter on
 # a logger sees only that logger's own records, so each is named; the root's handlers get the filter too, which covers
@@ -75,8 +75,13 @@ class Event(StrEnum):
     ACCOUNT_UPDATED = "rotation.account_updated"
     # INFO: a reconcile ended succeeded or skipped.
     COMPLETED = "rotation.completed"
-    # WARNING: one account did not converge (the others go on). ERROR: creating a version failed, a reconcile ended
-    # failed, or the poison handler gave up on a request (the alert's event).
+    # WARNING: one account did not converge; the others go on, and the reconcile's end says what follows.
+    ACCOUNT_FAILED = "rotation.account_failed"
+    # WARNING: a reconcile (or its create) failed in a way a retry can fix; the queue delivers the request again (and
+    # after host.json's maxDequeueCount the poison handler gives up with rotation.failed). Never an alert.
+    ATTEMPT_FAILED = "rotation.attempt_failed"
+    # ERROR: a final failure, the page: a reconcile failed in a way no retry can fix, or the poison handler gave up
+    # on a request after its last delivery.
     FAILED = "rotation.failed"
 
     # The adapters.
@@ -122,8 +127,15 @@ class Event(StrEnum):
     SWEEP_BLOCKED = "rotation.sweep_blocked"
     # ERROR: the sweep could not check one target, or could not list or send again the stuck requests.
     SWEEP_FAILED = "rotation.sweep_failed"
-    # INFO: the timer sweep's summary; ERROR when a target failed.
+    # INFO: the timer sweep's summary; ERROR when a target failed. Its absence for 25 hours is an alert.
     SWEEP_COMPLETED = "rotation.sweep_completed"
+    # ERROR: the sweep found a key whose current version became due more than a day ago and is still current.
+    RENEWAL_OVERDUE = "rotation.renewal_overdue"
+    # ERROR: the sweep found a key whose current version expires within 7 days.
+    EXPIRY_NEAR = "rotation.expiry_near"
+    # ERROR: the sweep found messages waiting in a poison queue (key-events-poison, rotation-requests-poison) for
+    # more than 5 minutes: events or requests that no delivery could handle.
+    POISON_WAITING = "rotation.poison_waiting"
     # ERROR: the app's storage failed during an HTTP request, which was answered 503.
     STORAGE_UNAVAILABLE = "rotation.storage_unavailable"
     # ERROR, with the traceback: reading one target for a status raised something unexpected; the others are read.

@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -51,6 +51,8 @@ _KEY_URL_SHAPE = "https://<vault>.vault.azure.net/keys/<name>"
 KEY_VERSION_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")  # Key Vault's version ids: 32 hex digits
 REQUEST_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")  # a UUID fits; a token (with dots) does not
 MAX_MESSAGE_BYTES = 4096
+# W3C Trace Context's traceparent: version 00, a trace id and a parent id (neither all zeros), flags.
+TRACEPARENT_PATTERN = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 """The largest rotation-requests message accepted; ours take about 300 bytes."""
 MAX_IDEMPOTENCY_KEY = 200
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3c52-7a8e-5b0f-9c4d-2e6a1b9f0c37")
@@ -273,6 +275,8 @@ class RotationRequest:
     It crosses the queue as one JSON message: ``to_message`` writes it and ``from_message`` reads it back with the same
     rules, so a message that ``from_message`` accepts is exactly one that ``to_message`` could have written. The
     ``request_id`` ends up in provenance tags and Table keys, and ``event_version`` is a Key Vault version id.
+    ``traceparent`` is the W3C trace context of the span that sent the message (``RotationQueue`` sets it), so the
+    worker continues the sender's trace; it is telemetry, not part of the request's identity.
     """
 
     request_id: str
@@ -281,6 +285,7 @@ class RotationRequest:
     force: bool = False
     requested_at: datetime | None = None
     event_version: str | None = None
+    traceparent: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_request_id(self.request_id)
@@ -302,6 +307,13 @@ class RotationRequest:
                 f"rotation request field 'event_version' must be a Key Vault version id (32 hex digits) or null, "
                 f"got {quoted(self.event_version)}"
             )
+        if self.traceparent is not None and (
+            not isinstance(self.traceparent, str) or TRACEPARENT_PATTERN.fullmatch(self.traceparent) is None
+        ):
+            raise InvalidInput(
+                "rotation request field 'traceparent' must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>) or "
+                f"absent, got {quoted(self.traceparent)}"
+            )
 
     def to_message(self) -> str:
         """The queue message: compact JSON, the same fields ``from_message`` reads."""
@@ -313,6 +325,7 @@ class RotationRequest:
                 "force": self.force,
                 "requested_at": None if self.requested_at is None else self.requested_at.isoformat(),
                 "event_version": self.event_version,
+                "traceparent": self.traceparent,
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -355,6 +368,7 @@ class RotationRequest:
             force=fields["force"],
             requested_at=_time_field(fields["requested_at"]),
             event_version=fields.get("event_version"),
+            traceparent=fields.get("traceparent"),
         )
 
 
@@ -367,7 +381,7 @@ def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _MESSAGE_REQUIRED = ("request_id", "key", "trigger", "force", "requested_at")
-_MESSAGE_OPTIONAL = ("event_version",)
+_MESSAGE_OPTIONAL = ("event_version", "traceparent")
 
 
 def _text_field(fields: Mapping[str, Any], name: str) -> str:
@@ -558,6 +572,8 @@ class RotationPlan:
     create: VersionSpec | None
     adopted: bool
     accounts: tuple[AccountPlan, ...]
+    renews_at: datetime | None = None  # when the current version is (or became) due for renewal
+    expires_on: datetime | None = None  # when the current version expires; None: no expiry, or no version
 
     @property
     def blocked(self) -> bool:
@@ -577,6 +593,8 @@ class RotationPlan:
             "message": self.message,
             "blocked": self.blocked,
             "current_version": self.current_version,
+            "renews_at": None if self.renews_at is None else self.renews_at.isoformat(),
+            "expires_on": None if self.expires_on is None else self.expires_on.isoformat(),
             "target_version": self.target_version,
             "create": None
             if self.create is None

@@ -43,7 +43,15 @@ from rotation.model import (
     VersionSpec,
     recency,
 )
-from rotation.policies import PolicyInput, has_supported_shape, is_due, is_usable, needs_new_version, select_target
+from rotation.policies import (
+    PolicyInput,
+    has_supported_shape,
+    is_due,
+    is_usable,
+    needs_new_version,
+    renewal_due_at,
+    select_target,
+)
 from rotation.preflight import preflight
 from rotation.reasons import Reason
 
@@ -56,6 +64,8 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
     findings = preflight(obs)
     current = obs.current
     current_version = current.version if current else None
+    renews_at = renewal_due_at(current, renewal) if current else None
+    expires_on = current.expires_on if current else None
     key_blocker = next((f for f in findings if f.severity is Severity.BLOCK and f.account is None), None)
     if key_blocker is not None or current is None:
         reason = key_blocker.reason if key_blocker else Reason.KEY_NOT_FOUND
@@ -64,7 +74,9 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
             AccountPlan(a, AccountAction.LEAVE, reason, "the key is blocked; nothing is changed", _version_of(obs, a))
             for a in obs.target.accounts
         )
-        return RotationPlan(request, reason, message, findings, current_version, None, None, False, accounts)
+        return RotationPlan(
+            request, reason, message, findings, current_version, None, None, False, accounts, renews_at, expires_on
+        )
 
     adopted = _adoptable(obs, renewal)
     hit = None if adopted else needs_new_version(PolicyInput(current, obs.now, renewal, request.force))
@@ -91,6 +103,8 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
         create=create,
         adopted=adopted is not None,
         accounts=accounts,
+        renews_at=renews_at,
+        expires_on=expires_on,
     )
 
 

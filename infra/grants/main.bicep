@@ -8,7 +8,9 @@
 //                                      assignable in every target subscription; not in any resource group);
 //   each vault's resource group     - the app's role on each target KEY; optionally each account's Crypto Service
 //                                      Encryption User on its key; the vault's Event Grid system topic and one event
-//                                      subscription for the target keys;
+//                                      subscription for the target keys, with the metric alerts on its dead-lettered,
+//                                      dropped and failed deliveries and a diagnostic setting for its DeliveryFailures
+//                                      log (to the app's Log Analytics workspace);
 //   each account's resource group   - the app's role on each target ACCOUNT;
 //   each account's subscription     - roleMode Custom only: the operation-status read, at subscription scope.
 //
@@ -77,6 +79,15 @@ param keyEventsQueueName string = 'key-events'
 
 @description('The dead-letter container in the app\'s storage account (infra/modules/app.bicep).')
 param deadLetterContainerName string = 'key-events-deadletter'
+
+@description('Create the metric alerts on each system topic: dead-lettered and dropped key events page, failed delivery attempts show (docs/runbook.md, section "Alerts").')
+param deliveryAlerts bool = true
+
+@description('The app\'s action group, which the dead-lettered and dropped alerts notify (azd output ROTATION_ACTION_GROUP_ID); empty: the alerts notify no one.')
+param actionGroupId string = ''
+
+@description('The app\'s Log Analytics workspace, which receives each system topic\'s DeliveryFailures log (azd output ROTATION_LOG_ANALYTICS_ID); empty: no diagnostic setting.')
+param logAnalyticsId string = ''
 
 var appName = last(split(functionAppId, '/'))
 var custom = roleMode == 'Custom'
@@ -216,6 +227,9 @@ module keyEventsAccess 'modules/key-events.bicep' = [for (t, i) in targets: if (
     deadLetterContainerName: deadLetterContainerName
     maxDeliveryAttempts: maxDeliveryAttempts
     eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+    deliveryAlerts: deliveryAlerts
+    actionGroupId: actionGroupId
+    logAnalyticsId: logAnalyticsId
   }
 }]
 
@@ -234,6 +248,9 @@ output eventSubscriptionIds array = [for (t, i) in targets: (keyEvents && indexO
 // Only the topics this step created (no systemTopicName given); a topic named in systemTopicName was the vault's own.
 output createdSystemTopicIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i && !contains(t, 'systemTopicName')) ? keyEventsAccess[i].outputs.systemTopicId : '']
 output customRoleDefinitionIds array = custom ? [keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id] : []
+// The metric alert rules next to each system topic (ids, '' where not created), and each topic's diagnostic setting.
+output deliveryAlertIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.deliveryAlertIds : []]
+output deliveryDiagnosticSettingIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.diagnosticSettingId : '']
 // Not removed by the teardown: the accounts need them to read their own data (see modules/key-access.bicep).
 output accountKeyAccessAssignments array = [for (t, i) in targets: {
   key: '${t.vaultId}/keys/${t.keyName}'

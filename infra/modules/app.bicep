@@ -1,6 +1,6 @@
 // The rotation app and everything it owns in its own resource group: two user-assigned identities, the storage
 // account (queues, lease blobs, ledger table, dead-letter container), monitoring, the Flex Consumption plan and
-// Function App, and (optionally) the outcome-events topic and the failure alert.
+// Function App, and (optionally) the outcome-events topic. The alerts and the workbook are modules/monitoring.bicep.
 //
 // It must never put a secret in an app setting: storage, Application Insights and Event Grid are all reached by
 // managed identity, and shared-key access to the storage account is off.
@@ -41,14 +41,30 @@ param forceCooldown string
 @description('Create an Event Grid custom topic for the outcome events (ROTATION_EVENTS_ENDPOINT).')
 param outcomeEventsTopic bool
 
-@description('Create a log alert on the rotation.failed event.')
-param failureAlert bool
-
-@description('E-mail address for the failure alert; empty for no notification (the alert still fires in the portal).')
-param alertEmail string
-
 @description('Highest number of instances the Flex Consumption plan may scale out to.')
 param maximumInstanceCount int
+
+@description('Private networking: VNet integration of the app, storage reached only through private endpoints (modules/network.bicep).')
+param vnetEnabled bool
+
+@description('With vnetEnabled: address space of the app\'s virtual network (at least a /26).')
+param vnetAddressPrefix string
+
+@description('With vnetEnabled: the app subnet (a /27, delegated to Microsoft.App/environments) and the private-endpoint subnet.')
+param vnetSubnetPrefixes object
+
+@description('With vnetEnabled: a NAT gateway with one static public IP address for all outbound traffic of the app.')
+param natGateway bool
+
+@description('ROTATION_HTTP_AUTH: keys (function keys) or entra (App Service authentication with Microsoft Entra ID in front of the HTTP API).')
+@allowed([
+  'keys'
+  'entra'
+])
+param httpAuth string
+
+@description('With httpAuth entra: the client id of the API\'s app registration (docs/runbook.md, "Entra ID for the HTTP API").')
+param entraClientId string
 
 var deploymentContainerName = 'app-package'
 var locksContainerName = 'rotation-locks'
@@ -105,8 +121,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: the app has no VNet integration, so a default-deny firewall would lock the Functions host out of its own storage; access is identity-only (shared keys off) instead
-  // checkov:skip=CKV_AZURE_59: public network access stays on for the same reason as CKV_AZURE_35; no anonymous or key-based access is possible
+  // checkov:skip=CKV_AZURE_35: the firewall denies by default only with vnetEnabled (then the app reaches storage through its private endpoints); without VNet integration a default-deny firewall would lock the Functions host out of its own storage, and access is identity-only (shared keys off) instead
+  // checkov:skip=CKV_AZURE_59: the public endpoint stays on even with vnetEnabled, behind a default-deny firewall, so that Event Grid (a trusted Azure service) can still deliver key events to the queue and write dead-letters; no anonymous or key-based access is possible
   name: 'st${resourceToken}'
   location: location
   tags: tags
@@ -124,7 +140,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
     }
   }
 }
@@ -260,6 +276,12 @@ var baseSettings = [
     value: 'ClientId=${appIdentity.properties.clientId};Authorization=AAD'
   }
   {
+    // The Python worker configures azure-monitor-opentelemetry (requirements.txt) before it loads function_app.py, so
+    // the rotation.* records keep their dimensions; host.json's telemetryMode puts the host's in the same format.
+    name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+    value: 'true'
+  }
+  {
     name: 'ROTATION_APP_NAME'
     value: appName
   }
@@ -291,6 +313,16 @@ var baseSettings = [
     name: 'ROTATION_FORCE_COOLDOWN'
     value: forceCooldown
   }
+  {
+    // AzureCloud, AzureUSGovernment or AzureChinaCloud: the app derives its ARM endpoint, token scopes and authority.
+    name: 'ROTATION_AZURE_CLOUD'
+    value: environment().name
+  }
+  {
+    // keys or entra; in entra mode the app refuses to serve unless App Service authentication (below) is on.
+    name: 'ROTATION_HTTP_AUTH'
+    value: httpAuth
+  }
 ]
 
 // Set only when the topic exists: an unset ROTATION_EVENTS_ENDPOINT means "no outcome events".
@@ -317,6 +349,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
+    // Flex Consumption routes all outbound traffic through the integrated subnet; vnetRouteAllEnabled is not used there.
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : null
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -347,6 +381,136 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   dependsOn: [
     deploymentContainer
   ]
+}
+
+// Private networking (vnetEnabled): the VNet, the storage private endpoints and their DNS zones, optionally a NAT gateway.
+module network 'network.bicep' = if (vnetEnabled) {
+  name: 'rotation-network'
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: vnetSubnetPrefixes.app
+    privateEndpointSubnetPrefix: vnetSubnetPrefixes.privateEndpoints
+    storageAccountId: storage.id
+    natGateway: natGateway
+  }
+}
+
+// Entra ID mode (httpAuth entra): App Service authentication validates the caller's token before the host sees the
+// request and answers 401 without one; the app then checks the app role (Rotations.Submit or Rotations.Read) from the
+// X-MS-CLIENT-PRINCIPAL header it injects. The API's app registration is the deployer's (docs/runbook.md).
+var openIdIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+
+resource siteAuth 'Microsoft.Web/sites/config@2024-04-01' = if (httpAuth == 'entra') {
+  // checkov:skip=CKV_AZURE_13: checkov reads this authsettingsV2 config as a whole site; it IS the site's authentication, and the site resource above is checked on its own
+  // checkov:skip=CKV_AZURE_63: a site check (HTTP logging) applied to the authsettingsV2 config resource, which has no such property; the platform's HTTP logs go to Log Analytics through siteDiagnostics
+  // checkov:skip=CKV_AZURE_65: a site check (detailed error messages) applied to the authsettingsV2 config resource, which has no such property
+  // checkov:skip=CKV_AZURE_66: a site check (failed request tracing) applied to the authsettingsV2 config resource, which has no such property
+  // checkov:skip=CKV_AZURE_80: a site check (.NET framework version) applied to the authsettingsV2 config resource; the app is Python on Flex Consumption
+  // checkov:skip=CKV_AZURE_88: a site check (Azure Files storage) applied to the authsettingsV2 config resource; Flex Consumption deploys from a blob container
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: entraClientId
+          openIdIssuer: openIdIssuer
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${entraClientId}'
+          ]
+        }
+      }
+    }
+  }
+}
+
+// Diagnostic settings: the platform's own logs and metrics of the app and its storage, to the Log Analytics workspace.
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logAnalytics.name}'
+  scope: site
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+var storageLogs = [
+  {
+    category: 'StorageRead'
+    enabled: true
+  }
+  {
+    category: 'StorageWrite'
+    enabled: true
+  }
+  {
+    category: 'StorageDelete'
+    enabled: true
+  }
+]
+
+var storageMetrics = [
+  {
+    category: 'Transaction'
+    enabled: true
+  }
+]
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logAnalytics.name}'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: storageLogs
+    metrics: storageMetrics
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logAnalytics.name}'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: storageLogs
+    metrics: storageMetrics
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-${logAnalytics.name}'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: storageLogs
+    metrics: storageMetrics
+  }
 }
 
 resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -419,61 +583,9 @@ resource keyEventsQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-resource alertRecipients 'Microsoft.Insights/actionGroups@2023-01-01' = if (failureAlert && !empty(alertEmail)) {
-  name: 'ag-rotation-${resourceToken}'
-  location: 'global'
-  tags: tags
-  properties: {
-    groupShortName: 'cmkrotation'
-    enabled: true
-    emailReceivers: [
-      {
-        name: 'on-call'
-        emailAddress: alertEmail
-        useCommonAlertSchema: true
-      }
-    ]
-  }
-}
-
-// Fires when the app logs the structured event rotation.failed (the worker or the poison handler gave up on a request).
-resource failureAlertRule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (failureAlert) {
-  name: 'alert-rotation-failed-${resourceToken}'
-  location: location
-  tags: tags
-  kind: 'LogAlert'
-  properties: {
-    displayName: 'CMK rotation failed (${appName})'
-    description: 'A rotation request ended in rotation.failed. See docs/runbook.md, section "Failure reasons".'
-    severity: 1
-    enabled: true
-    scopes: [
-      appInsights.id
-    ]
-    evaluationFrequency: 'PT5M'
-    windowSize: 'PT5M'
-    autoMitigate: false
-    criteria: {
-      allOf: [
-        {
-          query: 'traces | where message startswith "rotation.failed" or tostring(customDimensions.event) == "rotation.failed"'
-          timeAggregation: 'Count'
-          operator: 'GreaterThan'
-          threshold: 0
-          failingPeriods: {
-            numberOfEvaluationPeriods: 1
-            minFailingPeriodsToAlert: 1
-          }
-        }
-      ]
-    }
-    actions: {
-      actionGroups: empty(alertEmail) ? [] : [alertRecipients.id]
-    }
-  }
-}
-
 output appName string = site.name
+output appInsightsId string = appInsights.id
+output logAnalyticsId string = logAnalytics.id
 output appId string = site.id
 output defaultHostName string = site.properties.defaultHostName
 output principalId string = appIdentity.properties.principalId
@@ -484,3 +596,5 @@ output storageAccountName string = storage.name
 output deadLetterContainerName string = deadLetterContainer.name
 output keyEventsQueueName string = keyEventsQueue.name
 output outcomeEventsEndpoint string = outcomeEventsTopic ? outcomeTopic.properties.endpoint : ''
+output vnetId string = vnetEnabled ? network.outputs.vnetId : ''
+output natPublicIpAddress string = vnetEnabled && natGateway ? network.outputs.natPublicIpAddress : ''

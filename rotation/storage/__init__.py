@@ -3,6 +3,7 @@
 ::
 
     queue  rotation-requests(-poison)               RotationQueue   rotation/storage/queue.py
+    queue  key-events-poison (watched only)         RotationQueue   rotation/storage/queue.py
     blob   rotation-locks/<vault host>/<key name>   KeyLock         rotation/storage/lock.py
     table  rotationledger                           Ledger          rotation/storage/ledger.py
     the account behind the settings                 StorageAccount  rotation/storage/account.py
@@ -16,9 +17,10 @@ retries in a loop of its own; and never read the clock for a stored timestamp (c
 from rotation.storage.account import StorageAccount
 from rotation.storage.ledger import LEDGER_TABLE, MAX_ACCOUNTS_JSON_CHARS, Ledger, LedgerEntry, LedgerStatus
 from rotation.storage.lock import LOCKS_CONTAINER, KeyLock
-from rotation.storage.queue import POISON_QUEUE, REQUESTS_QUEUE, RotationQueue
+from rotation.storage.queue import KEY_EVENTS_QUEUE, POISON_QUEUE, REQUESTS_QUEUE, RotationQueue
 
 __all__ = [
+    "KEY_EVENTS_QUEUE",
     "LEDGER_TABLE",
     "LOCKS_CONTAINER",
     "MAX_ACCOUNTS_JSON_CHARS",

@@ -23,6 +23,7 @@ from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from rotation.config import AZURE_CLOUD, parse_cloud
 from rotation.errors import ConfigError
 from rotation.model import KeyRef
 from rotation.redact import clipped
@@ -93,10 +94,11 @@ class StorageAccount:
                 "(3-24 lower-case letters and digits)"
             )
         urls: dict[str, str] = {}
+        storage_suffix = parse_cloud(settings.get(AZURE_CLOUD, "").strip() or None).storage_suffix
         for service in ("blob", "queue", "table"):
             setting = f"{name}__{service}ServiceUri"
             url = settings.get(setting, "").strip() or (
-                f"https://{account}.{service}.core.windows.net" if account else ""
+                f"https://{account}.{service}.{storage_suffix}" if account else ""
             )
             if not url:
                 raise ConfigError(

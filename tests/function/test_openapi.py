@@ -25,6 +25,7 @@ from emulator.functions_host import HostJson
 from emulator.functions_worker import FunctionsWorker
 from rotation import app as rotation_app
 from rotation.app import MAX_BODY_BYTES, configure
+from rotation.auth import ROLE_READ, ROLE_SUBMIT
 from rotation.model import MAX_IDEMPOTENCY_KEY, REQUEST_ID_PATTERN, AccountAction, Severity, Status, Trigger
 from rotation.reasons import Reason
 from rotation.storage import LedgerStatus
@@ -79,23 +80,28 @@ def test_the_documents_operations_are_the_workers_http_routes() -> None:
     assert [server["url"].rsplit("/", 1)[1] for server in DOCUMENT["servers"]] == [prefix]
 
 
-def test_every_operation_needs_the_function_key_in_the_header() -> None:
-    """Every route is ``authLevel: FUNCTION``; the document's only scheme is that key, in ``x-functions-key``."""
+def test_every_operation_needs_the_function_key_in_the_header_or_an_entra_token() -> None:
+    """Every route is ``authLevel: FUNCTION`` in this process (no ``ROTATION_HTTP_AUTH=entra`` when the worker indexed
+    the app); the document offers exactly two schemes, as alternatives: that key in ``x-functions-key``, or a bearer
+    token for App Service authentication, with the app roles the app checks."""
     levels = {
         name: str(function.trigger["authLevel"]).lower()
         for name, function in FunctionsWorker.start().functions.items()
         if str(function.trigger["type"]).lower() == "httptrigger"
     }
     assert set(levels.values()) == {"function"}
-    assert DOCUMENT["components"]["securitySchemes"] == {
-        "functionKey": {
-            "type": "apiKey",
-            "in": "header",
-            "name": "x-functions-key",
-            "description": DOCUMENT["components"]["securitySchemes"]["functionKey"]["description"],
-        }
+    schemes = DOCUMENT["components"]["securitySchemes"]
+    assert {k: v for k, v in schemes["functionKey"].items() if k != "description"} == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-functions-key",
     }
-    assert DOCUMENT["security"] == [{"functionKey": []}]
+    assert (schemes["entraId"]["type"], schemes["entraId"]["scheme"]) == ("http", "bearer")
+    assert ROLE_SUBMIT in schemes["entraId"]["description"] and ROLE_READ in schemes["entraId"]["description"]
+    assert set(schemes) == {"functionKey", "entraId"}
+    assert DOCUMENT["security"] == [{"functionKey": []}, {"entraId": []}]
+    for operation in OPERATIONS.values():
+        assert "MissingAppRole" in resolve(operation["responses"]["403"])["description"]
     assert all("security" not in operation for operation in OPERATIONS.values())
     assert "?code=" not in json.dumps(DOCUMENT)
 

@@ -77,6 +77,8 @@ EMULATOR_TOKEN_HEADER = (  # the first part of every token EmulatorCredential is
 COUNTERS = ("uncaught", "redelivered", "rejected_writes", "http_5xx", "secret_hits", "unnamed")
 REFUSALS = ("rotation.event_ignored", "rotation.message_rejected")
 EDGE_ERRORS = ("rotation.internal_error", "rotation.config_error")
+# A rotation that ran and failed: a refused input must never produce one.
+FAILURE_EVENTS = ("rotation.failed", "rotation.attempt_failed", "rotation.account_failed")
 _SAMPLES = 3
 _READS = ("GET", "HEAD")
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -336,7 +338,7 @@ class Observation:
             *(f"storage {w.method} {w.url} -> {w.status}" for w in self.storage_writes),
             *(f"{c.operation} {c.method} {c.path}" for c in self.emulator_writes),
             *(f"outcome event {e.get('type')}" for e in self.outcome_events),
-            *(f"log {record_text(r)[:200]}" for r in self.named("rotation.failed")),
+            *(f"log {record_text(r)[:200]}" for r in self.named(*FAILURE_EVENTS)),
         ]
 
     def texts(self) -> Iterator[tuple[str, str]]:

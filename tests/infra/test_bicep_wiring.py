@@ -36,16 +36,32 @@ from rotation.storage import LEDGER_TABLE, LOCKS_CONTAINER, REQUESTS_QUEUE
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 
+# Settings whose value only the deployment knows: the Azure cloud it runs in (environment().name: AzureCloud,
+# AzureUSGovernment or AzureChinaCloud) and how the HTTP API authenticates (keys or entra). Named here explicitly, not
+# only through config.SETTING_NAMES, so that the Bicep must set them whatever the Python side lists.
+AZURE_CLOUD_SETTING = "ROTATION_AZURE_CLOUD"
+HTTP_AUTH_SETTING = "ROTATION_HTTP_AUTH"
+SETTINGS_FROM_THE_DEPLOYMENT = {AZURE_CLOUD_SETTING, HTTP_AUTH_SETTING}
+# The values of environment().name in Bicep, one per Azure cloud.
+AZURE_CLOUD_NAMES = {"AzureCloud", "AzureUSGovernment", "AzureChinaCloud"}
+# Entra ID mode: the app roles of the API's app registration (docs/runbook.md), checked by the app from the
+# X-MS-CLIENT-PRINCIPAL header that App Service authentication injects.
+ENTRA_APP_ROLES = {"Rotations.Submit", "Rotations.Read"}
+
+# The Python worker's switch that calls azure-monitor-opentelemetry's configure_azure_monitor at its start.
+TELEMETRY_SETTING = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
 # The app settings the code reads: rotation/config.py's names (DESIGN section 4), less ROTATION_EVENTS_KEY (a secret:
 # the deployment publishes outcome events with the managed identity instead), plus the Functions host's identity-based
 # storage and telemetry settings.
 SETTINGS_THE_CODE_READS = {
     *(name for name in config.SETTING_NAMES if name != config.EVENTS_KEY),
+    *SETTINGS_FROM_THE_DEPLOYMENT,
     "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    TELEMETRY_SETTING,
 }
 # Read by rotation/storage.py (StorageAccount.from_settings), which cannot derive endpoints for every cloud by itself.
 SETTINGS_FOR_STORAGE_CLIENTS = {
@@ -248,6 +264,7 @@ def _object_keys(block_text: str) -> set[str]:
 
 
 APP = INFRA / "modules" / "app.bicep"
+NETWORK = INFRA / "modules" / "network.bicep"
 MAIN = INFRA / "main.bicep"
 GRANTS = INFRA / "grants" / "main.bicep"
 KEY_ACCESS = INFRA / "grants" / "modules" / "key-access.bicep"
@@ -291,6 +308,16 @@ def test_no_app_setting_is_unknown_forbidden_or_secret() -> None:
     assert not names & SETTINGS_FORBIDDEN
     for name in names:
         assert not any(re.search(word, name) for word in SETTINGS_FORBIDDEN_WORDS), name
+
+
+def test_telemetry_goes_through_opentelemetry_in_the_host_and_the_worker() -> None:
+    """Learn, "Use OpenTelemetry with Azure Functions" (Python): host.json's telemetryMode, the worker's switch set to
+    true, and azure-monitor-opentelemetry in requirements.txt, which the worker imports when the switch is on."""
+    assert json.loads((ROOT / "host.json").read_text())["telemetryMode"] == "OpenTelemetry"
+    bicep = (INFRA / "modules" / "app.bicep").read_text()
+    assert re.search(rf"name: '{TELEMETRY_SETTING}'\s*value: 'true'", bicep)
+    pins = (ROOT / "requirements.txt").read_text().splitlines()
+    assert any(line.startswith("azure-monitor-opentelemetry==") for line in pins)
 
 
 def test_settings_reach_the_function_app() -> None:
@@ -377,6 +404,8 @@ def test_the_grants_commands_pass_the_grants_params_from_the_azd_environment() -
     azd_values |= {"AZURE_ENV_NAME", "AZURE_SUBSCRIPTION_ID", "AZURE_LOCATION", "ROTATION_KEY_TARGETS"}
     commands = [_printed_grants_command(), *_runbook_grants_commands()]
     assert len(commands) >= 3, commands  # the hook's, the runbook's what-if and create
+    passed_by_each = {frozenset(re.findall(r"\s(\w+)=", c.split("--parameters", 1)[1])) for c in commands}
+    assert len(passed_by_each) == 1, passed_by_each  # the same parameters (the alerts' action group among them)
     for command in commands:
         assert "--template-file infra/grants/main.bicep" in command, command
         passed = set(re.findall(r"\s(\w+)=", command.split("--parameters", 1)[1]))
@@ -579,7 +608,10 @@ def test_azd_deploys_nothing_outside_the_apps_resource_group() -> None:
     for module in (b for b in blocks.values() if b.kind == "module"):
         assert _value(module.body, "scope") == "rg", module.symbol
     files = _azd_deployment_files()
-    assert [f.relative_to(INFRA).as_posix() for f in files] == ["main.bicep", "modules/app.bicep"]
+    assert files[0] == MAIN
+    assert {APP, NETWORK} <= set(files), files
+    # Every module azd deploys is one of infra/modules/, never a grants module.
+    assert all(f.parent == INFRA / "modules" for f in files[1:]), files
     for path in files[1:]:
         text = _strip_comments(_read(path))
         assert "targetScope" not in text, path.name  # a resource-group module: it deploys where its caller puts it
@@ -608,7 +640,8 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
         KEY_ACCESS: {"keyRotator", "accountKeyAccess", "accountUpdater"},
         ACCOUNT_ACCESS: {"accountUpdater"},
         OPERATION_STATUS_ACCESS: {"operationStatusReader"},
-        KEY_EVENTS: {"systemTopic", "keyEvents"},
+        # The system topic, its subscription, and (from the alerts work) its delivery alerts and diagnostic setting.
+        KEY_EVENTS: {"systemTopic", "keyEvents", "deliveryAlert", "deliveryFailureLogs"},
     }
     for path, symbols in outputs.items():
         text = _strip_comments(_read(path))
@@ -627,6 +660,8 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
         "createdSystemTopicIds",
         "customRoleDefinitionIds",
         "accountKeyAccessAssignments",
+        "deliveryAlertIds",
+        "deliveryDiagnosticSettingIds",
     }
     runbook = _read(RUNBOOK)
     for name in re.findall(r"properties\.outputs\.(\w+)", runbook):
@@ -721,6 +756,245 @@ def test_rotation_targets_setting_has_the_apps_format() -> None:
     assert _object_keys("{" + entry + "}") == {"key", "accounts", "vault_location", "new_versions"}
     assert "format('https://{0}{1}/keys/{2}'" in entry
     assert "environment().suffixes.keyvaultDns" in entry
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Private networking (vnetEnabled, natGateway)
+
+
+def _head(path: Path, symbol: str) -> str:
+    """What follows the `=` of a resource or module declaration, e.g. `if (vnetEnabled) {` or `[for ...`."""
+    match = re.search(rf"^(?:resource|module) {symbol} '[^']+' = (.*)$", _strip_comments(_read(path)), re.MULTILINE)
+    assert match, f"{path.name} declares no {symbol}"
+    return match.group(1)
+
+
+def _param_declaration(path: Path, name: str) -> tuple[str, list[str] | None]:
+    """A parameter's declaration line and its @allowed values (None without @allowed)."""
+    text = _strip_comments(_read(path))
+    match = re.search(rf"^param {name} .*$", text, re.MULTILINE)
+    assert match, f"{path.name} has no param {name}"
+    # The decorators are the lines between the previous declaration (or blank line) and this one.
+    before = text[: match.start()]
+    decorators = before[max(before.rfind("\nparam "), before.rfind("\n\n")) :]
+    allowed = re.search(r"@allowed\(\s*(\[[^\]]*\])\s*\)", decorators)
+    return match.group(0), _strings(allowed.group(1)) if allowed else None
+
+
+def test_private_networking_is_an_option_passed_to_the_app() -> None:
+    assert _param_declaration(MAIN, "vnetEnabled")[0] == "param vnetEnabled bool = false"
+    assert _param_declaration(MAIN, "natGateway")[0] == "param natGateway bool = false"
+    params = _value(_blocks(MAIN)["app"].body, "params")
+    assert _value(params, "vnetEnabled") == "vnetEnabled"
+    # A NAT gateway only exists on the app's subnet, so it needs the VNet.
+    assert _value(params, "natGateway") == "vnetEnabled && natGateway"
+    assert _head(APP, "network").startswith("if (vnetEnabled)")
+    assert _blocks(APP)["network"].target == "network.bicep"
+    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
+    assert parameters["vnetEnabled"]["value"] == "${VNET_ENABLED=false}"
+    assert parameters["natGateway"]["value"] == "${NAT_GATEWAY=false}"
+
+
+def test_the_app_joins_a_subnet_delegated_to_flex_consumption() -> None:
+    site = _blocks(APP)["site"]
+    assert _value(site.body, "virtualNetworkSubnetId") == "vnetEnabled ? network.outputs.appSubnetId : null"
+    # Flex Consumption routes all outbound traffic through the subnet; these site properties are deprecated there.
+    for path in INFRA.rglob("*.bicep"):
+        text = _strip_comments(_read(path))
+        for deprecated in ("vnetRouteAllEnabled", "vnetContentShareEnabled", "WEBSITE_VNET_ROUTE_ALL"):
+            assert deprecated not in text, (path.name, deprecated)
+    network = _strip_comments(_read(NETWORK))
+    subnets = re.findall(r"^\s*name: '([^']+)'\n\s*properties: \{\n\s*addressPrefix:", network, re.MULTILINE)
+    assert subnets == ["app", "private-endpoints"]
+    assert all("_" not in name for name in subnets)  # Flex Consumption refuses subnet names with an underscore
+    assert "serviceName: 'Microsoft.App/environments'" in network
+    assert "output appSubnetId string = vnet.properties.subnets[0].id" in network
+
+
+def test_storage_is_reached_through_private_endpoints_and_closed_with_the_vnet() -> None:
+    network = _blocks(NETWORK)
+    services = _strings(re.search(r"^var storageServices = (\[[^\]]*\])", _strip_comments(_read(NETWORK)), re.M)[1])
+    # Every storage service the app's settings point at has an endpoint and a zone.
+    used = {name.split("__")[1].removesuffix("ServiceUri") for name in SETTINGS_FOR_STORAGE_CLIENTS}
+    assert set(services) == used == {"blob", "queue", "table"}
+    assert _head(NETWORK, "storageDnsZones").startswith("[for service in storageServices:")
+    zone = _value(network["storageDnsZones"].body, "name")
+    assert zone == "'privatelink.${service}.${environment().suffixes.storage}'"
+    assert _value(network["storageDnsLinks"].body, "parent") == "storageDnsZones[i]"
+    assert "id: vnet.id" in _value(network["storageDnsLinks"].body, "virtualNetwork")
+    endpoint = network["storageEndpoints"].body
+    assert _value(endpoint, "privateLinkServiceId") == "storageAccountId"
+    assert _strings(_value(endpoint, "groupIds")) == [] and "service" in _value(endpoint, "groupIds")
+    assert "vnet.properties.subnets[1].id" in _value(endpoint, "subnet")
+    assert _value(network["storageEndpointDns"].body, "privateDnsZoneId") == "storageDnsZones[i].id"
+    assert _value(_value(_blocks(APP)["network"].body, "params"), "storageAccountId") == "storage.id"
+    # With the VNet the firewall denies by default; trusted Azure services (Event Grid's delivery and dead-letters)
+    # still pass.
+    acls = _value(_blocks(APP)["storage"].body, "networkAcls")
+    assert "defaultAction: vnetEnabled ? 'Deny' : 'Allow'" in acls
+    assert "bypass: 'AzureServices'" in acls
+
+
+def test_the_nat_gateway_gives_the_app_one_static_outbound_address() -> None:
+    network = _blocks(NETWORK)
+    for symbol in ("natPublicIp", "nat"):
+        assert _head(NETWORK, symbol).startswith("if (natGateway)"), symbol
+    assert _value(network["natPublicIp"].body, "publicIPAllocationMethod") == "'Static'"
+    assert "id: natPublicIp.id" in _value(network["nat"].body, "publicIpAddresses")
+    assert re.search(r"natGateway: natGateway \? \{\s*id: nat\.id\s*\} : null", network["vnet"].body)
+    outputs = dict(re.findall(r"^output (\w+) \w+ = (.+)$", _strip_comments(_read(MAIN)), re.MULTILINE))
+    assert outputs["ROTATION_OUTBOUND_IP"] == "app.outputs.natPublicIpAddress"
+
+
+def test_the_runbook_explains_private_networking_and_no_longer_allows_outbound_addresses() -> None:
+    runbook = _read(RUNBOOK)
+    assert "### Private networking and firewalled vaults" in runbook
+    assert "privatelink.vaultcore.azure.net" in runbook
+    assert "az network private-endpoint create" in runbook
+    # Flex Consumption has no static outbound addresses without VNet integration and a NAT gateway: the runbook no
+    # longer tells the vault owner to allow them, and says why.
+    assert not re.search(r"(?i)allow[^.(]*\(for the accounts\) and the app's outbound\s+addresses", runbook)
+    assert "no fixed outbound addresses" in runbook
+    assert "ROTATION_OUTBOUND_IP" in runbook
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Diagnostic settings
+
+
+def _diagnostic_settings(path: Path) -> dict[str, Block]:
+    """The diagnostic settings of `path`, by the symbol of the resource they are scoped to."""
+    return {
+        _value(b.body, "scope"): b
+        for b in _blocks(path).values()
+        if b.target.startswith("Microsoft.Insights/diagnosticSettings@")
+    }
+
+
+def test_the_app_and_its_storage_send_their_logs_and_metrics_to_log_analytics() -> None:
+    settings = _diagnostic_settings(APP)
+    assert {"site", "blobService", "queueService", "tableService"} <= set(settings)
+    for scope in ("site", "blobService", "queueService", "tableService"):
+        assert _value(settings[scope].body, "workspaceId") == "logAnalytics.id", scope
+    site = settings["site"].body
+    assert "categoryGroup: 'allLogs'" in _value(site, "logs")
+    assert "category: 'AllMetrics'" in _value(site, "metrics")
+    text = _strip_comments(_read(APP))
+    logs = _balanced(text, text.index("[", re.search(r"^var storageLogs\s*=", text, re.M).end() - 1))
+    metrics = _balanced(text, text.index("[", re.search(r"^var storageMetrics\s*=", text, re.M).end() - 1))
+    assert set(re.findall(r"category: '(\w+)'", logs)) == {"StorageRead", "StorageWrite", "StorageDelete"}
+    assert set(re.findall(r"category: '(\w+)'", metrics)) == {"Transaction"}
+    for scope in ("blobService", "queueService", "tableService"):
+        assert _value(settings[scope].body, "logs") == "storageLogs", scope
+        assert _value(settings[scope].body, "metrics") == "storageMetrics", scope
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sovereign clouds
+
+# Public-cloud host names whose sovereign counterparts differ (vault.azure.net is vault.usgovcloudapi.net in Azure
+# Government and vault.azure.cn in Azure China, and so on): infra must derive them from environment().
+PUBLIC_CLOUD_HOSTS = re.compile(
+    r"(?i)\b(?:[\w-]+\.)*(?:azure\.net|azure\.com|windows\.net|azurewebsites\.net|microsoftonline\.com|azure-api\.net"
+    r"|vaultcore\.azure\.net|applicationinsights\.azure\.com)\b"
+)
+
+
+def test_no_public_cloud_host_is_hard_coded_in_infra() -> None:
+    for path in INFRA.rglob("*.bicep"):
+        hosts = [m.group(0) for s in _strings(_strip_comments(_read(path))) for m in PUBLIC_CLOUD_HOSTS.finditer(s)]
+        assert not hosts, (path.relative_to(INFRA).as_posix(), hosts)
+    for path in INFRA.rglob("*.json"):
+        document = json.loads(_read(path))
+        document.pop("$schema", None)  # the schema's address is no endpoint the deployment calls
+        hosts = PUBLIC_CLOUD_HOSTS.findall(json.dumps(document))
+        assert not hosts, (path.relative_to(INFRA).as_posix(), hosts)
+    # The key URLs, the storage zones and the sign-in issuer come from environment().
+    assert "environment().suffixes.keyvaultDns" in _strip_comments(_read(MAIN))
+    assert "environment().suffixes.storage" in _strip_comments(_read(NETWORK))
+    assert "environment().authentication.loginEndpoint" in _strip_comments(_read(APP))
+
+
+def test_the_app_learns_its_cloud_from_the_deployment() -> None:
+    text = _strip_comments(_read(APP))
+    assert re.search(rf"name: '{AZURE_CLOUD_SETTING}'\s*\n\s*value: environment\(\)\.name\s*\n", text)
+    # Whatever the Python side accepts for the setting must cover every value environment().name can have.
+    accepted = {value for value in vars(config).values() if isinstance(value, str) and value in AZURE_CLOUD_NAMES}
+    if AZURE_CLOUD_SETTING in config.SETTING_NAMES:
+        assert accepted == AZURE_CLOUD_NAMES or not accepted, accepted
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Supported regions
+
+
+def test_the_location_must_be_a_flex_consumption_region() -> None:
+    declaration, allowed = _param_declaration(MAIN, "location")
+    assert declaration == "param location string"
+    assert allowed, "main.bicep's location has no @allowed list of Flex Consumption regions"
+    assert allowed == sorted(set(allowed)) and all(re.fullmatch(r"[a-z0-9]+", r) for r in allowed), allowed
+    # The one list: nowhere else in infra/ names regions.
+    assert _read(MAIN).count("@allowed([\n  'australiaeast'") == 1
+    # Every default and every example region is in it.
+    location = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]["location"]["value"]
+    default = re.fullmatch(r"\$\{AZURE_LOCATION(?:=(\w+))?\}", location)
+    assert default, location
+    assert default.group(1) is None or default.group(1) in allowed
+    for example in re.findall(r"AZURE_LOCATION[ =](\w+)", _read(RUNBOOK) + _read(ROOT / "README.md")):
+        assert example in allowed, example
+    # infra/README.md documents the same list, with its source.
+    readme = _read(INFRA / "README.md")
+    section = readme[readme.index("## Regions") :]
+    section = section[: section.find("\n## ", 4)] if "\n## " in section[4:] else section
+    assert set(re.findall(r"`([a-z0-9]+)`", section)) >= set(allowed)
+    assert "list-flexconsumption-locations" in section
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Entra ID mode of the HTTP API
+
+
+def test_entra_mode_puts_app_service_authentication_in_front_of_the_api() -> None:
+    declaration, allowed = _param_declaration(MAIN, "httpAuth")
+    assert declaration == "param httpAuth string = 'keys'" and allowed == ["keys", "entra"]
+    assert _param_declaration(MAIN, "entraClientId")[0] == "param entraClientId string = ''"
+    params = _value(_blocks(MAIN)["app"].body, "params")
+    assert _value(params, "httpAuth") == "httpAuth"
+    assert _value(params, "entraClientId") == "entraClientId"
+    # The setting is always set, so the app knows which mode it is in.
+    text = _strip_comments(_read(APP))
+    assert re.search(rf"name: '{HTTP_AUTH_SETTING}'\s*\n\s*value: httpAuth\s*\n", text)
+    auth = _blocks(APP)["siteAuth"]
+    assert auth.target.startswith("Microsoft.Web/sites/config@")
+    assert _head(APP, "siteAuth").startswith("if (httpAuth == 'entra')")
+    assert _value(auth.body, "parent") == "site"
+    assert _value(auth.body, "name") == "'authsettingsV2'"
+    # platform.enabled makes the platform enforce it (and set WEBSITE_AUTH_ENABLED, which the app requires).
+    assert "enabled: true" in _value(auth.body, "platform")
+    validation = _value(auth.body, "globalValidation")
+    assert "requireAuthentication: true" in validation
+    assert "unauthenticatedClientAction: 'Return401'" in validation
+    provider = _value(_value(auth.body, "identityProviders"), "azureActiveDirectory")
+    assert _value(provider, "clientId") == "entraClientId"
+    assert _value(provider, "openIdIssuer") == "openIdIssuer"
+    assert _strings(_value(provider, "allowedAudiences")) == ["api://${entraClientId}"]
+    issuer = re.search(r"^var openIdIssuer = (.+)$", text, re.MULTILINE)
+    assert issuer and issuer.group(1) == "'${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'"
+    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
+    assert parameters["httpAuth"]["value"] == "${ROTATION_HTTP_AUTH=keys}"
+
+
+def test_the_runbook_registers_the_api_with_its_two_app_roles() -> None:
+    runbook = _read(RUNBOOK)
+    section = runbook[runbook.index("### Entra ID for the HTTP API") :]
+    section = section[: section.index("\n## ")]
+    assert set(re.findall(r'"value": "(Rotations\.\w+)"', section)) == ENTRA_APP_ROLES
+    assert "az ad app create" in section and "WEBSITE_AUTH_ENABLED" in section
+    assert "azd env set ROTATION_HTTP_AUTH entra" in section
+    # The roles the code checks, once it names them, are the runbook's.
+    code = "\n".join(_read(p) for p in [ROOT / "function_app.py", *(ROOT / "rotation").glob("*.py")])
+    named = set(re.findall(r"[\"'](Rotations\.\w+)[\"']", code))
+    assert not named or named == ENTRA_APP_ROLES, named
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from rotation.model import (
     MAX_IDEMPOTENCY_KEY,
     MAX_MESSAGE_BYTES,
     REQUEST_ID_PATTERN,
+    TRACEPARENT_PATTERN,
     KeyRef,
     RotationRequest,
     Trigger,
@@ -48,6 +49,7 @@ def message(**overrides: Any) -> dict[str, Any]:
         "force": False,
         "requested_at": "2025-03-01T12:00:00+00:00",
         "event_version": VERSION,
+        "traceparent": None,
     }
     fields.update(overrides)
     return fields
@@ -105,6 +107,7 @@ _REQUESTS = st.builds(
     force=st.booleans(),
     requested_at=st.none() | st.datetimes(timezones=_ZONES),
     event_version=st.none() | st.from_regex(r"[0-9a-fA-F]{32}", fullmatch=True),
+    traceparent=st.none() | st.from_regex(TRACEPARENT_PATTERN, fullmatch=True),
 )
 
 
@@ -126,9 +129,10 @@ def test_every_valid_request_survives_the_round_trip(request: RotationRequest) -
     assert len(text.encode()) <= MAX_MESSAGE_BYTES
     assert RotationRequest.from_message(text) == request
     assert RotationRequest.from_message(text.encode()) == request  # the trigger may hand over bytes
+    assert RotationRequest.from_message(text).traceparent == request.traceparent  # telemetry, not identity
 
 
-def test_the_message_is_compact_sorted_json_of_the_six_fields() -> None:
+def test_the_message_is_compact_sorted_json_of_the_seven_fields() -> None:
     request = RotationRequest(
         request_id="req-1",
         key=KEY,
@@ -230,6 +234,9 @@ def test_a_requested_at_with_a_sub_second_offset_survives_the_round_trip() -> No
         pytest.param(body(event_version="a" * 31 + "\x00"), "'event_version'", id="event-version-with-nul"),
         pytest.param(body(event_version=VERSION + "\n"), "'event_version'", id="event-version-with-newline"),
         pytest.param(body(event_version=1), "'event_version'", id="event-version-a-number"),
+        pytest.param(body(traceparent="00-" + "0" * 32 + "-" + "1" * 16 + "-01"), "'traceparent'", id="zero-trace"),
+        pytest.param(body(traceparent="01-" + "a" * 32 + "-" + "1" * 16 + "-01"), "'traceparent'", id="version-01"),
+        pytest.param(body(traceparent="00-" + "A" * 32 + "-" + "1" * 16 + "-01"), "'traceparent'", id="upper-hex"),
         pytest.param(body(request_id="r" * 65), "request id", id="request-id-too-long"),
         pytest.param(body(request_id=""), "request id", id="request-id-empty"),
         pytest.param(body(request_id="a/b"), "request id 'a/b'", id="request-id-with-slash"),

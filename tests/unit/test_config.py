@@ -6,8 +6,13 @@ import json
 from datetime import timedelta
 
 import pytest
+from azure.core import AzureClouds
+from azure.identity import AzureAuthorityHosts
+from azure.mgmt.core.tools import get_arm_endpoints
 
-from rotation.config import Settings, parse_schedule
+from rotation.auth import HttpAuth
+from rotation.clouds import AZURE_CHINA_CLOUD, AZURE_PUBLIC_CLOUD, AZURE_US_GOVERNMENT, CLOUDS, Cloud, cloud_of_host
+from rotation.config import SETTING_NAMES, Settings, parse_schedule
 from rotation.errors import ConfigError
 from rotation.model import AccountRef, KeyRef, VersionSource
 from tests.unit.factories import SUBSCRIPTION
@@ -353,3 +358,173 @@ def test_a_long_value_is_clipped_in_the_message() -> None:
     message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_APP_NAME="x" * 100_000)
     assert "ROTATION_APP_NAME='" + "x" * 200 + "\u2026'" in message
     assert len(message) < 1000
+
+
+# ROTATION_AZURE_CLOUD: one setting, everything cloud-specific derived from rotation/clouds.py.
+
+CLOUD_VAULTS = {
+    "AzureCloud": "https://kv-prod.vault.azure.net/keys/cmk",
+    "AzureUSGovernment": "https://kv-prod.vault.usgovcloudapi.net/keys/cmk",
+    "AzureChinaCloud": "https://kv-prod.vault.azure.cn/keys/cmk",
+}
+
+
+def test_the_cloud_defaults_to_the_public_cloud() -> None:
+    s = settings()
+    assert s.cloud is AZURE_PUBLIC_CLOUD
+    assert (s.cloud.arm_endpoint, s.cloud.arm_scope) == (
+        "https://management.azure.com",
+        "https://management.azure.com/.default",
+    )
+    assert s.cloud.authority_host == AzureAuthorityHosts.AZURE_PUBLIC_CLOUD
+    assert settings(ROTATION_AZURE_CLOUD="  ").cloud is AZURE_PUBLIC_CLOUD  # blank is unset, as for every setting
+
+
+@pytest.mark.parametrize(
+    ("name", "cloud", "arm", "scope", "authority", "vault"),
+    [
+        (
+            "AzureCloud",
+            AZURE_PUBLIC_CLOUD,
+            "https://management.azure.com",
+            "https://management.azure.com/.default",
+            "login.microsoftonline.com",
+            "vault.azure.net",
+        ),
+        (
+            "AzureUSGovernment",
+            AZURE_US_GOVERNMENT,
+            "https://management.usgovcloudapi.net",
+            "https://management.core.usgovcloudapi.net/.default",
+            "login.microsoftonline.us",
+            "vault.usgovcloudapi.net",
+        ),
+        (
+            "AzureChinaCloud",
+            AZURE_CHINA_CLOUD,
+            "https://management.chinacloudapi.cn",
+            "https://management.chinacloudapi.cn/.default",
+            "login.chinacloudapi.cn",
+            "vault.azure.cn",
+        ),
+    ],
+)
+def test_each_cloud_derives_its_endpoints_scope_authority_and_vault_suffix(
+    name: str, cloud: Cloud, arm: str, scope: str, authority: str, vault: str
+) -> None:
+    s = Settings.from_env({"ROTATION_AZURE_CLOUD": name, "ROTATION_TARGETS": targets_with_key(CLOUD_VAULTS[name])})
+    assert s.cloud is cloud and s.cloud.name == name
+    assert (s.cloud.arm_endpoint, s.cloud.arm_scope, s.cloud.authority_host, s.cloud.vault_suffix) == (
+        arm,
+        scope,
+        authority,
+        vault,
+    )
+    assert s.targets[0].key == KeyRef.parse(CLOUD_VAULTS[name])
+
+
+@pytest.mark.parametrize(
+    ("cloud", "sdk_cloud", "authority"),
+    [
+        (AZURE_PUBLIC_CLOUD, AzureClouds.AZURE_PUBLIC_CLOUD, AzureAuthorityHosts.AZURE_PUBLIC_CLOUD),
+        (AZURE_US_GOVERNMENT, AzureClouds.AZURE_US_GOVERNMENT, AzureAuthorityHosts.AZURE_GOVERNMENT),
+        (AZURE_CHINA_CLOUD, AzureClouds.AZURE_CHINA_CLOUD, AzureAuthorityHosts.AZURE_CHINA),
+    ],
+)
+def test_the_cloud_table_agrees_with_the_sdks(cloud: Cloud, sdk_cloud: AzureClouds, authority: str) -> None:
+    """The management SDKs' own endpoint and scope for the cloud (azure-mgmt-core), and azure-identity's authority."""
+    arm = get_arm_endpoints(sdk_cloud)
+    assert cloud.arm_endpoint == arm["resource_manager"].rstrip("/")
+    assert [cloud.arm_scope] == arm["credential_scopes"]
+    assert cloud.authority_host == authority
+
+
+def test_the_cloud_names_are_bicep_environment_names_and_nothing_else() -> None:
+    assert list(CLOUDS) == ["AzureCloud", "AzureUSGovernment", "AzureChinaCloud"]
+    assert SETTING_NAMES.count("ROTATION_AZURE_CLOUD") == 1 and SETTING_NAMES.count("ROTATION_HTTP_AUTH") == 1
+
+
+@pytest.mark.parametrize("value", ["azurecloud", "AzureGermanCloud", "Public", "AzureCloud2", "USGov"])
+def test_an_unknown_cloud_is_refused_naming_the_value_and_the_allowed_ones(value: str) -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_AZURE_CLOUD=value)
+    assert f"ROTATION_AZURE_CLOUD={value!r}" in message
+    assert "AzureCloud, AzureUSGovernment, AzureChinaCloud" in message
+    assert message.count("\n- ") == 1, "one problem: the targets are not also reported as on the wrong cloud"
+
+
+@pytest.mark.parametrize("app_cloud", list(CLOUD_VAULTS))
+@pytest.mark.parametrize("key_cloud", list(CLOUD_VAULTS))
+def test_a_key_on_another_clouds_vault_is_refused_naming_the_target_the_setting_and_the_fix(
+    app_cloud: str, key_cloud: str
+) -> None:
+    targets = json.dumps(
+        [
+            {"key": CLOUD_VAULTS[app_cloud].replace("cmk", "first"), "accounts": [ACCOUNT]},
+            {"key": CLOUD_VAULTS[key_cloud], "accounts": [ACCOUNT_2]},
+        ]
+    )
+    if app_cloud == key_cloud:
+        assert len(Settings.from_env({"ROTATION_TARGETS": targets, "ROTATION_AZURE_CLOUD": app_cloud}).targets) == 2
+        return
+    message = error_of(ROTATION_TARGETS=targets, ROTATION_AZURE_CLOUD=app_cloud)
+    assert f"ROTATION_TARGETS[1].key {CLOUD_VAULTS[key_cloud]} is in a vault of {key_cloud}" in message
+    assert f"ROTATION_AZURE_CLOUD is {app_cloud}" in message
+    assert f"Set ROTATION_AZURE_CLOUD={key_cloud}" in message
+
+
+def test_a_managed_hsm_key_follows_the_same_rule() -> None:
+    key = "https://hsm-prod.managedhsm.usgovcloudapi.net/keys/cmk"
+    message = error_of(ROTATION_TARGETS=targets_with_key(key))
+    assert "in a vault of AzureUSGovernment" in message and "ROTATION_AZURE_CLOUD is AzureCloud" in message
+    ok = Settings.from_env({"ROTATION_TARGETS": targets_with_key(key), "ROTATION_AZURE_CLOUD": "AzureUSGovernment"})
+    assert ok.targets[0].key.id == key
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1:8443", "localhost:4443", "kv.privatelink.example", "vault.azure.net.evil.example", "kvvault.azure.cn"],
+)
+def test_a_host_of_no_known_cloud_is_not_refused_for_its_cloud(host: str) -> None:
+    """The emulator's vaults (127.0.0.1) keep working in every cloud; only another cloud's suffix is refused, and a
+    suffix counts only after a dot."""
+    for cloud in CLOUD_VAULTS:
+        env = {"ROTATION_TARGETS": targets_with_key(f"https://{host}/keys/cmk"), "ROTATION_AZURE_CLOUD": cloud}
+        assert Settings.from_env(env).cloud.name == cloud
+
+
+def test_a_vault_host_matches_its_suffix_in_any_case_and_with_a_trailing_dot() -> None:
+    assert cloud_of_host("KV.VAULT.USGOVCLOUDAPI.NET") is AZURE_US_GOVERNMENT
+    assert cloud_of_host("kv.vault.azure.cn.") is AZURE_CHINA_CLOUD
+    assert cloud_of_host("vault.azure.net") is None  # the suffix itself is not a vault
+    message = error_of(ROTATION_TARGETS=targets_with_key("https://KV.Vault.Azure.CN/keys/cmk"))
+    assert "in a vault of AzureChinaCloud" in message
+
+
+# ROTATION_HTTP_AUTH: Functions keys, or Entra ID app roles behind App Service authentication.
+
+
+def test_http_auth_defaults_to_function_keys() -> None:
+    assert settings().http_auth is HttpAuth.KEYS
+    assert settings(ROTATION_HTTP_AUTH=" KEYS ").http_auth is HttpAuth.KEYS
+
+
+@pytest.mark.parametrize("enabled", ["True", "true", "TRUE", " True "])
+def test_entra_mode_is_accepted_when_app_service_authentication_is_on(enabled: str) -> None:
+    assert settings(ROTATION_HTTP_AUTH="entra", WEBSITE_AUTH_ENABLED=enabled).http_auth is HttpAuth.ENTRA
+    assert settings(ROTATION_HTTP_AUTH="Entra", WEBSITE_AUTH_ENABLED=enabled).http_auth is HttpAuth.ENTRA
+
+
+@pytest.mark.parametrize("enabled", [None, "", "False", "false", "1", "yes", "Truee"])
+def test_entra_mode_without_app_service_authentication_is_refused(enabled: str | None) -> None:
+    env = {"ROTATION_HTTP_AUTH": "entra"} | ({} if enabled is None else {"WEBSITE_AUTH_ENABLED": enabled})
+    message = error_of(ROTATION_TARGETS=TARGETS, **env)
+    assert "ROTATION_HTTP_AUTH=entra needs App Service authentication" in message
+    assert "WEBSITE_AUTH_ENABLED is not 'True'" in message
+    assert "forge the X-MS-CLIENT-PRINCIPAL header" in message
+    assert "ROTATION_HTTP_AUTH=keys" in message  # the other fix
+
+
+@pytest.mark.parametrize("value", ["function", "aad", "entra-id", "none", "anonymous"])
+def test_an_unknown_http_auth_is_refused_naming_the_value_and_the_allowed_ones(value: str) -> None:
+    message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_HTTP_AUTH=value, WEBSITE_AUTH_ENABLED="True")
+    assert f"ROTATION_HTTP_AUTH={value!r} must be 'keys'" in message and "or 'entra'" in message

@@ -222,7 +222,7 @@ def test_the_hook_sees_every_event_the_engine_logs_with_its_prose_and_fields(cap
     assert sorted(((render(e, m, f), f) for e, m, f in seen), key=repr) == sorted(
         ((r.getMessage(), _fields(r)) for r in logged), key=repr
     )
-    [failed] = [(message, fields) for event, message, fields in seen if event is Event.FAILED and "account" in fields]
+    [failed] = [(message, fields) for event, message, fields in seen if event is Event.ACCOUNT_FAILED]
     assert failed[0].startswith(f"account did not converge on {outcome.to_version}: ")
     assert (failed[1]["account"], failed[1]["reason"]) == (AOAI_2.id, "PermissionDenied")
 

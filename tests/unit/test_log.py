@@ -29,6 +29,7 @@ from rotation.log import (
 )
 from rotation.reasons import Reason
 from rotation.redact import redacted
+from rotation.telemetry import MetricName, SpanName
 from tests.unit.factories import AOAI_1, KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,15 +203,24 @@ MODULES = {module.name for module in pkgutil.iter_modules(rotation.__path__)}
 
 
 def test_no_module_but_rotation_log_names_an_event_in_a_string() -> None:
+    """rotation/telemetry.py names the spans and metrics (``SpanName``, ``MetricName``), in the same namespace."""
     found = []
     for path in sources():
-        if path == ROOT / "rotation" / "log.py":
+        if path in (ROOT / "rotation" / "log.py", ROOT / "rotation" / "telemetry.py"):
             continue
         for node in strings(ast.parse(path.read_text(encoding="utf-8"))):
             match = EVENT_LIKE.match(node.value)
             if match and match.group(1) not in MODULES:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
     assert found == [], "log rotation.* events with rotation.log.emit(Event.X, ...):\n" + "\n".join(found)
+
+
+def test_spans_metrics_and_events_have_names_of_their_own() -> None:
+    """A query for an event's name never finds a span or a metric."""
+    events = {e.value for e in Event}
+    others = [*(s.value for s in SpanName), *(m.value for m in MetricName)]
+    assert len(set(others)) == len(others) and events.isdisjoint(others)
+    assert all(re.fullmatch(r"rotation(\.[a-z]+(_[a-z]+)*)+", name) for name in others)
 
 
 def test_no_module_but_rotation_log_takes_the_rotation_logger_by_its_name() -> None:

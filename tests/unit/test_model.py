@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from rotation.clouds import CLOUDS, Cloud
 from rotation.errors import ConfigError, ConflictError, InvalidInput, PermissionDenied
+from rotation.events import parse_key_event
 from rotation.model import AccountRef, KeyRef, RotationOutcome, RotationRequest, Status, Trigger
 from rotation.reasons import Reason
 from tests.unit.factories import KEY, SUBSCRIPTION, account, request
@@ -106,3 +108,15 @@ def test_outcome_from_error_says_whether_to_retry() -> None:
         "lacks keys/create on vault X",
     )
     assert json.loads(json.dumps(permanent.to_dict()))["reason"] == "PermissionDenied"
+
+
+@pytest.mark.parametrize("cloud", CLOUDS.values(), ids=lambda cloud: cloud.name)
+def test_an_event_naming_only_its_vault_is_read_in_the_apps_cloud(cloud: Cloud) -> None:
+    event = parse_key_event(
+        event_id="e-1",
+        event_type="Microsoft.KeyVault.KeyNearExpiry",
+        subject="cmk",
+        data={"VaultName": "kv-prod", "ObjectType": "Key", "ObjectName": "cmk"},
+        vault_suffix=cloud.vault_suffix,
+    )
+    assert event.key.id == f"https://kv-prod.{cloud.vault_suffix}/keys/cmk"
