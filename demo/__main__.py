@@ -4,7 +4,8 @@ No Azure account and no Functions host: the demo drives the app's own trigger fu
 ``emulator.functions_host``, a stand-in for the host that follows host.json and hands every invocation, in wire format,
 to the real Python worker (``emulator.functions_worker``), which decodes it and runs the function as in Azure.
 
-Every step states what it expects; the demo stops with exit code 1 at the first expectation that fails.
+Every step states what it expects; the demo stops with exit code 1 at the first expectation that fails. The trace
+of the first rotation is printed from OpenTelemetry's SDK, as Application Insights would receive it in Azure.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 import function_app
 from emulator import Emulator
 from emulator.azurite import Azurite
@@ -22,6 +28,7 @@ from emulator.functions_host import FunctionsHost
 from rotation import cli
 from rotation.app import RotationApp, configure
 from rotation.connection import AzureConnection
+from rotation.telemetry import SpanName
 
 KEY = "aoai-cmk"
 OTHER_KEY = "other-cmk"
@@ -41,8 +48,29 @@ def step(title: str) -> None:
     print(f"\n== {title}")
 
 
+def print_trace(spans: list[ReadableSpan], root: ReadableSpan) -> None:
+    """The spans of ``root``'s trace as a tree, each with its duration and the account it is about."""
+    children: dict[int | None, list[ReadableSpan]] = {}
+    for span in spans:
+        if span.context.trace_id == root.context.trace_id:
+            children.setdefault(span.parent.span_id if span.parent else None, []).append(span)
+
+    def show(span: ReadableSpan, depth: int) -> None:
+        account = str((span.attributes or {}).get("account", "")).rsplit("/", 1)[-1]
+        took = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+        print(f"   {'  ' * depth}{span.name:<{34 - 2 * depth}} {took:7.1f} ms  {account}")
+        for child in sorted(children.get(span.context.span_id, []), key=lambda s: s.start_time or 0):
+            show(child, depth + 1)
+
+    show(root, 0)
+
+
 def main() -> int:
     started = time.monotonic()
+    spans = InMemorySpanExporter()  # in Azure, the worker's azure-monitor-opentelemetry exports them instead
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(provider)
     with Emulator() as azure, Azurite() as storage:
         vault = azure.add_vault("contoso-cmk", purge_protection=True)
         current = vault.create_key(KEY, exp=datetime.now(UTC) + timedelta(days=20), key_ops=["wrapKey", "unwrapKey"])
@@ -102,6 +130,14 @@ def main() -> int:
         expect(len(versions()) == 2, "exactly one new key version was created")
         new_version = versions()[-1]
         expect(account_versions() == {new_version}, f"all three accounts are verified on {new_version[:8]}…")
+        finished = list(spans.get_finished_spans())
+        (event_span,) = [s for s in finished if s.name == SpanName.ON_KEY_EVENT]
+        in_trace = [s.name for s in finished if s.context.trace_id == event_span.context.trace_id]
+        expect(
+            in_trace.count(SpanName.WORK) == 1 and in_trace.count(SpanName.UPDATE_ACCOUNT) == 3,
+            "one trace runs from the event through the queue to each account's update:",
+        )
+        print_trace(finished, event_span)
 
         step("2. The same event is delivered again")
         host.deliver_events("on_key_event", near)
