@@ -54,12 +54,13 @@ from rotation.model import (
     RotationRequest,
     Status,
     Target,
+    VersionSource,
     VersionSpec,
     recency,
     system_clock,
 )
-from rotation.plan import TERMINAL_FAILURE_STATES, decide
-from rotation.policies import is_due, is_usable
+from rotation.plan import TERMINAL_FAILURE_STATES, decide, may_create
+from rotation.policies import has_supported_shape, is_due, is_usable, is_valid_at
 from rotation.ports import AccountsPort, KeyVaultPort
 from rotation.reasons import Reason
 from rotation.telemetry import SpanName, account_updates, attributes, duration, in_context, rotations, span
@@ -161,11 +162,13 @@ class RotationEngine:
             raise ConfigError(f"key {request.key.id} is not in ROTATION_TARGETS; the service never acts on it")
         return target
 
-    def gather(self, request: RotationRequest) -> Observation:
-        """Read the key's versions and every target account into one frozen snapshot. No writes."""
+    def gather(self, request: RotationRequest, *, every_version: bool = False) -> Observation:
+        """Read the key's versions and every target account into one frozen snapshot. No writes.
+
+        The versions are those the decision needs (``_versions``); ``every_version`` lists them all (the status)."""
         target = self.target(request)
         with span(SpanName.GATHER, key=request.key.id, request_id=request.request_id, accounts=len(target.accounts)):
-            versions = self._step(self._vault.list_versions, request.key)
+            versions = self._versions(request, target, every_version=every_version)
             states: dict[AccountRef, AccountEncryption] = {}
             unreadable: dict[AccountRef, RotationError] = {}
             for account, read in zip(target.accounts, self._map(self._read_account, target.accounts), strict=True):
@@ -181,6 +184,55 @@ class RotationEngine:
             unreadable=unreadable,
             now=self._clock(),
         )
+
+    def _versions(self, request: RotationRequest, target: Target, *, every_version: bool) -> list[KeyVersion]:
+        """The versions the decision needs, at a cost that does not grow with the key's history.
+
+        Key Vault's current version (one call, with its material) settles the common cases, and no older version can
+        matter: when it is usable and not due (or, for a ``key_vault`` target, usable), it is the target; when it is
+        usable but due and a version may be created, the new one will be. A forced request always lists (a version an
+        earlier attempt created must be found to be adopted, even if someone made a newer one since). Otherwise every
+        version is listed, without material, and ``_described`` reads the material of the few the decision needs."""
+        now = self._clock()
+        follows_vault = target.new_versions is VersionSource.KEY_VAULT
+        if not every_version and not request.force:
+            latest = self._step(self._vault.latest_version, request.key)
+            if latest is not None and is_usable(latest, now) and self._settles(latest, request, target):
+                return [latest]
+        listed = self._step(self._vault.list_versions, request.key)
+        return self._described(request, listed, follows_vault=follows_vault)
+
+    def _settles(self, latest: KeyVersion, request: RotationRequest, target: Target) -> bool:
+        """True when the usable current version ``latest`` alone decides the plan (see ``_versions``)."""
+        if target.new_versions is VersionSource.KEY_VAULT or may_create(request, target):
+            return True
+        return not is_due(latest, self._clock(), self._settings.renewal)
+
+    def _described(
+        self, request: RotationRequest, listed: list[KeyVersion], *, follows_vault: bool
+    ) -> list[KeyVersion]:
+        """``listed`` with the material the decision needs, read newest first: of the newest enabled version (the
+        policy chain's current), of each version that could be the target by its listed dates (enabled, valid, and
+        not due unless the key follows the vault) until one has a usable shape, of enabled versions until one has a
+        usable shape at all (preflight's KeyTypeUnsupported), and of the enabled versions tagged with this request (an
+        earlier attempt's create, to be adopted). Whatever is older is never looked at and stays without material."""
+        now, renewal = self._clock(), self._settings.renewal
+        versions = sorted(listed, key=recency, reverse=True)
+        shape_seen = False
+        for i, version in enumerate(versions):
+            if not version.enabled:
+                continue
+            candidate = is_valid_at(version, now) and (follows_vault or not is_due(version, now, renewal))
+            if shape_seen and not candidate:
+                continue
+            versions[i] = self._step(self._vault.describe, request.key, version)
+            shape_seen = shape_seen or has_supported_shape(versions[i])
+            if candidate and has_supported_shape(versions[i]):
+                break
+        for i, version in enumerate(versions):
+            if version.enabled and version.kty is None and version.tags.get(TAG_REQUEST_ID) == request.request_id:
+                versions[i] = self._step(self._vault.describe, request.key, version)
+        return versions[::-1]
 
     def dry_run(self, request: RotationRequest) -> RotationPlan:
         """Gather and decide only: what ``reconcile`` would do now."""
@@ -238,12 +290,11 @@ class RotationEngine:
         def mine() -> KeyVersion | None:
             now, renewal = self._clock(), self._settings.renewal
             tagged = [
-                v
+                self._vault.describe(request.key, v)
                 for v in self._vault.list_versions(request.key)
-                if v.tags.get(TAG_REQUEST_ID) == request.request_id
-                and is_usable(v, now)
-                and not is_due(v, now, renewal)
+                if v.tags.get(TAG_REQUEST_ID) == request.request_id and v.enabled
             ]
+            tagged = [v for v in tagged if is_usable(v, now) and not is_due(v, now, renewal)]
             return max(tagged, key=recency, default=None)
 
         def attempt() -> tuple[KeyVersion, bool]:

@@ -9,15 +9,18 @@ with its request id if the create did land, and only otherwise creates again. A 
 answer lost, or a server error that can follow the work) raises ``OutcomeUnknown``: the engine then waits for the
 version to show up rather than creating another.
 
-Key material is immutable, so the type and size of each version are read once per process and cached. Key Vault
-refuses to return a disabled version's key (403 ``KeyDisabled``), so only enabled versions are read.
+Listing versions returns no key material (type, size, operations). It is read only where the engine needs it
+(``describe``: the versions its decision looks at, newest first) and for the current version (``latest_version``, one
+call that answers the common case without listing at all), so a key with 500 versions costs what one with 5 does. Key
+material is immutable, so it is read once per version and process, and cached. Key Vault refuses to return a disabled
+version's key (403 ``KeyDisabled``), so only enabled versions are read.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,23 +65,57 @@ class KeyVaultAdapter:
                 self._clients[key.vault_url] = client
             return client
 
+    def latest_version(self, key: KeyRef) -> KeyVersion | None:
+        """Key Vault's current version with its material; None when the key does not exist or that version is
+        disabled."""
+        try:
+            current = self._client(key).get_key(key.name)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if _key_disabled(exc):
+                return None
+            raise self._read_error(exc, key) from exc
+        except AzureError as exc:
+            raise self._read_error(exc, key) from exc
+        return _to_model(current.properties, self._remember(current), latest=True)
+
     def list_versions(self, key: KeyRef) -> list[KeyVersion]:
-        """Every version of ``key``, oldest first (``recency``); ``[]`` when the key does not exist."""
+        """Every version of ``key``, oldest first (``recency``), with the material already known; ``[]`` when the key
+        does not exist."""
         client = self._client(key)
         try:
             properties = list(client.list_properties_of_key_versions(key.name, max_page_size=25))
             latest = self._current_if_tied(client, key, properties)
-            versions = [self._version(client, p, latest=p.version == latest) for p in properties]
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
-            raise translate(
-                exc,
-                action="list key versions",
-                resource=key.id,
-                permission=f"keys/list and keys/get on vault {key.vault_url}",
-            ) from exc
-        return sorted(versions, key=recency)
+            raise self._read_error(exc, key, "list key versions") from exc
+        with self._lock:
+            known = [(p, self._material.get(str(p.version), _Material())) for p in properties]
+        return sorted((_to_model(p, m, latest=p.version == latest) for p, m in known), key=recency)
+
+    def describe(self, key: KeyRef, version: KeyVersion) -> KeyVersion:
+        """``version`` with its key material, read once per process; a disabled version as it is."""
+        if not version.enabled or version.kty is not None:
+            return version
+        with self._lock:
+            material = self._material.get(version.version)
+        if material is None:
+            try:
+                material = self._remember(self._client(key).get_key(key.name, version.version))
+            except AzureError as exc:
+                raise self._read_error(exc, key) from exc
+        return replace(version, kty=material.kty, size=material.size, key_ops=material.key_ops)
+
+    @staticmethod
+    def _read_error(exc: AzureError, key: KeyRef, action: str = "read the key") -> Exception:
+        return translate(
+            exc,
+            action=action,
+            resource=key.id,
+            permission=f"keys/list and keys/get on vault {key.vault_url}",
+        )
 
     def _current_if_tied(self, client: KeyClient, key: KeyRef, properties: list[KeyProperties]) -> str | None:
         """Key Vault's current version, asked for only when the newest versions share a ``created`` second (only Key
@@ -90,8 +127,7 @@ class KeyVaultAdapter:
         try:
             current = client.get_key(key.name)
         except HttpResponseError as exc:
-            inner = getattr(exc.error, "innererror", None) or {}
-            if exc.status_code == 403 and inner.get("code") == "KeyDisabled":
+            if _key_disabled(exc):
                 newest = max(created)
                 disabled = [str(p.version) for p in properties if p.created_on == newest and not p.enabled]
                 return max(disabled, default=None)
@@ -136,14 +172,11 @@ class KeyVaultAdapter:
             self._material[str(key.properties.version)] = material
         return material
 
-    def _version(self, client: KeyClient, properties: KeyProperties, *, latest: bool) -> KeyVersion:
-        """A listed version; its key material is fetched (once) only for enabled versions, the only usable ones."""
-        material = _Material()
-        if properties.enabled and properties.version:
-            with self._lock:
-                cached = self._material.get(properties.version)
-            material = cached or self._remember(client.get_key(properties.name, properties.version))
-        return _to_model(properties, material, latest=latest)
+
+def _key_disabled(exc: HttpResponseError) -> bool:
+    """Key Vault's refusal to return a disabled version's key."""
+    inner = getattr(exc.error, "innererror", None) or {}
+    return exc.status_code == 403 and inner.get("code") == "KeyDisabled"
 
 
 def _may_have_landed(exc: AzureError) -> bool:

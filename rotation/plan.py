@@ -37,7 +37,9 @@ from rotation.model import (
     Observation,
     RenewalPolicy,
     RotationPlan,
+    RotationRequest,
     Severity,
+    Target,
     Trigger,
     VersionSource,
     VersionSpec,
@@ -109,10 +111,12 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
 
 
 def _may_create(obs: Observation) -> bool:
+    return may_create(obs.request, obs.target)
+
+
+def may_create(request: RotationRequest, target: Target) -> bool:
     """Our own ``KeyNewVersionCreated`` echo never creates; nor does anything for a key whose policy makes versions."""
-    return (
-        obs.request.trigger is not Trigger.KEY_NEW_VERSION_CREATED and obs.target.new_versions is VersionSource.SERVICE
-    )
+    return request.trigger is not Trigger.KEY_NEW_VERSION_CREATED and target.new_versions is VersionSource.SERVICE
 
 
 def _adoptable(obs: Observation, renewal: RenewalPolicy) -> KeyVersion | None:

@@ -15,9 +15,18 @@ from rotation.model import AccountEncryption, AccountRef, KeyRef, KeyVersion
 
 
 class KeyVaultPort(Protocol):
+    def latest_version(self, key: KeyRef) -> KeyVersion | None:
+        """Key Vault's current version of ``key``, with its key material (``kty``, ``size``, ``key_ops``); None when
+        the key does not exist or its current version is disabled (Key Vault returns no disabled key)."""
+        ...
+
     def list_versions(self, key: KeyRef) -> list[KeyVersion]:
-        """Every version of ``key``; ``[]`` when the key does not exist. ``kty``/``size`` are filled for enabled
-        versions. Order is unspecified."""
+        """Every version of ``key``; ``[]`` when the key does not exist. Listing returns no key material: ``kty``,
+        ``size`` and ``key_ops`` are filled only where already known (see ``describe``). Order is unspecified."""
+        ...
+
+    def describe(self, key: KeyRef, version: KeyVersion) -> KeyVersion:
+        """``version`` with its key material; a disabled version as it is (Key Vault returns no disabled key)."""
         ...
 
     def create_version(

@@ -41,7 +41,7 @@ def observe(engine: RotationEngine, request: RotationRequest) -> Observation | T
     """``engine.gather(request)``, or why this one target could not be read: its ``RotationError``, or anything else
     it raised (a bug, or e.g. the ``ValueError`` an SDK raises for a host it refuses), reported as ``Error``."""
     try:
-        return engine.gather(request)
+        return engine.gather(request, every_version=True)
     except RotationError as exc:
         return TargetFailure(request.key, exc.reason, str(exc))
     except Exception as exc:  # noqa: BLE001 - one target's surprise must not hide the other targets' state

@@ -27,6 +27,7 @@ from rotation.model import (
     KeyRef,
     KeyVersion,
     normalize_vault_url,
+    recency,
 )
 
 
@@ -44,6 +45,7 @@ class InMemoryKeyVault:
         self._lock = threading.Lock()
         self.created: list[KeyVersion] = []
         self.create_calls = 0
+        self.reads: list[str] = []  # every read call by name: latest_version, list_versions, describe
 
     def add_version(
         self,
@@ -93,7 +95,8 @@ class InMemoryKeyVault:
         return any(v.version == version for v in self.versions(key))
 
     def fail(self, operation: str, *errors: RotationError) -> None:
-        """The next calls of ``operation`` ("list_versions" or "create_version") raise ``errors``, in order."""
+        """The next calls of ``operation`` ("latest_version", "list_versions", "describe" or "create_version") raise
+        ``errors``, in order."""
         self._faults[operation].extend(errors)
 
     def lose_create_response(self, error: RotationError) -> None:
@@ -112,8 +115,27 @@ class InMemoryKeyVault:
         if error is not None:
             raise error
 
+    def latest_version(self, key: KeyRef) -> KeyVersion | None:
+        """The newest version (Key Vault's current), with its material; None for no version or a disabled one."""
+        self._fault("latest_version")
+        with self._lock:
+            self.reads.append("latest_version")
+        newest = max(self.versions(key), key=recency, default=None)
+        return newest if newest is not None and newest.enabled else None
+
+    def describe(self, key: KeyRef, version: KeyVersion) -> KeyVersion:
+        """The stored version, material included (none for a disabled one)."""
+        self._fault("describe")
+        if not version.enabled or version.kty is not None:
+            return version
+        with self._lock:
+            self.reads.append("describe")
+        return next(v for v in self.versions(key) if v.version == version.version)
+
     def list_versions(self, key: KeyRef) -> list[KeyVersion]:
         self._fault("list_versions")
+        with self._lock:
+            self.reads.append("list_versions")
         with self._lock:
             landing, self._landing = self._landing, []
             for lists_left, target, version in landing:
@@ -121,8 +143,8 @@ class InMemoryKeyVault:
                     self._keys[target].append(version)
                 else:
                     self._landing.append((lists_left - 1, target, version))
-        # Listing returns no key material: type and size are known only for enabled versions (the adapter reads those).
-        return [v if v.enabled else replace(v, kty=None, size=None) for v in self.versions(key)]
+        # Listing returns no key material: the engine reads it with ``describe`` where its decision needs it.
+        return [replace(v, kty=None, size=None, key_ops=()) for v in self.versions(key)]
 
     def create_version(
         self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]

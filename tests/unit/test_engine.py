@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import stamina
@@ -495,3 +495,47 @@ def test_a_create_that_does_not_show_up_is_left_to_the_next_delivery_not_repeate
     assert world.vault.create_calls == 1  # never sent again within the delivery
     assert RotationOutcome.from_error(request(Trigger.TIMER), raised.value).retryable  # the queue delivers it again
     assert world.account_versions() == dict.fromkeys(("aoai-1", "aoai-2", "aoai-3"), "v1")
+
+
+def history(world: World, count: int, *, expires_in: timedelta) -> None:
+    """``count`` older versions of the key, each created a day before the next, all expiring ``expires_in`` from now."""
+    for n in range(count):
+        world.vault.add_version(
+            KEY, version=f"old{n:04d}", created_on=NOW - (200 + n) * DAY, expires_on=NOW + expires_in
+        )
+
+
+@pytest.mark.parametrize("older", [5, 500])
+def test_a_healthy_key_is_read_in_one_call_however_many_versions_it_has(older: int) -> None:
+    world = make_world(expires_on=NOW + 90 * DAY)  # v1, the newest: usable and not due
+    history(world, older, expires_in=60 * DAY)
+    plan = world.engine.dry_run(request(Trigger.TIMER))
+    assert (plan.current_version, plan.target_version, plan.create) == ("v1", "v1", None)
+    assert world.vault.reads == ["latest_version"]
+
+
+@pytest.mark.parametrize("older", [5, 500])
+def test_a_due_key_is_decided_from_its_current_version_alone(older: int) -> None:
+    world = make_world()  # v1, the newest, is due
+    history(world, older, expires_in=10 * DAY)  # every older one is due too
+    outcome = world.reconcile()
+    assert outcome.status is Status.SUCCEEDED and outcome.created
+    # Only the create's own look for an earlier attempt's version lists; no older version's material is ever read.
+    assert world.vault.reads == ["latest_version", "list_versions"]
+
+
+def test_an_older_version_that_is_not_due_is_found_when_no_version_may_be_created() -> None:
+    world = make_world()  # v1, the newest, is due; KeyNewVersionCreated never creates
+    world.vault.add_version(KEY, version="long", created_on=NOW - 150 * DAY, expires_on=NOW + 300 * DAY)
+    history(world, 20, expires_in=10 * DAY)
+    plan = world.engine.dry_run(request(Trigger.KEY_NEW_VERSION_CREATED))
+    assert (plan.create, plan.target_version) == (None, "long")
+    assert world.vault.reads == ["latest_version", "list_versions", "describe", "describe"]
+
+
+def test_a_newest_version_of_the_wrong_type_does_not_hide_an_older_rsa_one() -> None:
+    world = make_world(expires_on=NOW + 90 * DAY)
+    world.vault.add_version(KEY, version="ec", created_on=NOW - DAY, kty="EC", size=None)
+    plan = world.engine.dry_run(request(Trigger.TIMER))
+    assert not plan.blocked  # an older RSA version exists: the policy chain replaces the EC one
+    assert plan.reason is Reason.CURRENT_WRONG_TYPE and plan.create is not None
