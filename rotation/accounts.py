@@ -7,8 +7,9 @@ vault or key, never reverts it to Microsoft-managed keys, and never touches any 
 ARM's update is a long-running operation. The poller follows ``Azure-AsyncOperation`` and sleeps what the service's
 ``Retry-After`` says; ``polling_interval`` is only the fallback when no header is sent (the SDK's default is 30 s).
 After the operation, the account's ``provisioningState`` may still say ``Accepted``: that is the engine's verify step.
-If ARM refuses the poll itself (403: the status URL is authorised at subscription scope), the update stands and the
-verify step reads the account instead.
+The account the update returns is the one the poller read after the operation (ARM's final GET for a PATCH), so no
+second read follows it. If ARM refuses the poll itself (403: the status URL is authorised at subscription scope), or
+the operation outlasts ``operation_timeout``, the update stands and the account is read instead.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ class AccountsAdapter:
             raise translate(exc, action=action, resource=account.id, permission=permission) from exc
         try:
             # Bounded: an operation still running after this is left to the engine's verify step (its own deadline).
-            poller.result(timeout=self._operation_timeout)
+            updated = poller.result(timeout=self._operation_timeout)
+            if poller.done() and isinstance(updated, Account):
+                return _to_model(account, updated)  # the poller's final GET of the account: no read of our own
         except HttpResponseError as exc:
             if isinstance(exc.__cause__, OperationFailed):
                 # The operation ran and failed. Azure reports some causes (a key it cannot reach yet) only this way, so

@@ -468,3 +468,26 @@ def test_a_healthy_keys_decision_reads_one_version_however_long_its_history(scen
         ("keyvault.get_key", 401),  # the client's first request: Key Vault's challenge
         ("keyvault.get_key", 200),
     ]
+
+
+# --- ARM calls per account -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("linger", [0, 2])
+def test_an_update_reads_the_account_back_only_through_the_pollers_final_get(scene: Scene, linger: int) -> None:
+    """Per account: the gather's read, the read just before the PATCH (Accounts_Update takes no If-Match: see the
+    architecture), the PATCH, the status polls ARM asks for, and the poller's own final GET, which the update returns.
+    Only when "Accepted" lingers after the operation (Azure's observed behaviour) does the verify step read again,
+    until it leaves "Accepted"."""
+    scene.emulator.arm.configure(linger_accepted_reads=linger, lro_polls=1)
+    (account, *_) = scene.accounts
+    scene.emulator.control.reset_calls()
+
+    outcome = scene.engine([account]).reconcile(RotationRequest("req-calls", scene.key, Trigger.TIMER))
+
+    assert outcome.status is Status.SUCCEEDED
+    arm = [c.operation for c in scene.emulator.control.calls() if c.service == "arm" and c.status != 401]
+    polls = ("arm.operation_status", "arm.operation_result")
+    assert sum(op in polls for op in arm) == 2  # one "InProgress" (lro_polls=1), then the one that ends it
+    reads_after = [GET_ACCOUNT] * (1 + linger)  # the poller's final GET, then the verify's while "Accepted" lingers
+    assert [op for op in arm if op not in polls] == [GET_ACCOUNT, GET_ACCOUNT, UPDATE, *reads_after]
