@@ -1,132 +1,113 @@
-"""``make bench``: two measurements, reported as ratios (absolute times depend on the machine; ratios should not).
+"""``make bench``: the rotation service against floors computed from the lab's own numbers, and against a naive peer.
 
-1. How a fleet rotation scales with ``ROTATION_CONCURRENCY``. One key with 24 accounts on the local emulator; every
-   ARM update and read is slowed by injected latency, as real ARM is slow. For each concurrency the key is force-rotated
-   (one new version, 24 accounts repointed and verified); the speed is reported relative to concurrency 1.
-2. How much of its one-second budget ``on_key_event`` uses: Event Grid waits 30 s, the design asks for well under 1 s.
-   Events go through the app's own trigger (``emulator.functions_host``: the Event Grid webhook and the real Python
-   worker) into a real Azurite; the median and the 95th percentile are reported as fractions of 1 s.
+Every scenario (``bench/scenarios.py``) runs ``BENCH_SAMPLES`` times (default 5) and reports its median, its spread
+(lowest to highest) and its ratio to its floor; the fleet scenario (``BENCH_FLEET`` accounts, default 200) is also
+compared with a naive sequential peer measured in the same run. The emulator runs in its own process with the
+issue's latencies, ARM's real token buckets, ``Retry-After`` on its operations, one "InProgress" poll and a lingering
+"Accepted". The results go to ``bench/results/latest.md`` (the table the README shows) and ``latest.png`` (a chart
+of the ratios to the floors).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import statistics
-import time
-import uuid
-from datetime import UTC, datetime, timedelta
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
-import function_app
-from emulator import Emulator
-from emulator.azurite import Azurite
-from emulator.functions_host import FunctionsHost
-from rotation.app import RotationApp, configure
-from rotation.config import Settings
-from rotation.connection import AzureConnection
-from rotation.engine import RotationEngine
-from rotation.model import KeyRef, RotationRequest, Status, Trigger
+from bench import scenarios
+from bench.lab import ROOT, lab
+from bench.scenarios import ARM, LATENCY, Measured
 
-ACCOUNTS = 24
-LATENCY = {"arm.update_account": 0.15, "arm.operation_status": 0.05, "arm.get_account": 0.05}
-CONCURRENCY = (1, 2, 4, 8, 16)
+RESULTS = ROOT / "bench" / "results"
+RUNTIME = ROOT / ".venv" / "bench-runtime"  # only requirements.txt: what Azure installs
 
 
-def _connection(azure: Emulator) -> AzureConnection:
-    return AzureConnection(
-        azure.credential(),
-        arm_endpoint=azure.arm_url,
-        ca_bundle=azure.ca_bundle,
-        verify_challenge_resource=False,
-        polling_interval=0.05,
-    )
-
-
-def rotate_once(concurrency: int) -> float:
-    with Emulator(arm_throttle_scale=100) as azure:
-        vault = azure.add_vault("bench")
-        key = vault.create_key("cmk", exp=datetime.now(UTC) + timedelta(days=90))
-        encryption = {
-            "keySource": "Microsoft.KeyVault",
-            "keyVaultProperties": {"keyName": "cmk", "keyVersion": key.version, "keyVaultUri": vault.url},
-        }
-        accounts = [azure.arm.add_account(f"acct-{i:02}", encryption=encryption)["id"] for i in range(ACCOUNTS)]
-        for operation, seconds in LATENCY.items():
-            azure.control.set_latency(operation, seconds)
-        settings = Settings.from_env(
-            {
-                "ROTATION_TARGETS": json.dumps([{"key": f"{vault.url}/keys/cmk", "accounts": accounts}]),
-                "ROTATION_CONCURRENCY": str(concurrency),
-            }
+def runtime() -> Path:
+    """A virtualenv with only the deployed requirements, compiled as a deployment's would be."""
+    if not (RUNTIME / "bin" / "python").exists():
+        uv = ROOT / ".venv" / "bin" / "uv"
+        subprocess.run([str(uv), "venv", "-q", "-p", sys.executable, str(RUNTIME)], check=True)
+        subprocess.run(
+            [str(uv), "pip", "install", "-q", "--python", str(RUNTIME / "bin" / "python"), "-r", "requirements.txt"],
+            cwd=ROOT,
+            check=True,
         )
-        connection = _connection(azure)
-        engine = RotationEngine(connection.key_vault(), connection.accounts(), settings)
-        request = RotationRequest(
-            request_id=str(uuid.uuid4()), key=KeyRef.parse(f"{vault.url}/keys/cmk"), trigger=Trigger.CLI, force=True
-        )
-        started = time.perf_counter()
-        outcome = engine.reconcile(request)
-        elapsed = time.perf_counter() - started
-        if outcome.status is not Status.SUCCEEDED or len(vault.versions("cmk")) != 2:
-            raise SystemExit(f"the benchmark's rotation did not succeed: {outcome.to_dict()}")
-        return elapsed
+        subprocess.run([str(RUNTIME / "bin" / "python"), "-m", "compileall", "-q", str(RUNTIME)], check=False)
+    return RUNTIME
 
 
-def event_handling_times(events: int = 200) -> list[float]:
-    """Seconds ``on_key_event`` took for each of ``events`` distinct KeyNearExpiry deliveries."""
-    with Emulator() as azure, Azurite() as storage:
-        vault = azure.add_vault("bench")
-        key = vault.create_key("cmk", exp=datetime.now(UTC) + timedelta(days=20))
-        encryption = {
-            "keySource": "Microsoft.KeyVault",
-            "keyVaultProperties": {"keyName": "cmk", "keyVersion": key.version, "keyVaultUri": vault.url},
-        }
-        account = azure.arm.add_account("acct", encryption=encryption)["id"]
-        env = {
-            "AzureWebJobsStorage": storage.connection_string,
-            "ROTATION_TARGETS": json.dumps([{"key": f"{vault.url}/keys/cmk", "accounts": [account]}]),
-        }
-        app = RotationApp.build(env, connection=_connection(azure))
-        app.queue.ensure()
-        app.ledger.ensure()
-        configure(app)
-        host = FunctionsHost(function_app.app, storage.connection_string)
-        template = {
-            "topic": vault.arm_id,
-            "subject": "cmk",
-            "eventType": "Microsoft.KeyVault.KeyNearExpiry",
-            "eventTime": datetime.now(UTC).isoformat(),
-            "data": {
-                "Id": key.kid,
-                "VaultName": "bench",
-                "ObjectType": "Key",
-                "ObjectName": "cmk",
-                "Version": key.version,
-                "NBF": None,
-                "EXP": key.exp,
-            },
-            "dataVersion": "1",
-            "metadataVersion": "1",
-        }
-        times = []
-        for _ in range(events):
-            event = {**template, "id": str(uuid.uuid4())}
-            started = time.perf_counter()
-            host.deliver_events("on_key_event", [event])
-            times.append(time.perf_counter() - started)
-        configure(None)
-        return times
+def row(m: Measured) -> str:
+    median = statistics.median(m.samples)
+    spread = f"{min(m.samples):.2f} to {max(m.samples):.2f}"
+    ratio = f"{median / m.floor:.2f}x" if m.floor else ""
+    floor = f"{m.floor:.2f} {m.unit}" if m.floor else ""
+    calls = ", ".join(f"{k} {v:g}" for k, v in m.calls.items())
+    note = "; ".join(x for x in (calls, m.note) if x)
+    return f"| {m.name} | {median:.2f} {m.unit} | {spread} | {floor} | {ratio} | {m.target} | {note} |"
+
+
+def chart(results: list[Measured], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rated = [m for m in results if m.floor]
+    names = [m.name for m in rated]
+    medians = [statistics.median(m.samples) / (m.floor or 1) for m in rated]
+    low = [med - min(m.samples) / (m.floor or 1) for m, med in zip(rated, medians, strict=True)]
+    high = [max(m.samples) / (m.floor or 1) - med for m, med in zip(rated, medians, strict=True)]
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.7 * len(rated)))
+    ax.barh(names, medians, xerr=[low, high], color="#4c72b0", capsize=4)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.axvline(1.2, color="#c44e52", linestyle="--", linewidth=1, label="1.2x (the fleet's target)")
+    ax.set_xlabel("median / floor (lowest and highest sample as whiskers)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    print(f"Force-rotating one key with {ACCOUNTS} accounts; ARM latency per call: {LATENCY}")
-    baseline = None
-    for concurrency in CONCURRENCY:
-        elapsed = rotate_once(concurrency)
-        baseline = baseline or elapsed
-        print(f"  concurrency {concurrency:>2}: {baseline / elapsed:5.2f}x the serial speed")
-    times = sorted(event_handling_times())
-    median, p95 = statistics.median(times), times[int(len(times) * 0.95)]
-    print(f"on_key_event, {len(times)} events: median {median:.3f} and p95 {p95:.3f} of its 1 s budget")
+    samples = int(os.environ.get("BENCH_SAMPLES", "5"))
+    fleet = int(os.environ.get("BENCH_FLEET", "200"))
+    print(f"make bench: {samples} samples per scenario, fleet of {fleet} accounts; latencies {LATENCY}; ARM {ARM}")
+    results: list[Measured] = []
+    with lab() as azure:
+        azure.latency(LATENCY)
+        azure.arm(**ARM)
+        vault_url = azure.vault("bench")
+        for accounts in (3, fleet):
+            print(f"  one key, {accounts} accounts ...", flush=True)
+            results.append(scenarios.rotations(azure, "bench", vault_url, accounts, samples))
+        print(f"  the naive peer, {fleet} accounts (once) ...", flush=True)
+        naive = scenarios.naive_peer(azure, "bench", vault_url, fleet)
+        ours = statistics.median(results[-1].samples)
+        results[-1].note = f"naive peer {naive:.1f} s = {naive / ours:.1f}x ours"
+        print("  several keys ...", flush=True)
+        results.append(scenarios.several_keys(azure, "bench", vault_url, samples))
+        print("  5 and 500 versions ...", flush=True)
+        results.append(scenarios.versions_ratio(azure, "bench", vault_url, samples))
+    print("  cold import ...", flush=True)
+    results.append(scenarios.cold_import(samples, runtime()))
+    print("  event ack ...", flush=True)
+    results.append(scenarios.event_ack())
+
+    table = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores; {samples} samples each.",
+        "",
+        "| scenario | median | spread | floor | ratio | target | calls and notes |",
+        "|---|---|---|---|---|---|---|",
+        *(row(m) for m in results),
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.md").write_text("\n".join(table) + "\n")
+    chart(results, RESULTS / "latest.png")
+    print("\n".join(table))
+    print(f"\nwrote {RESULTS / 'latest.md'} and {RESULTS / 'latest.png'}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind
 
 from rotation.config import Settings
 from rotation.connection import AzureConnection
-from rotation.engine import RetrySettings, RotationEngine
+from rotation.engine import KEYS_AT_ONCE, RetrySettings, RotationEngine, bounded_map
 from rotation.errors import (
     FinalStatus,
     InvalidInput,
@@ -229,28 +229,30 @@ class RotationApp:
             return self._sweep()
 
     def _sweep(self) -> SweepResult:
-        enqueued: list[str] = []
-        failed: list[str] = []
-        for target in self.settings.targets:
-            try:
-                request_id = self._sweep_target(target)
-            except Exception as exc:  # noqa: BLE001 - one target's fault never stops another; each is reported
-                failed.append(target.key.id)
-                reason = exc.reason.value if isinstance(exc, RotationError) else type(exc).__name__
-                emit(
-                    Event.SWEEP_FAILED,
-                    f"the sweep of this key failed: {clipped(str(exc), 500)}",
-                    key=target.key,
-                    reason=reason,
-                    level=logging.ERROR,
-                    exc_info=not isinstance(exc, RotationError),
-                )
-                continue
-            if request_id is not None:
-                enqueued.append(request_id)
+        swept = bounded_map(self._sweep_one, self.settings.targets, workers=KEYS_AT_ONCE)
+        enqueued = [found for found in swept if isinstance(found, str)]
+        failed = [t.key.id for t, found in zip(self.settings.targets, swept, strict=True) if found is False]
         repaired = self._repair()
         self._watch_poison()
         return SweepResult(tuple(enqueued), tuple(repaired), tuple(failed))
+
+    def _sweep_one(self, target: Target) -> str | bool:
+        """One target's sweep: the request id it enqueued, True when nothing was due, False when it failed (logged:
+        one target's fault never stops another)."""
+        try:
+            request_id = self._sweep_target(target)
+        except Exception as exc:  # noqa: BLE001 - one target's fault never stops another; each is reported
+            reason = exc.reason.value if isinstance(exc, RotationError) else type(exc).__name__
+            emit(
+                Event.SWEEP_FAILED,
+                f"the sweep of this key failed: {clipped(str(exc), 500)}",
+                key=target.key,
+                reason=reason,
+                level=logging.ERROR,
+                exc_info=not isinstance(exc, RotationError),
+            )
+            return False
+        return True if request_id is None else request_id
 
     def _sweep_target(self, target: Target) -> str | None:
         request = RotationRequest(

@@ -58,7 +58,7 @@ from typing import NoReturn, TextIO
 
 from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
-from rotation.engine import RotationEngine
+from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
 from rotation.errors import ConfigError, RotationError
 from rotation.log import LOGGER_NAME, Event, FieldValue
 from rotation.model import (
@@ -257,7 +257,9 @@ def _observe(run: _Run, targets: Sequence[Target], *, force: bool = False) -> li
     """Gather each target's key and accounts (reads only), each on its own: a target that cannot be read is returned
     as its failure. A key that does not exist is an observation without versions (its plan is blocked), an account
     that cannot be read is in ``unreadable`` (that account is blocked)."""
-    return [observe(run.engine, run.request(target.key, force=force)) for target in targets]
+    return bounded_map(
+        lambda target: observe(run.engine, run.request(target.key, force=force)), targets, workers=KEYS_AT_ONCE
+    )
 
 
 def _plan(run: _Run, obs: Observation) -> RotationPlan:
@@ -362,10 +364,13 @@ def _dry_run(run: _Run, targets: Sequence[Target], *, single: bool, force: bool 
 
 
 def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: bool = False) -> int:
-    """Reconcile each key in turn; a key that fails (or cannot be read, or has an account that cannot) is reported and
-    does not stop the others. Only a problem of the command itself (its storage settings) stops them all."""
+    """Reconcile the keys, ``KEYS_AT_ONCE`` at a time; a key that fails (or cannot be read, or has an account that
+    cannot) is reported and does not stop the others. Only a problem of the command itself (its storage settings)
+    stops them all."""
     with _records_off_stderr():
-        outcomes = [_reconcile_key(run, run.request(t.key, force=force)) for t in targets]
+        outcomes = bounded_map(
+            lambda t: _reconcile_key(run, run.request(t.key, force=force)), targets, workers=KEYS_AT_ONCE
+        )
     if run.as_json:
         run.print_json(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
     else:

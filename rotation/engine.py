@@ -77,11 +77,28 @@ class RetrySettings:
     step_timeout: timedelta = timedelta(minutes=2)
     wait_initial: timedelta = timedelta(seconds=1)
     wait_max: timedelta = timedelta(seconds=30)
-    poll_initial: timedelta = timedelta(seconds=5)
+    # The verify step's reads: "Accepted" lingers for a read or two after the operation (azure-facts 1.7), so the first
+    # waits are short, jittered by as much again, and grow to poll_max for an account that takes its time.
+    poll_initial: timedelta = timedelta(milliseconds=100)
     poll_max: timedelta = timedelta(seconds=30)
     # How long a create whose outcome is unknown is awaited (the versions listed again) before the request goes back
     # to the queue; nothing is created again meanwhile. Longer than Key Vault takes to land a create it answered late.
     create_settle: timedelta = timedelta(seconds=90)
+
+
+# Keys the CLI's commands and the sweep work on at once; each key updates up to ROTATION_CONCURRENCY accounts at once.
+KEYS_AT_ONCE = 4
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> list[R]:
+    """``fn`` over ``items`` on at most ``workers`` threads, results in order, each call in the caller's context (its
+    current span). The first exception is raised once every call has ended."""
+    work = list(items)
+    if len(work) <= 1:
+        return [in_context(fn)(item) for item in work]
+    with ThreadPoolExecutor(max_workers=min(workers, len(work))) as pool:
+        futures = [pool.submit(in_context(fn), item) for item in work]
+        return [f.result() for f in futures]
 
 
 def is_transient(exc: Exception) -> bool | float:
@@ -145,6 +162,7 @@ class RotationEngine:
             timeout=settings.verify_timeout,
             wait_initial=bounds.poll_initial,
             wait_max=bounds.poll_max,
+            wait_jitter=bounds.poll_initial,
         ).on(is_transient)
         self._settle = stamina.RetryingCaller(
             attempts=None,
@@ -168,10 +186,16 @@ class RotationEngine:
         The versions are those the decision needs (``_versions``); ``every_version`` lists them all (the status)."""
         target = self.target(request)
         with span(SpanName.GATHER, key=request.key.id, request_id=request.request_id, accounts=len(target.accounts)):
-            versions = self._versions(request, target, every_version=every_version)
+            # Key Vault and ARM are read at the same time: neither read depends on the other.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                reading_versions = pool.submit(
+                    in_context(lambda: self._versions(request, target, every_version=every_version))
+                )
+                reads = self._map(self._read_account, target.accounts)
+                versions = reading_versions.result()
             states: dict[AccountRef, AccountEncryption] = {}
             unreadable: dict[AccountRef, RotationError] = {}
-            for account, read in zip(target.accounts, self._map(self._read_account, target.accounts), strict=True):
+            for account, read in zip(target.accounts, reads, strict=True):
                 if isinstance(read, RotationError):
                     unreadable[account] = read
                 else:
@@ -449,12 +473,7 @@ class RotationEngine:
 
     def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``fn`` over ``items`` on at most ROTATION_CONCURRENCY threads, results in order."""
-        work = list(items)
-        if not work:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self._settings.concurrency, len(work))) as pool:
-            futures = [pool.submit(in_context(fn), item) for item in work]  # each in the caller's span
-            return [f.result() for f in futures]
+        return bounded_map(fn, items, workers=self._settings.concurrency)
 
     @staticmethod
     def _result(

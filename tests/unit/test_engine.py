@@ -13,7 +13,7 @@ import pytest
 import stamina
 
 from rotation.config import Settings
-from rotation.engine import CreateUnsettled, RotationEngine
+from rotation.engine import CreateUnsettled, RotationEngine, bounded_map
 from rotation.errors import ConfigError, ConflictError, NotFound, OutcomeUnknown, PermissionDenied, TransientError
 from rotation.log import LOGGER_NAME, Event, EventHook, FieldValue, render
 from rotation.model import (
@@ -539,3 +539,23 @@ def test_a_newest_version_of_the_wrong_type_does_not_hide_an_older_rsa_one() -> 
     plan = world.engine.dry_run(request(Trigger.TIMER))
     assert not plan.blocked  # an older RSA version exists: the policy chain replaces the EC one
     assert plan.reason is Reason.CURRENT_WRONG_TYPE and plan.create is not None
+
+
+def test_bounded_map_runs_workers_calls_at_once_and_keeps_the_order() -> None:
+    together = threading.Barrier(3, timeout=10)  # broken unless three calls are in flight at the same moment
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def call(n: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        if n < 3:
+            together.wait()
+        with lock:
+            running -= 1
+        return n * n
+
+    assert bounded_map(call, range(9), workers=3) == [n * n for n in range(9)]
+    assert most == 3
