@@ -17,23 +17,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.polling.base_polling import OperationFailed
-from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
-from azure.mgmt.cognitiveservices.models import (
-    Account,
-    AccountProperties,
-    Encryption,
-    KeyVaultProperties,
-)
 
 from rotation.azure_errors import detail, translate
 from rotation.errors import InvalidRequest, TransientError
 from rotation.log import Event, emit
 from rotation.model import AccountEncryption, AccountRef
+
+if TYPE_CHECKING:  # the SDK itself is imported on first use: a trigger that never reads ARM never loads it
+    from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+    from azure.mgmt.cognitiveservices.models import Account
 
 KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
 _READ = "Microsoft.CognitiveServices/accounts/read"
@@ -76,6 +73,8 @@ class AccountsAdapter:
         with self._lock:
             client = self._clients.get(account.subscription_id)
             if client is None:
+                from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+
                 client = CognitiveServicesManagementClient(
                     self._credential, account.subscription_id, base_url=self._base_url, **self._client_kwargs
                 )
@@ -97,6 +96,8 @@ class AccountsAdapter:
             raise InvalidRequest(
                 f"{current.account.id} does not use a customer-managed key; the rotation service never enables one"
             )
+        from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
+
         account = current.account
         body = Account(
             properties=AccountProperties(

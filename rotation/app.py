@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
@@ -68,7 +68,6 @@ from rotation.model import (
     request_id_for,
     system_clock,
 )
-from rotation.notify import OutcomePublisher
 from rotation.redact import clipped, described, quoted
 from rotation.status import target_status
 from rotation.storage import (
@@ -82,6 +81,9 @@ from rotation.storage import (
     StorageAccount,
 )
 from rotation.telemetry import SpanName, attributes, days_until_expiry, days_until_renewal, fail, poison_messages, span
+
+if TYPE_CHECKING:
+    from rotation.notify import OutcomePublisher
 
 MAX_BODY_BYTES = 16 * 1024
 # What the sweep reports as needing a person (each an ERROR event that the deployment's alerts match): a current

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 
-from rotation.accounts import AccountsAdapter
 from rotation.clouds import DEFAULT_CLOUD, Cloud
 from rotation.config import Settings
-from rotation.keyvault import KeyVaultAdapter
-from rotation.notify import OutcomePublisher
+
+if TYPE_CHECKING:  # each adapter, and its SDK, is imported when it is built: on_key_event needs none of them
+    from rotation.accounts import AccountsAdapter
+    from rotation.keyvault import KeyVaultAdapter
+    from rotation.notify import OutcomePublisher
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,15 @@ class AzureConnection:
         return {**verify, **self.client_options}
 
     def key_vault(self) -> KeyVaultAdapter:
+        from rotation.keyvault import KeyVaultAdapter
+
         return KeyVaultAdapter(
             self.credential, verify_challenge_resource=self.verify_challenge_resource, **self._transport()
         )
 
     def accounts(self) -> AccountsAdapter:
+        from rotation.accounts import AccountsAdapter
+
         return AccountsAdapter(
             self.credential,
             base_url=self.arm_endpoint or self.cloud.arm_endpoint,
@@ -74,6 +80,8 @@ class AzureConnection:
         the app's identity otherwise."""
         if settings.events_endpoint is None:
             return None
+        from rotation.notify import OutcomePublisher
+
         credential: AzureKeyCredential | TokenCredential = (
             AzureKeyCredential(settings.events_key) if settings.events_key else self.credential
         )

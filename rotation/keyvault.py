@@ -22,17 +22,20 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError, ServiceResponseError
-from azure.keyvault.keys import KeyClient, KeyProperties, KeyType, KeyVaultKey
 
 from rotation.azure_errors import translate
 from rotation.errors import InvalidRequest, OutcomeUnknown
 from rotation.model import KeyRef, KeyVersion, recency
 
+if TYPE_CHECKING:  # the SDK itself is imported on first use: a trigger that never reads Key Vault never loads it
+    from azure.keyvault.keys import KeyClient, KeyProperties, KeyVaultKey
+
 RSA_SIZE = 2048
+RSA, RSA_HSM = "RSA", "RSA-HSM"  # azure.keyvault.keys.KeyType's values
 
 
 class KeyVaultAdapter:
@@ -61,6 +64,8 @@ class KeyVaultAdapter:
         with self._lock:
             client = self._clients.get(key.vault_url)
             if client is None:
+                from azure.keyvault.keys import KeyClient
+
                 client = KeyClient(key.vault_url, self._credential, **self._client_kwargs)
                 self._clients[key.vault_url] = client
             return client
@@ -139,14 +144,14 @@ class KeyVaultAdapter:
         self, key: KeyRef, *, kty: str, key_ops: Sequence[str], expires_on: datetime, tags: Mapping[str, str]
     ) -> KeyVersion:
         """Create one RSA-2048 version (RSA-HSM when ``kty`` is ``RSA-HSM``) and confirm its size."""
-        if kty not in (KeyType.rsa, KeyType.rsa_hsm):
+        if kty not in (RSA, RSA_HSM):
             raise InvalidRequest(f"cannot create a {kty!r} version of {key.id}: only RSA and RSA-HSM are supported")
         client = self._client(key)
         try:
             created = client.create_rsa_key(
                 key.name,
                 size=RSA_SIZE,
-                hardware_protected=kty == KeyType.rsa_hsm,
+                hardware_protected=kty == RSA_HSM,
                 key_operations=list(key_ops),
                 expires_on=expires_on,
                 tags=dict(tags),
