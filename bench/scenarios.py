@@ -195,7 +195,7 @@ def several_keys(lab: Lab, vault: str, vault_url: str, samples: int, *, keys: in
                 targets.append({"key": key.id, "accounts": ids})
             lab.arm(throttle_scale=1.0, **ARM)
             started = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 code = cli.main(
                     ["reconcile"], env={"ROTATION_TARGETS": json.dumps(targets)}, connection=lab.connection()
                 )
@@ -214,34 +214,36 @@ def several_keys(lab: Lab, vault: str, vault_url: str, samples: int, *, keys: in
 
 def versions_ratio(lab: Lab, vault: str, vault_url: str, samples: int) -> Measured:
     """A cold process's dry run of a key with 500 versions, over one with 5."""
+    targets = {}
     for count in (5, 500):
+        name = f"history-{count}"
         for _ in range(count):
-            lab.key(vault, f"history-{count}", expires_in=timedelta(days=20))
-        lab.key(vault, f"history-{count}", expires_in=timedelta(days=90))  # the current one, not due
+            lab.key(vault, name, expires_in=timedelta(days=20))
+        current = lab.key(vault, name, expires_in=timedelta(days=90))  # the current one, not due
+        targets[count] = {"key": f"{vault_url}/keys/{name}", "accounts": lab.accounts(vault_url, name, current, [name])}
     ratios = []
     for _ in range(samples):
-        five, many = (_cold_dry_run(lab, f"{vault_url}/keys/history-{n}") for n in (5, 500))
+        five, many = (_cold_dry_run(lab, targets[n]) for n in (5, 500))
         ratios.append(many / five)
     return Measured("gather, 500 versions / 5", ratios, 1.0, unit="x", target="≤ 1.5x")
 
 
-def _cold_dry_run(lab: Lab, key: str) -> float:
-    """Seconds a new process takes for one dry run of ``key`` (its clients and caches cold)."""
+def _cold_dry_run(lab: Lab, target: dict[str, Any]) -> float:
+    """Seconds a new process takes for one dry run of ``target`` (its clients and caches cold)."""
     script = (
         "import json, sys, time, uuid\n"
         "from bench.lab import Lab\n"
         "import requests\n"
         "from bench.scenarios import engine\n"
         "from rotation.model import KeyRef, RotationRequest, Trigger\n"
-        "endpoints = json.loads(sys.argv[1]); key = sys.argv[2]\n"
-        "lab = Lab(endpoints, requests.Session())\n"
-        "rotation = engine(lab, [{'key': key, 'accounts': []}])\n"
+        "endpoints, target = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
+        "rotation = engine(Lab(endpoints, requests.Session()), [target])\n"
         "started = time.perf_counter()\n"
-        "rotation.dry_run(RotationRequest(str(uuid.uuid4()), KeyRef.parse(key), Trigger.TIMER))\n"
+        "rotation.dry_run(RotationRequest(str(uuid.uuid4()), KeyRef.parse(target['key']), Trigger.TIMER))\n"
         "print(time.perf_counter() - started)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(dict(lab.endpoints)), key],
+        [sys.executable, "-c", script, json.dumps(dict(lab.endpoints)), json.dumps(target)],
         cwd=ROOT,
         capture_output=True,
         text=True,
