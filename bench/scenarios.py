@@ -108,7 +108,7 @@ def engine(lab: Lab, targets: list[dict[str, Any]]) -> RotationEngine:
     """The service's engine with its production settings, on the lab."""
     settings = Settings.from_env({"ROTATION_TARGETS": json.dumps(targets)})
     connection = lab.connection()
-    return RotationEngine(connection.key_vault(), connection.accounts(), settings)
+    return RotationEngine(connection.key_vault(), connection.accounts(connections=settings.concurrency), settings)
 
 
 def call_counts(lab: Lab, accounts: int) -> dict[str, float]:

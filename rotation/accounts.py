@@ -19,9 +19,13 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.polling.base_polling import OperationFailed
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from rotation.azure_errors import detail, translate
 from rotation.errors import InvalidRequest, TransientError
@@ -33,6 +37,11 @@ if TYPE_CHECKING:  # the SDK itself is imported on first use: a trigger that nev
     from azure.mgmt.cognitiveservices.models import Account
 
 KEY_SOURCE_KEY_VAULT = "Microsoft.KeyVault"
+DEFAULT_CONNECTIONS = 10  # requests' and azure-core's default pool
+# Client options that configure the HTTP connection: they go to the transport this adapter builds.
+_CONNECTION_OPTIONS = frozenset(
+    {"connection_timeout", "read_timeout", "connection_verify", "connection_cert", "connection_data_block_size"}
+)
 _READ = "Microsoft.CognitiveServices/accounts/read"
 _WRITE = "Microsoft.CognitiveServices/accounts/write"
 
@@ -52,11 +61,16 @@ class AccountsAdapter:
         credential_scopes: Sequence[str] | None = None,
         polling_interval: float = 5.0,
         operation_timeout: float = 600.0,
+        connections: int = DEFAULT_CONNECTIONS,
         **client_kwargs: Any,
     ) -> None:
+        """``connections``: the HTTP connections kept open per subscription's client, at least the number of accounts
+        updated at once (``ROTATION_CONCURRENCY``): with fewer, each extra thread opens a TLS connection per call and
+        throws it away (urllib3's "Connection pool is full")."""
         self._credential = credential
         self._base_url = base_url
         self._operation_timeout = operation_timeout
+        self._connections = max(connections, DEFAULT_CONNECTIONS)
         self._client_kwargs: dict[str, Any] = {
             "polling_interval": polling_interval,
             "retry_total": 4,
@@ -75,11 +89,28 @@ class AccountsAdapter:
             if client is None:
                 from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
 
+                options = {k: v for k, v in self._client_kwargs.items() if k not in _CONNECTION_OPTIONS}
                 client = CognitiveServicesManagementClient(
-                    self._credential, account.subscription_id, base_url=self._base_url, **self._client_kwargs
+                    self._credential,
+                    account.subscription_id,
+                    base_url=self._base_url,
+                    transport=self._transport(),
+                    **options,
                 )
                 self._clients[account.subscription_id] = client
             return client
+
+    def _transport(self) -> RequestsTransport:
+        """azure-core's requests transport, as it builds its own (urllib3's retries off: azure-core retries), with a
+        pool of ``connections``."""
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_maxsize=self._connections, max_retries=Retry(total=False, redirect=False, raise_on_status=False)
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        options = {k: v for k, v in self._client_kwargs.items() if k in _CONNECTION_OPTIONS}
+        return RequestsTransport(session=session, session_owner=True, **options)
 
     def get(self, account: AccountRef) -> AccountEncryption:
         try:

@@ -161,7 +161,8 @@ class RotationApp:
         connection = connection or AzureConnection.default(settings)
         storage = StorageAccount.from_settings(env, **(storage_options or {}))
         timings = timings or Timings()
-        engine = RotationEngine(connection.key_vault(), connection.accounts(), settings, clock=clock, retry=retry)
+        accounts = connection.accounts(connections=settings.concurrency)
+        engine = RotationEngine(connection.key_vault(), accounts, settings, clock=clock, retry=retry)
 
         def lock_for(key: KeyRef) -> KeyLock:
             return storage.key_lock(key, duration=timings.lease, renew_every=timings.renew_every)

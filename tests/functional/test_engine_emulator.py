@@ -491,3 +491,22 @@ def test_an_update_reads_the_account_back_only_through_the_pollers_final_get(sce
     assert sum(op in polls for op in arm) == 2  # one "InProgress" (lro_polls=1), then the one that ends it
     reads_after = [GET_ACCOUNT] * (1 + linger)  # the poller's final GET, then the verify's while "Accepted" lingers
     assert [op for op in arm if op not in polls] == [GET_ACCOUNT, GET_ACCOUNT, UPDATE, *reads_after]
+
+
+def test_accounts_updated_at_once_each_keep_their_connection(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+    """With more accounts updated at once than requests' default pool of 10, each extra thread used to open a TLS
+    connection for every call and throw it away (urllib3 logs "Connection pool is full")."""
+    accounts = [scene.add_account(f"pool-{i:02}") for i in range(16)]
+    scene.emulator.control.set_latency(GET_ACCOUNT, 0.2)  # so that the 16 reads overlap
+    targets = [{"key": scene.key.id, "accounts": [a.id for a in accounts]}]
+    settings = Settings.from_env({"ROTATION_TARGETS": json.dumps(targets), "ROTATION_CONCURRENCY": "16"})
+    connection = scene.connection()
+    engine = RotationEngine(
+        connection.key_vault(), connection.accounts(connections=settings.concurrency), settings, retry=FAST
+    )
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        outcome = engine.reconcile(RotationRequest("req-pool", scene.key, Trigger.TIMER))
+
+    assert outcome.status is Status.SUCCEEDED and len(outcome.accounts) == 16
+    assert [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()] == []
