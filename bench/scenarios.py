@@ -35,10 +35,15 @@ from azure.keyvault.keys import KeyClient
 from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
 from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
 
+import function_app
 from bench.lab import ROOT, Lab
+from emulator import Emulator
 from emulator.arm import THROTTLE_LIMITS
+from emulator.azurite import Azurite
 from emulator.credential import EmulatorCredential
+from emulator.functions_host import FunctionsHost
 from rotation import cli
+from rotation.app import RotationApp, configure
 from rotation.config import Settings
 from rotation.connection import AzureConnection
 from rotation.engine import RotationEngine
@@ -268,12 +273,6 @@ def cold_import(samples: int, runtime: Path) -> Measured:
 def event_ack(events: int = 200) -> Measured:
     """Seconds ``on_key_event`` takes per distinct KeyNearExpiry delivery, through the host stand-in (the Event Grid
     webhook) and the real Python worker into a real Azurite; the emulator in this process (it is not in the path)."""
-    import function_app
-    from emulator import Emulator
-    from emulator.azurite import Azurite
-    from emulator.functions_host import FunctionsHost
-    from rotation.app import RotationApp, configure
-
     with Emulator() as azure, Azurite() as storage:
         vault = azure.add_vault("bench")
         key = vault.create_key("cmk", exp=datetime.now(UTC) + timedelta(days=20))

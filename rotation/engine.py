@@ -221,16 +221,13 @@ class RotationEngine:
         follows_vault = target.new_versions is VersionSource.KEY_VAULT
         if not every_version and not request.force:
             latest = self._step(self._vault.latest_version, request.key)
-            if latest is not None and is_usable(latest, now) and self._settles(latest, request, target):
+            decides = latest is not None and (
+                follows_vault or may_create(request, target) or not is_due(latest, now, self._settings.renewal)
+            )
+            if latest is not None and decides and is_usable(latest, now):
                 return [latest]
         listed = self._step(self._vault.list_versions, request.key)
         return self._described(request, listed, follows_vault=follows_vault)
-
-    def _settles(self, latest: KeyVersion, request: RotationRequest, target: Target) -> bool:
-        """True when the usable current version ``latest`` alone decides the plan (see ``_versions``)."""
-        if target.new_versions is VersionSource.KEY_VAULT or may_create(request, target):
-            return True
-        return not is_due(latest, self._clock(), self._settings.renewal)
 
     def _described(
         self, request: RotationRequest, listed: list[KeyVersion], *, follows_vault: bool

@@ -83,7 +83,7 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
     adopted = _adoptable(obs, renewal)
     hit = None if adopted else needs_new_version(PolicyInput(current, obs.now, renewal, request.force))
     create = None
-    if hit is not None and _may_create(obs):
+    if hit is not None and may_create(request, obs.target):
         create = _version_spec(obs, renewal, hit[0], app_name)
     if create is not None:
         target = None
@@ -108,10 +108,6 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
         renews_at=renews_at,
         expires_on=expires_on,
     )
-
-
-def _may_create(obs: Observation) -> bool:
-    return may_create(obs.request, obs.target)
 
 
 def may_create(request: RotationRequest, target: Target) -> bool:
