@@ -113,17 +113,25 @@ def engine(lab: Lab, targets: list[dict[str, Any]]) -> RotationEngine:
     """The service's engine with its production settings, on the lab."""
     settings = Settings.from_env({"ROTATION_TARGETS": json.dumps(targets)})
     connection = lab.connection()
-    return RotationEngine(connection.key_vault(), connection.accounts(connections=settings.concurrency), settings)
+    return RotationEngine(connection.key_vault(), connection.accounts(), settings)
 
 
 def call_counts(lab: Lab, accounts: int) -> dict[str, float]:
-    """A sample's calls: Key Vault's (challenges aside), ARM's per account, and ARM's throttled answers."""
-    calls = [c for c in lab.calls() if c["status"] != 401]
-    by_service = Counter(c["service"] for c in calls if c["status"] != 429)
+    """A sample's calls: Key Vault's (challenges aside); ARM's per account, in all and by kind (the account's reads,
+    its PATCH, the operation's polls); and ARM's throttled answers."""
+    calls = [c for c in lab.calls() if c["status"] not in (401, 429)]
+    by_service = Counter(c["service"] for c in calls)
+    arm = Counter(c["operation"] for c in calls if c["service"] == "arm")
+    per_account = {
+        "arm_per_account": by_service["arm"],
+        "get": arm["arm.get_account"],
+        "patch": arm["arm.update_account"],
+        "polls": arm["arm.operation_status"] + arm["arm.operation_result"],
+    }
     return {
         "keyvault": by_service["keyvault"],
-        "arm_per_account": round(by_service["arm"] / max(accounts, 1), 2),
-        "throttled": sum(c["status"] == 429 for c in calls),
+        **{name: round(count / max(accounts, 1), 2) for name, count in per_account.items()},
+        "throttled": sum(c["status"] == 429 for c in lab.calls()),
     }
 
 

@@ -77,9 +77,10 @@ param keyLifetime string = 'P120D'
 @description('ROTATION_RENEW_BEFORE: ISO 8601 duration, how long before expiry a version is replaced.')
 param renewBefore string = 'P30D'
 
-@description('ROTATION_CONCURRENCY: how many accounts one worker updates at once.')
+@description('ROTATION_CONCURRENCY: how many accounts one worker updates at once (ARM\'s rate-limit budget sets the pace).')
 @minValue(1)
-param concurrency int = 8
+@maxValue(256)
+param concurrency int = 64
 
 @description('ROTATION_VERIFY_TIMEOUT: ISO 8601 duration, how long to wait for an account to report the new version.')
 param verifyTimeout string = 'PT10M'

@@ -161,7 +161,7 @@ class RotationApp:
         connection = connection or AzureConnection.default(settings)
         storage = StorageAccount.from_settings(env, **(storage_options or {}))
         timings = timings or Timings()
-        accounts = connection.accounts(connections=settings.concurrency)
+        accounts = connection.accounts()
         engine = RotationEngine(connection.key_vault(), accounts, settings, clock=clock, retry=retry)
 
         def lock_for(key: KeyRef) -> KeyLock:

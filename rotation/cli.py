@@ -191,7 +191,7 @@ def main(
         settings = _settings(environment, args.targets)
         azure = connection or AzureConnection.default(settings)
         now = clock or system_clock
-        accounts = azure.accounts(connections=settings.concurrency)
+        accounts = azure.accounts()
         engine = RotationEngine(azure.key_vault(), accounts, settings, clock=now, on_event=_Progress(err))
         run = _Run(settings, engine, environment, now, out, err, args.json)
         return COMMANDS[args.command](run, args)

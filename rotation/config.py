@@ -72,14 +72,14 @@ SETTING_NAMES = (
 DEFAULT_KEY_LIFETIME = timedelta(days=120)
 DEFAULT_RENEW_BEFORE = timedelta(days=30)
 DEFAULT_SCHEDULE = "0 0 3 * * *"
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 64  # accounts in flight per key; ARM's budget, not this, sets the pace (rotation/pacing.py)
 DEFAULT_VERIFY_TIMEOUT = timedelta(minutes=10)
 DEFAULT_FORCE_COOLDOWN = timedelta(hours=1)
 MAX_FORCE_COOLDOWN = timedelta(days=7)
 DEFAULT_APP_NAME = "aoai-cmk-rotation"
 MIN_KEY_LIFETIME = timedelta(days=28)  # Key Vault's minimum expiryTime for a rotation policy
 MAX_KEY_LIFETIME = timedelta(days=3650)  # ten years; also the bound of ROTATION_RENEW_BEFORE
-MAX_CONCURRENCY = 64
+MAX_CONCURRENCY = 256
 MAX_VERIFY_TIMEOUT = timedelta(minutes=20)  # leaves room for the other steps within functionTimeout (30 minutes)
 MIN_EVENTS_KEY = 16  # a topic key has 44 characters; anything this short is a mistake, not a key
 MAX_TARGETS_BYTES = 256 * 1024  # far above any real list; refused before parsing
@@ -412,7 +412,8 @@ def _concurrency(text: str | None) -> int:
     digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_CONCURRENCY))
     if not digits or not 1 <= int(text) <= MAX_CONCURRENCY:
         raise ConfigError(
-            f"{CONCURRENCY}={_shown(text)} must be a whole number from 1 to {MAX_CONCURRENCY} (default 8)"
+            f"{CONCURRENCY}={_shown(text)} must be a whole number from 1 to {MAX_CONCURRENCY} "
+            f"(default {DEFAULT_CONCURRENCY})"
         )
     return int(text)
 

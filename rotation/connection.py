@@ -63,13 +63,11 @@ class AzureConnection:
             self.credential, verify_challenge_resource=self.verify_challenge_resource, **self._transport()
         )
 
-    def accounts(self, *, connections: int = 10) -> AccountsAdapter:
-        """The accounts adapter; ``connections`` HTTP connections per subscription (give ``ROTATION_CONCURRENCY``)."""
+    def accounts(self) -> AccountsAdapter:
         from rotation.accounts import AccountsAdapter
 
         return AccountsAdapter(
             self.credential,
-            connections=connections,
             base_url=self.arm_endpoint or self.cloud.arm_endpoint,
             credential_scopes=(self.cloud.arm_scope,),
             polling_interval=self.polling_interval,

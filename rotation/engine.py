@@ -5,9 +5,13 @@
     gather   list the key's versions; read every target account (bounded pool)      no writes
     decide   rotation.plan.decide on the frozen Observation                          pure
     act      create the version (or adopt one tagged with this request id), then
-             update each account that must be repointed (bounded pool)               the only writes
+             update each account that must be repointed (one event loop)             the only writes
     verify   re-read each account until keyVersion == target and Succeeded,
              with a deadline ("Accepted" lingers after the operation completes)
+
+Each account's update and verify is a coroutine on one event loop (``asyncio.run`` in the calling thread), at most
+ROTATION_CONCURRENCY at once: waiting on ARM's operations and between verify reads holds no thread, and ARM's own rate
+limit headers pace the requests (``rotation.pacing``).
 
 Safe to run any number of times and after a crash at any line: the decision is re-derived from Azure's state, and a
 version created by an earlier attempt of the same request is adopted, not created again (DESIGN §3.2). The caller holds
@@ -25,13 +29,14 @@ retries off), or a throttle or outage that outlasted azure-core's own few retrie
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import stamina
 
@@ -61,7 +66,7 @@ from rotation.model import (
 )
 from rotation.plan import TERMINAL_FAILURE_STATES, decide, may_create
 from rotation.policies import has_supported_shape, is_due, is_usable, is_valid_at
-from rotation.ports import AccountsPort, KeyVaultPort
+from rotation.ports import AccountsPort, AccountsSession, KeyVaultPort
 from rotation.reasons import Reason
 from rotation.telemetry import SpanName, account_updates, attributes, duration, in_context, rotations, span
 
@@ -84,6 +89,10 @@ class RetrySettings:
     # How long a create whose outcome is unknown is awaited (the versions listed again) before the request goes back
     # to the queue; nothing is created again meanwhile. Longer than Key Vault takes to land a create it answered late.
     create_settle: timedelta = timedelta(seconds=90)
+    # How old the snapshot's read of an account may be for its update to go without reading it again (the engine's
+    # clock). ARM has no conditional update, so this bounds the time in which someone's move of the account to another
+    # key could be undone; an older snapshot, and every retry, reads the account first.
+    fresh_for: timedelta = timedelta(seconds=5)
 
 
 # Keys the CLI's commands and the sweep work on at once; each key updates up to ROTATION_CONCURRENCY accounts at once.
@@ -144,20 +153,22 @@ class RotationEngine:
         on_event: EventHook | None = None,
     ) -> None:
         """``on_event``, when given, is called with each event the engine logs (its name, prose and fields), from
-        the thread that logs it (accounts are updated concurrently); it must not raise. The CLI prints progress
-        from it."""
+        the thread that logs it (the accounts' events from the event loop's, the caller's); it must not raise. The
+        CLI prints progress from it."""
         self._vault = vault
         self._accounts = accounts
         self._settings = settings
         self._clock = clock
         bounds = retry or RetrySettings()
-        self._step = stamina.RetryingCaller(
-            attempts=bounds.attempts,
-            timeout=bounds.step_timeout,
-            wait_initial=bounds.wait_initial,
-            wait_max=bounds.wait_max,
-        ).on(is_transient)
-        self._poll = stamina.RetryingCaller(
+        step: dict[str, Any] = {
+            "attempts": bounds.attempts,
+            "timeout": bounds.step_timeout,
+            "wait_initial": bounds.wait_initial,
+            "wait_max": bounds.wait_max,
+        }
+        self._step = stamina.RetryingCaller(**step).on(is_transient)  # Key Vault's steps
+        self._async_step = stamina.AsyncRetryingCaller(**step).on(is_transient)  # ARM's, on the event loop
+        self._async_poll = stamina.AsyncRetryingCaller(
             attempts=None,
             timeout=settings.verify_timeout,
             wait_initial=bounds.poll_initial,
@@ -171,6 +182,7 @@ class RotationEngine:
             wait_max=bounds.poll_max,
         ).on(is_transient)
         self._create_settle = bounds.create_settle
+        self._fresh_for = bounds.fresh_for
         self._on_event = on_event
 
     def target(self, request: RotationRequest) -> Target:
@@ -184,22 +196,37 @@ class RotationEngine:
         """Read the key's versions and every target account into one frozen snapshot. No writes.
 
         The versions are those the decision needs (``_versions``); ``every_version`` lists them all (the status)."""
+        return asyncio.run(self._in_session(lambda arm: self._gather(arm, request, every_version=every_version)))
+
+    async def _in_session(self, work: Callable[[AccountsSession], Awaitable[R]]) -> R:
+        async with self._accounts.session() as arm:
+            return await work(arm)
+
+    async def _gather(self, arm: AccountsSession, request: RotationRequest, *, every_version: bool) -> Observation:
         target = self.target(request)
         with span(SpanName.GATHER, key=request.key.id, request_id=request.request_id, accounts=len(target.accounts)):
-            # Key Vault and ARM are read at the same time: neither read depends on the other.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                reading_versions = pool.submit(
-                    in_context(lambda: self._versions(request, target, every_version=every_version))
-                )
-                reads = self._map(self._read_account, target.accounts)
-                versions = reading_versions.result()
+            # Key Vault (on a worker thread) and ARM are read at the same time: neither read depends on the other.
+            reading_versions = asyncio.ensure_future(
+                asyncio.to_thread(self._versions, request, target, every_version=every_version)
+            )
+            at_once = asyncio.Semaphore(self._settings.concurrency)
+
+            async def read(account: AccountRef) -> AccountEncryption | RotationError:
+                async with at_once:
+                    try:
+                        return await self._async_step(arm.get, account)
+                    except RotationError as exc:
+                        return exc
+
+            reads = await asyncio.gather(*(read(a) for a in target.accounts))
+            versions = await reading_versions
             states: dict[AccountRef, AccountEncryption] = {}
             unreadable: dict[AccountRef, RotationError] = {}
-            for account, read in zip(target.accounts, reads, strict=True):
-                if isinstance(read, RotationError):
-                    unreadable[account] = read
+            for account, found in zip(target.accounts, reads, strict=True):
+                if isinstance(found, RotationError):
+                    unreadable[account] = found
                 else:
-                    states[account] = read
+                    states[account] = found
         return Observation(
             request=request,
             target=target,
@@ -273,11 +300,21 @@ class RotationEngine:
         ``before_write`` runs before every write (the create, each account update) and may raise to stop them: the
         worker passes its lock's ``raise_if_lost``, so a worker that lost its key's lease writes nothing more.
         ``on_plan`` receives the plan before anything is carried out (the worker publishes it as an outcome event).
+        Both run on the event loop's thread, the caller's.
         """
+        return asyncio.run(self._in_session(lambda arm: self._reconcile(arm, request, before_write, on_plan)))
+
+    async def _reconcile(
+        self,
+        arm: AccountsSession,
+        request: RotationRequest,
+        before_write: Callable[[], None],
+        on_plan: Callable[[RotationPlan], None],
+    ) -> RotationOutcome:
         started = time.perf_counter()
         step = "gather"
         try:
-            obs = self.gather(request)
+            obs = await self._gather(arm, request, every_version=False)
             plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
             self._planned(plan, dry_run=False)
             on_plan(plan)
@@ -287,19 +324,14 @@ class RotationEngine:
             to_version = plan.target_version
             if plan.create is not None:
                 step = "create"
+                # Nothing else runs on the loop meanwhile, so the create (Key Vault's client is synchronous) runs here.
                 to_version = self._create_or_adopt(request, plan.create, plan.reason, before_write).version
         except RotationError as exc:
             self._key_step_failed(request, step, exc, started)
             raise
-        results = self._converge(obs, plan, to_version, before_write)
+        results = await self._converge(arm, obs, plan, to_version, before_write)
         created = plan.create is not None or plan.adopted
         return self._finish(plan, to_version, created=created, results=results, started=started)
-
-    def _read_account(self, account: AccountRef) -> AccountEncryption | RotationError:
-        try:
-            return self._step(self._accounts.get, account)
-        except RotationError as exc:
-            return exc
 
     def _create_or_adopt(
         self, request: RotationRequest, spec: VersionSpec, reason: Reason, before_write: Callable[[], None]
@@ -367,10 +399,17 @@ class RotationEngine:
                 "whose next delivery looks again before it creates"
             ) from exc
 
-    def _converge(
-        self, obs: Observation, plan: RotationPlan, to_version: str | None, before_write: Callable[[], None]
+    async def _converge(
+        self,
+        arm: AccountsSession,
+        obs: Observation,
+        plan: RotationPlan,
+        to_version: str | None,
+        before_write: Callable[[], None],
     ) -> tuple[AccountResult, ...]:
-        def carry_out(account_plan: AccountPlan) -> AccountResult:
+        at_once = asyncio.Semaphore(self._settings.concurrency)
+
+        async def carry_out(account_plan: AccountPlan) -> AccountResult:
             state = obs.accounts.get(account_plan.account)
             if account_plan.action is AccountAction.BLOCKED or state is None:
                 unreadable = obs.unreadable.get(account_plan.account)  # a transient read failure is worth a retry
@@ -384,22 +423,30 @@ class RotationEngine:
                 )
             if account_plan.action is AccountAction.LEAVE or to_version is None:
                 return self._result(account_plan, Status.SKIPPED, account_plan.reason, to_version)
-            return self._converge_account(obs.request, account_plan, state, to_version, before_write)
+            async with at_once:
+                return await self._converge_account(arm, obs, account_plan, state, to_version, before_write)
 
-        return tuple(self._map(carry_out, plan.accounts))
+        return tuple(await asyncio.gather(*(carry_out(p) for p in plan.accounts)))
 
-    def _converge_account(
+    async def _converge_account(
         self,
-        request: RotationRequest,
+        arm: AccountsSession,
+        obs: Observation,
         plan: AccountPlan,
         state: AccountEncryption,
         version: str,
         before_write: Callable[[], None],
     ) -> AccountResult:
-        def update() -> AccountEncryption:
-            # Re-read first: the snapshot may be minutes old, and the update must never undo someone's move of the
-            # account to another key or vault. The lock is checked before every attempt.
-            fresh = self._accounts.get(plan.account)
+        request = obs.request
+        stale = self._clock() - obs.now > self._fresh_for
+
+        async def update() -> AccountEncryption:
+            # The update must never undo someone's move of the account to another key or vault, and ARM offers no
+            # conditional update (docs/architecture.md). So the account is read again unless the snapshot's read is
+            # fresh, and before every retry. The lock is checked before every attempt.
+            nonlocal stale
+            fresh = await arm.get(plan.account) if stale else state
+            stale = True
             if fresh.key_version == version and fresh.provisioning_state not in TERMINAL_FAILURE_STATES:
                 return fresh  # already on its way (or there): verify waits for Succeeded
             if not fresh.uses(request.key):
@@ -408,15 +455,15 @@ class RotationEngine:
                     f"{fresh.key_name}); it was left alone"
                 )
             before_write()
-            return self._accounts.update_key_version(fresh, version)
+            return await arm.update_key_version(fresh, version)
 
         key, request_id, account = request.key.id, request.request_id, plan.account.id
         try:
             if plan.action is AccountAction.REPOINT:
                 with span(SpanName.UPDATE_ACCOUNT, key=key, request_id=request_id, account=account, version=version):
-                    state = self._step(update)
+                    state = await self._async_step(update)
             with span(SpanName.VERIFY, key=key, request_id=request_id, account=account, version=version):
-                self._verify(state, version)
+                await self._verify(arm, state, version)
         except RotationError as exc:
             emit(
                 Event.ACCOUNT_FAILED,
@@ -447,11 +494,11 @@ class RotationEngine:
         )
         return self._result(plan, Status.SUCCEEDED, plan.reason, version)
 
-    def _verify(self, state: AccountEncryption, version: str) -> None:
+    async def _verify(self, arm: AccountsSession, state: AccountEncryption, version: str) -> None:
         """Re-read until the account reports ``version`` and Succeeded; fail fast if it settled on anything else."""
 
-        def read() -> AccountEncryption:
-            current = self._accounts.get(state.account)
+        async def read() -> AccountEncryption:
+            current = await arm.get(state.account)
             if current.converged_on(version) or current.provisioning_state in TERMINAL_PROVISIONING_STATES:
                 return current
             raise _StillProvisioning(
@@ -461,16 +508,12 @@ class RotationEngine:
             )
 
         if not state.converged_on(version):
-            state = self._poll(read)
+            state = await self._async_poll(read)
         if not state.converged_on(version):
             raise TransientError(
                 f"account {state.account.id} settled on keyVersion={state.key_version} "
                 f"provisioningState={state.provisioning_state} instead of {version}; the next run repoints it"
             )
-
-    def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``fn`` over ``items`` on at most ROTATION_CONCURRENCY threads, results in order."""
-        return bounded_map(fn, items, workers=self._settings.concurrency)
 
     @staticmethod
     def _result(

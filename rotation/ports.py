@@ -5,9 +5,13 @@ implement them. Implementations translate every service failure into ``rotation.
 ``raise ... from exc``): ``TransientError`` for 429/5xx/connection/LRO failures, ``ConflictError`` for ARM 409
 RequestConflict, ``PermissionDenied`` for 401/403, ``NotFound`` for 404, ``InvalidRequest`` for 400. They must never
 retry at the step level themselves (the engine does) and never return partial results.
+
+ARM's updates are long-running operations, so the accounts are read and written ``async``: an ``AccountsSession`` lives
+on one event loop (one ``gather`` or ``reconcile`` of the engine), where waiting on an operation holds no thread.
 """
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -36,12 +40,18 @@ class KeyVaultPort(Protocol):
         ...
 
 
-class AccountsPort(Protocol):
-    def get(self, account: AccountRef) -> AccountEncryption:
+class AccountsSession(Protocol):
+    async def get(self, account: AccountRef) -> AccountEncryption:
         """Read the account's encryption settings and provisioning state."""
         ...
 
-    def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
+    async def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
         """Send only ``properties.encryption`` with ``version`` (keeping keyVaultUri, keyName and identityClientId of
         ``current``), wait for the long-running operation, and return the state read back."""
+        ...
+
+
+class AccountsPort(Protocol):
+    def session(self) -> AbstractAsyncContextManager[AccountsSession]:
+        """A session for one event loop, entered with ``async with``; it is closed when the block ends."""
         ...

@@ -9,8 +9,8 @@ conflicts, 429s, 403s ...) are scheduled per operation and raised as the real ad
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
@@ -243,14 +243,17 @@ class InMemoryAccounts:
                     self._states[account] = state
             return state
 
-    def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
+    def session(self) -> _Session:
+        return _Session(self)
+
+    async def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
         account = current.account
         self._fault(account, "update_key_version")
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
-            time.sleep(self._update_seconds)  # the long-running operation
+            await asyncio.sleep(self._update_seconds)  # the long-running operation
             self._apply(current, version)
         finally:
             with self._lock:
@@ -276,3 +279,22 @@ class InMemoryAccounts:
                 provisioning_state="Accepted" if lingering else "Succeeded",
             )
             self.updates.append((account, version))
+
+
+class _Session:
+    """``InMemoryAccounts.session()``: the same accounts, read and updated from the engine's event loop."""
+
+    def __init__(self, accounts: InMemoryAccounts) -> None:
+        self._accounts = accounts
+
+    async def __aenter__(self) -> _Session:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def get(self, account: AccountRef) -> AccountEncryption:
+        return self._accounts.get(account)
+
+    async def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
+        return await self._accounts.update_key_version(current, version)

@@ -29,7 +29,7 @@ param keyLifetime string
 @description('ROTATION_RENEW_BEFORE: ISO 8601 duration, how long before expiry a version is replaced.')
 param renewBefore string
 
-@description('ROTATION_CONCURRENCY: how many accounts one worker updates at once.')
+@description('ROTATION_CONCURRENCY: how many accounts one worker updates at once (ARM\'s rate-limit budget sets the pace).')
 param concurrency int
 
 @description('ROTATION_VERIFY_TIMEOUT: ISO 8601 duration, how long to wait for an account to report the new version.')

@@ -115,6 +115,6 @@ def test_the_default_connection_uses_the_clouds_arm_endpoint_scope_and_authority
     assert isinstance(connection.credential, DefaultAzureCredential)
     environment = next(c for c in connection.credential.credentials if isinstance(c, EnvironmentCredential))
     assert environment._credential._authority == f"https://{cloud.authority_host}"  # type: ignore[union-attr]
-    arm = connection.accounts()._client(AccountRef.parse(account))
+    arm = connection.accounts().session()._client(AccountRef.parse(account))
     assert arm._client._base_url == cloud.arm_endpoint
     assert arm._config.credential_scopes == [cloud.arm_scope]

@@ -39,7 +39,7 @@ def test_defaults() -> None:
     assert s.key_lifetime == timedelta(days=120)
     assert s.renew_before == timedelta(days=30)
     assert s.verify_timeout == timedelta(minutes=10)
-    assert (s.schedule, s.concurrency, s.app_name) == ("0 0 3 * * *", 8, "aoai-cmk-rotation")
+    assert (s.schedule, s.concurrency, s.app_name) == ("0 0 3 * * *", 64, "aoai-cmk-rotation")
     assert (s.events_endpoint, s.events_key, s.client_id) == (None, None, None)
     assert s.targets[0].key == KeyRef.parse(KEY_URL)
     assert s.targets[0].accounts == (AccountRef.parse(ACCOUNT),)
@@ -77,7 +77,7 @@ def test_who_makes_new_versions_is_read_per_target() -> None:
 
 
 def test_blank_settings_mean_the_default() -> None:
-    assert settings(ROTATION_KEY_LIFETIME="  ", ROTATION_CONCURRENCY="").concurrency == 8
+    assert settings(ROTATION_KEY_LIFETIME="  ", ROTATION_CONCURRENCY="").concurrency == 64
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_target_errors(env: dict[str, str], fragments: list[str]) -> None:
         ({"ROTATION_SCHEDULE": "0 0 3 * FOO *"}, ["the month field 'FOO' is invalid"]),
         ({"ROTATION_SCHEDULE": "0 */0 * * * *"}, ["the minute field '*/0' is invalid"]),
         ({"ROTATION_SCHEDULE": "0 0 5-3 * * *"}, ["the hour field '5-3' is invalid"]),
-        ({"ROTATION_CONCURRENCY": "0"}, ["ROTATION_CONCURRENCY='0' must be a whole number from 1 to 64"]),
+        ({"ROTATION_CONCURRENCY": "0"}, ["ROTATION_CONCURRENCY='0' must be a whole number from 1 to 256"]),
         ({"ROTATION_CONCURRENCY": "eight"}, ["ROTATION_CONCURRENCY='eight'"]),
         (
             {"ROTATION_EVENTS_ENDPOINT": "http://topic/api/events"},
@@ -275,7 +275,7 @@ def test_a_target_key_on_a_host_the_transport_would_refuse_is_refused(key_url: s
 def test_concurrency_takes_ascii_digits_only(value: str) -> None:
     message = error_of(ROTATION_TARGETS=TARGETS, ROTATION_CONCURRENCY=value)
     assert "ROTATION_CONCURRENCY=" in message
-    assert "must be a whole number from 1 to 64" in message
+    assert "must be a whole number from 1 to 256" in message
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 import stamina
 
 from rotation.config import Settings
-from rotation.engine import CreateUnsettled, RotationEngine, bounded_map
+from rotation.engine import CreateUnsettled, RetrySettings, RotationEngine, bounded_map
 from rotation.errors import ConfigError, ConflictError, NotFound, OutcomeUnknown, PermissionDenied, TransientError
 from rotation.log import LOGGER_NAME, Event, EventHook, FieldValue, render
 from rotation.model import (
@@ -259,19 +259,19 @@ def test_verify_waits_for_a_lingering_accepted_state() -> None:
     outcome = world.reconcile()
     assert outcome.status is Status.SUCCEEDED
     assert world.accounts.state(AOAI_1).provisioning_state == "Succeeded"
-    # gather, the re-read before the update, the read-back after it, two polls
-    assert world.accounts.calls.count(("get", AOAI_1)) == 1 + 4
+    # gather (fresh: the update trusts it), the read-back after the update, two polls
+    assert world.accounts.calls.count(("get", AOAI_1)) == 1 + 3
 
 
 def test_a_transient_read_error_while_verifying_is_retried() -> None:
     world = make_world()
     world.accounts.linger(AOAI_1, 1)
-    # Reads: gather, the re-read before the update, the update's read-back ("Accepted"), a verify read that fails
-    # with 503, a verify read that passes.
-    world.accounts.fail(AOAI_1, "get", None, None, None, TransientError("503 service unavailable"))
+    # Reads: gather, the update's read-back ("Accepted"), a verify read that fails with 503, a verify read that
+    # passes.
+    world.accounts.fail(AOAI_1, "get", None, None, TransientError("503 service unavailable"))
     outcome = world.reconcile()
     assert {r.account: r.status for r in outcome.accounts}[AOAI_1] is Status.SUCCEEDED
-    assert world.accounts.calls.count(("get", AOAI_1)) == 5
+    assert world.accounts.calls.count(("get", AOAI_1)) == 4
 
 
 def test_verify_gives_up_at_its_deadline() -> None:
@@ -421,8 +421,9 @@ def test_a_tagged_version_that_is_no_longer_usable_is_not_adopted() -> None:
 def test_an_account_moved_to_another_key_during_the_rotation_is_left_there() -> None:
     world = make_world()
 
-    def someone_moves_aoai_2() -> None:  # runs before the create, after the snapshot was read
+    def someone_moves_aoai_2() -> None:  # runs before the create, which takes long enough to age the snapshot
         world.accounts.add(account(AOAI_2, key=OTHER_KEY, key_version="o1"))
+        world.clock.now += RetrySettings().fresh_for + timedelta(seconds=1)
 
     outcome = world.engine.reconcile(request(Trigger.TIMER, request_id="req-1"), before_write=someone_moves_aoai_2)
 
@@ -432,6 +433,20 @@ def test_an_account_moved_to_another_key_during_the_rotation_is_left_there() -> 
     assert (results[AOAI_2].status, results[AOAI_2].reason) == (Status.FAILED, Reason.ACCOUNT_USES_OTHER_KEY)
     assert "no longer uses" in (results[AOAI_2].error or "")
     assert ("update_key_version", AOAI_2) not in world.accounts.calls
+
+
+def test_a_fresh_snapshot_is_trusted_and_a_stale_one_read_again_before_the_update() -> None:
+    fresh, stale = make_world(), make_world()
+
+    def slow_create() -> None:
+        stale.clock.now += RetrySettings().fresh_for + timedelta(seconds=1)
+
+    fresh.reconcile()
+    stale.engine.reconcile(request(Trigger.TIMER, request_id="req-1"), before_write=slow_create)
+
+    for world, reads in ((fresh, 1), (stale, 2)):  # the snapshot's read (and the re-read), then the read-back
+        assert set(world.account_versions().values()) == {world.vault.created[0].version}
+        assert world.accounts.calls.count(("get", AOAI_1)) == reads + 1
 
 
 def test_a_lock_lost_between_create_retries_creates_nothing_more() -> None:
