@@ -52,10 +52,10 @@ fuzz: $(STAMP)
 chaos: $(STAMP)
 	CHAOS_SCHEDULES=$${CHAOS_SCHEDULES:-1000} $(PY) -m pytest tests/chaos -q -s -p no:cacheprovider -o timeout=0
 
-# Recompile the pinned requirement files from the .in files (needs network access to the package index).
+# Recompile the pinned requirement files from pyproject.toml and requirements-dev.in (needs the package index).
 lock:
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile --python-version 3.11 --quiet requirements.in -o requirements.txt
+	$(VENV)/bin/uv pip compile --python-version 3.11 --quiet --extra functions pyproject.toml -o requirements.txt
 	$(VENV)/bin/uv pip compile --python-version 3.11 --quiet requirements-dev.in -o requirements-dev.txt
 
 clean:

@@ -60,7 +60,7 @@ from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
 from rotation.errors import ConfigError, RotationError
-from rotation.log import LOGGER_NAME, Event, FieldValue
+from rotation.log import LOGGER_NAME, Event, FieldValue, install_redaction
 from rotation.model import (
     AccountAction,
     AccountRef,
@@ -163,6 +163,12 @@ def _parser() -> _Parser:
         f"when anything blocks. {ROLE_NOTE[0].upper()}{ROLE_NOTE[1:]}.",
     )
     return parser
+
+
+def console() -> NoReturn:
+    """The installed command, ``cmk-rotation`` (``pip install .``), and ``python -m rotation``."""
+    install_redaction()  # as in the Functions app: no SAS signature in a library's debug line
+    raise SystemExit(main())
 
 
 def main(
