@@ -86,6 +86,9 @@ ACTIONS = {
     "write": f"{PROVIDER}/accounts/write",
     "delete": f"{PROVIDER}/accounts/delete",
     "operations": f"{PROVIDER}/locations/operationresults/read",
+    # A Resource Graph query (``resourcegraph.py``). Azure lets anyone query and only hides the rows the caller cannot
+    # read; refusing the query itself is how a test makes Resource Graph unusable for one identity.
+    "graph": "Microsoft.ResourceGraph/resources/read",
 }
 
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
@@ -208,6 +211,9 @@ SETTINGS = (
     "linger_accepted_reads",
     "validation",
     "page_size",
+    "graph_quota",
+    "graph_window_seconds",
+    "graph_lag_seconds",
 )
 
 
@@ -317,7 +323,10 @@ class Arm:
     therefore re-read until the state leaves "Accepted", not trust one read after the operation. 0 is the kinder
     option (the account says "Succeeded" as soon as the operation does);
     ``validation`` "sync" (a bad key is a 400) or "async" (a Failed operation), default "sync";
-    ``page_size`` accounts per list page (default 100).
+    ``page_size`` accounts per list page (default 100);
+    ``graph_quota`` Resource Graph queries one identity may send per window (default 15) and
+    ``graph_window_seconds`` the window's length in real seconds (default 5), Learn's published example;
+    ``graph_lag_seconds`` emulator-clock seconds before an account's change shows in Resource Graph (default 0).
     """
 
     lro_polls = _Setting(_whole(0))
@@ -327,6 +336,9 @@ class Arm:
     linger_accepted_reads = _Setting(_whole(0))
     validation = _Setting(_validation_mode)
     page_size = _Setting(_whole(1))
+    graph_quota = _Setting(_whole(1))
+    graph_window_seconds = _Setting(_positive)
+    graph_lag_seconds = _Setting(_seconds)
 
     def __init__(
         self,
@@ -358,6 +370,10 @@ class Arm:
         self.linger_accepted_reads = 2
         self.validation = "sync"
         self.page_size = 100
+        self.graph_quota = 15
+        self.graph_window_seconds = 5
+        self.graph_lag_seconds = 0
+        self._watchers: list[Callable[[AccountKey, dict[str, Any] | None], None]] = []
         self._lock = threading.RLock()
         self._accounts: dict[AccountKey, _Account] = {}
         self._operations: dict[str, _Operation] = {}
@@ -414,14 +430,15 @@ class Arm:
 
         ``action`` is a short name, "read" (``accounts/read``: get and list), "write" (``accounts/write``: PUT and
         PATCH), "delete" (``accounts/delete``) or "operations" (``locations/operationresults/read``: the status
-        polls, authorised at subscription scope, so a role on the account alone lacks it); or the full action name
+        polls, authorised at subscription scope, so a role on the account alone lacks it), "graph"
+        (``Microsoft.ResourceGraph/resources/read``: a Resource Graph query); or the full action name
         (``Microsoft.CognitiveServices/accounts/write``, any case); or "*" for all of them.
         """
         wanted = action if action == "*" else ACTIONS.get(action, action).lower()
         if wanted != "*" and wanted not in {name.lower() for name in ACTIONS.values()}:
             raise ValueError(
-                f'action must be "read", "write", "delete", "operations", "*" or one of {list(ACTIONS.values())}; '
-                f"got {action!r}."
+                f'action must be "read", "write", "delete", "operations", "*" or one of {list(ACTIONS.values())} '
+                f'("graph" is short for {ACTIONS["graph"]}); got {action!r}.'
             )
         with self._lock:
             self._denied.setdefault(identity, set()).add(wanted)
@@ -430,6 +447,23 @@ class Arm:
         """Undo every ``deny`` of ``identity``."""
         with self._lock:
             self._denied.pop(identity, None)
+
+    def can(self, identity: str, action: str) -> bool:
+        """Whether ``identity`` holds ``action`` (a full ARM action name): true unless ``deny`` refused it."""
+        with self._lock:
+            denied = self._denied.get(identity, set())
+            return "*" not in denied and action.lower() not in denied
+
+    def watch(self, callback: Callable[[AccountKey, dict[str, Any] | None], None]) -> None:
+        """Call ``callback(key, account JSON)`` after every change to a stored account (None: deleted), under ARM's
+        lock and in order, so a reader that lags ARM (Resource Graph) can keep its own history. The JSON is ARM's own:
+        the callback reads what it needs and neither keeps nor changes it."""
+        with self._lock:
+            self._watchers.append(callback)
+
+    def _changed(self, account: _Account, *, deleted: bool = False) -> None:
+        for callback in self._watchers:
+            callback(account.key, None if deleted else account.body)
 
     def add_resource_group(self, name: str, *, subscription_id: str | None = None) -> None:
         """Make resource group ``name`` exist (idempotent). Seeding an account, or a vault, makes its group exist too;
@@ -500,6 +534,7 @@ class Arm:
             body["properties"]["provisioningState"] = "Succeeded"
             self._accounts[key] = _Account(key, subscription, body)
             self._resource_groups.add(key[:2])
+            self._changed(self._accounts[key])
             return copy.deepcopy(body)
 
     def account(self, resource_group: str, name: str, *, subscription_id: str | None = None) -> dict[str, Any]:
@@ -561,22 +596,10 @@ class Arm:
         (``action`` is a key of ``ACTIONS``) and, for a request in a resource group, that the group exists."""
 
         def guarded(request: Request, **groups: str) -> Response:
-            api_version = request.query.get("api-version")
-            if not api_version:
-                raise self.service.error(
-                    400,
-                    "MissingApiVersionParameter",
-                    "The api-version query parameter (?api-version=) is required for all requests.",
-                )
-            if not _API_VERSION.fullmatch(api_version):
-                raise self.service.error(
-                    400,
-                    "InvalidApiVersionParameter",
-                    f"The api-version '{api_version}' is invalid. Use a date such as '2025-09-01'.",
-                )
+            api_version = self.api_version(request)
             remaining = self._take(groups["subscription"], bucket)
             try:
-                self._authorize(request, ACTIONS[action])
+                self.authorize(request, ACTIONS[action])
                 if "resource_group" in groups:
                     self._require_resource_group(groups["subscription"], groups["resource_group"])
                 response = handler(request, api_version=api_version, **groups)
@@ -587,6 +610,23 @@ class Arm:
             return response
 
         return guarded
+
+    def api_version(self, request: Request) -> str:
+        """The request's ``api-version``; 400 when it is missing or not a date (ARM's own check, before any RP's)."""
+        api_version = request.query.get("api-version")
+        if not api_version:
+            raise self.service.error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        if not _API_VERSION.fullmatch(api_version):
+            raise self.service.error(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{api_version}' is invalid. Use a date such as '2025-09-01'.",
+            )
+        return api_version
 
     def _take(self, subscription: str, bucket: str) -> str:
         """Spend one token of the subscription's bucket; a 429 (nothing done) when it is empty."""
@@ -609,13 +649,10 @@ class Arm:
             )
         return str(remaining)
 
-    def _authorize(self, request: Request, action: str) -> None:
+    def authorize(self, request: Request, action: str) -> None:
         """403 when ``action`` is denied to the caller; the message is ARM's, naming the action and the scope."""
         identity = request.identity or ""
-        with self._lock:
-            denied = self._denied.get(identity, set())
-            refused = "*" in denied or action.lower() in denied
-        if refused:
+        if not self.can(identity, action):
             raise self.service.error(
                 403,
                 "AuthorizationFailed",
@@ -735,6 +772,7 @@ class Arm:
             self._observe(account)
             self._refuse_if_busy(account)
             del self._accounts[key]
+            self._changed(account, deleted=True)
         return Response(200)
 
     def _poll(
@@ -775,6 +813,7 @@ class Arm:
         account.operation = operation
         account.linger = 0
         self._operations[operation.id] = operation
+        self._changed(account)
         return operation
 
     def _settle(self, operation: _Operation, *, polled: bool) -> None:
@@ -802,6 +841,7 @@ class Arm:
             else:
                 account.body = operation.restore
         account.body["etag"] = _etag(now)
+        self._changed(account)
 
     def _observe(self, account: _Account) -> None:
         if account.operation is not None:

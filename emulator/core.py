@@ -3,6 +3,7 @@
     Emulator
     ├── vaults      one listener per vault        https://127.0.0.1:<port>      (Key Vault data plane)
     ├── arm         one listener                  https://127.0.0.1:<port>      (Microsoft.CognitiveServices)
+    │   └── resource_graph  on ARM's listener     <arm>/providers/Microsoft.ResourceGraph/resources
     ├── eventgrid   system events + a custom topic https://127.0.0.1:<port>/api/events
     └── admin       one listener                  https://127.0.0.1:<port>/admin/...  (the same controls over HTTP)
 
@@ -10,7 +11,8 @@ Use it as a context manager in tests, or run ``python -m emulator`` for another 
 
 This is the one module that knows every service. Each service gets only what it uses (the clock, a callback for new
 key versions, a vault lookup), so the modules import one another in one direction:
-``credential`` ← ``control`` ← ``http`` ← ``keyvault`` ← ``arm``, ``eventgrid``, ``admin`` ← ``core``.
+``credential`` ← ``control`` ← ``http`` ← ``keyvault`` ← ``arm``, ``eventgrid``, ``admin`` ← ``core``, with
+``resourcegraph`` between ``arm`` and ``core``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from emulator.credential import DEFAULT_IDENTITY, TENANT_ID, EmulatorCredential
 from emulator.eventgrid import EventGrid
 from emulator.http import Listener, Service
 from emulator.keyvault import Vault
+from emulator.resourcegraph import ResourceGraph
 from emulator.tls import Tls
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
@@ -69,6 +72,7 @@ class Emulator:
             vault_resource_groups=lambda: [(v.subscription_id, v.resource_group) for v in list(self.vaults.values())],
             throttle_scale=arm_throttle_scale,
         )
+        self.resource_graph = ResourceGraph(self.arm)  # on ARM's listener, as Azure serves it on ARM's endpoint
         self.eventgrid = EventGrid(
             self.clock,
             vaults=lambda: list(self.vaults.values()),

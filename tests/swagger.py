@@ -18,6 +18,7 @@ SPECS = Path(__file__).parent / "specs"
 KEYVAULT = "keyvault/data-plane/Microsoft.KeyVault/stable/2025-07-01/keys.json"
 COGNITIVE = "cognitiveservices/resource-manager/Microsoft.CognitiveServices/stable/2025-09-01/cognitiveservices.json"
 EVENTGRID_KEYVAULT = "eventgrid/data-plane/Microsoft.KeyVault/stable/2018-01-01/KeyVault.json"
+RESOURCEGRAPH = "resourcegraph/resource-manager/Microsoft.ResourceGraph/stable/2024-04-01/resourcegraph.json"
 
 
 def _local_refs_only(node: Any) -> Any:
