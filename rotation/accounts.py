@@ -30,7 +30,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.polling.base_polling import OperationFailed
 
 from rotation.azure_errors import detail, translate
-from rotation.errors import InvalidRequest, RotationError, TransientError
+from rotation.errors import ConfigError, InvalidRequest, RotationError, TransientError
 from rotation.log import Event, emit
 from rotation.model import AccountEncryption, AccountRef
 from rotation.pacing import ArmPacing, Budget
@@ -105,24 +105,24 @@ class AccountsSession:
         for client in clients:
             await client.close()
 
-    def _client(self, account: AccountRef) -> AsyncClient:
-        client = self._clients.get(account.subscription_id)
+    def _client(self, subscription_id: str) -> AsyncClient:
+        client = self._clients.get(subscription_id)
         if client is None:
             from azure.mgmt.cognitiveservices.aio import CognitiveServicesManagementClient as AsyncClient
 
             client = AsyncClient(
                 self._credential,
-                account.subscription_id,
+                subscription_id,
                 base_url=self._adapter._base_url,
-                per_retry_policies=[ArmPacing(self._adapter._budget(account.subscription_id))],
+                per_retry_policies=[ArmPacing(self._adapter._budget(subscription_id))],
                 **self._adapter._client_kwargs,
             )
-            self._clients[account.subscription_id] = client
+            self._clients[subscription_id] = client
         return client
 
     async def get(self, account: AccountRef) -> AccountEncryption:
         try:
-            found = await self._client(account).accounts.get(account.resource_group, account.name)
+            found = await self._client(account.subscription_id).accounts.get(account.resource_group, account.name)
         except AzureError as exc:
             raise _read_failed(exc, account) from exc
         return _to_model(account, found)
@@ -136,7 +136,9 @@ class AccountsSession:
         permission = f"{_WRITE} on {account.id}"
         body = _repointed(current, version)
         try:
-            poller = await self._client(account).accounts.begin_update(account.resource_group, account.name, body)
+            poller = await self._client(account.subscription_id).accounts.begin_update(
+                account.resource_group, account.name, body
+            )
         except AzureError as exc:
             raise translate(exc, action=action, resource=account.id, permission=permission) from exc
         try:
@@ -151,6 +153,16 @@ class AccountsSession:
         except AzureError as exc:
             raise translate(exc, action=action, resource=account.id, permission=permission) from exc
         return await self.get(account)
+
+    async def list(self, subscription_id: str) -> list[AccountEncryption]:
+        """Every account of the subscription as ARM lists it now (all pages; discovery's fallback when Resource Graph
+        cannot be used). ARM's list is current, unlike Resource Graph, so its states need no second read."""
+        subscription = subscription_id.lower()
+        scope = f"/subscriptions/{subscription}"
+        try:
+            return [_listed(found) async for found in self._client(subscription).accounts.list()]
+        except AzureError as exc:
+            raise translate(exc, action="list the accounts", resource=scope, permission=f"{_READ} on {scope}") from exc
 
 
 class _AsyncCredential:
@@ -232,6 +244,15 @@ def _operation_error(exc: HttpResponseError) -> str:
     if isinstance(error, dict):
         return f"{error.get('code')}: {error.get('message')}"
     return detail(exc)
+
+
+def _listed(account: Account) -> AccountEncryption:
+    """A listed account, its id parsed as the rest of the service holds it."""
+    try:
+        ref = AccountRef.parse(str(account.id))
+    except ConfigError as exc:  # never seen from ARM; named rather than taken for a bad setting
+        raise InvalidRequest(f"ARM listed an account whose id is not a Cognitive Services account's: {exc}") from exc
+    return _to_model(ref, account)
 
 
 def _to_model(ref: AccountRef, account: Account) -> AccountEncryption:

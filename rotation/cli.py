@@ -10,6 +10,8 @@
     rotate      reconcile one key now (--key; --force creates a version even if none is due;
                 --dry-run only plans)                                                                   writes
     reconcile   reconcile every target                                                                  writes
+    discover    every account on a key (--key), across subscriptions, through Resource Graph or ARM;
+                --write-targets / --write-azd put the key's entry into the app's and azd's target files  reads
 
 Settings come from the environment, as in the Functions app (``Settings.from_env``); ``--targets FILE`` replaces
 ``ROTATION_TARGETS`` with a file in the same JSON format. Output is aligned plain-text tables; ``--json`` prints only
@@ -54,15 +56,18 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
+from rotation.discovery import Discovery, DiscoveryPath, Scope
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
 from rotation.errors import ConfigError, RotationError
+from rotation.fleet import with_app_target, with_azd_target
 from rotation.log import LOGGER_NAME, Event, FieldValue, install_redaction
 from rotation.model import (
     AccountAction,
+    AccountEncryption,
     AccountRef,
     Clock,
     Finding,
@@ -75,6 +80,7 @@ from rotation.model import (
     Status,
     Target,
     Trigger,
+    normalize_location,
     shown,
     system_clock,
 )
@@ -162,6 +168,39 @@ def _parser() -> _Parser:
         "RSA-HSM 2048, an account without a managed identity or on another key, and warnings. Reads only. Exits 1 "
         f"when anything blocks. {ROLE_NOTE[0].upper()}{ROLE_NOTE[1:]}.",
     )
+    discover = commands.add_parser(
+        "discover",
+        parents=[common],
+        help="every account on a key, in every subscription the identity can read",
+        description="List every Azure OpenAI account whose customer-managed key is this key, through Azure Resource "
+        "Graph (every subscription the identity can read, or --subscription / --management-group), falling back to "
+        "listing the accounts of the known subscriptions through ARM when Resource Graph cannot be used. Each account "
+        "is read through ARM before it is listed. Reads only, unless --write-targets or --write-azd names a file to "
+        f"write; needs no {TARGETS} (when set, accounts it does not list are marked unmanaged). Exits 1 when an "
+        "account or a subscription could not be read.",
+    )
+    discover.add_argument("--key", metavar="URL", required=True, help="https://<vault>.vault.azure.net/keys/<name>")
+    discover.add_argument(
+        "--subscription", metavar="ID", action="append", default=[], help="search only this subscription (repeat)"
+    )
+    discover.add_argument("--management-group", metavar="NAME", help="search only this management group")
+    discover.add_argument(
+        "--write-targets",
+        metavar="FILE",
+        type=Path,
+        help=f"write the key's entry, with the accounts found, into FILE in the {TARGETS} format (other keys kept)",
+    )
+    discover.add_argument(
+        "--write-azd",
+        metavar="FILE",
+        type=Path,
+        help="write the key's entry into FILE in azd's ROTATION_KEY_TARGETS format (infra/README.md); needs --vault-id",
+    )
+    discover.add_argument(
+        "--vault-id",
+        metavar="ID",
+        help="the vault's ARM id, for --write-azd (az keyvault show --name <vault> --query id)",
+    )
     return parser
 
 
@@ -194,12 +233,12 @@ def main(
         return EXIT_BAD_INPUT
     environment = os.environ if env is None else env
     try:
-        settings = _settings(environment, args.targets)
+        settings = _settings(environment, args.targets, require_targets=args.command != "discover")
         azure = connection or AzureConnection.default(settings)
         now = clock or system_clock
         accounts = azure.accounts()
         engine = RotationEngine(azure.key_vault(), accounts, settings, clock=now, on_event=_Progress(err))
-        run = _Run(settings, engine, environment, now, out, err, args.json)
+        run = _Run(settings, engine, azure, environment, now, out, err, args.json)
         return COMMANDS[args.command](run, args)
     except ConfigError as exc:
         err.write(f"error: {_one_line(exc)}\n")
@@ -213,6 +252,7 @@ def main(
 class _Run:
     settings: Settings
     engine: RotationEngine
+    azure: AzureConnection
     env: Mapping[str, str]
     clock: Clock
     out: TextIO
@@ -229,10 +269,10 @@ class _Run:
         self.out.write("".join(line + "\n" for line in lines))
 
 
-def _settings(env: Mapping[str, str], targets_file: Path | None) -> Settings:
+def _settings(env: Mapping[str, str], targets_file: Path | None, *, require_targets: bool = True) -> Settings:
     """The app settings from ``env``; with ``--targets FILE``, the file's content replaces ROTATION_TARGETS."""
     if targets_file is None:
-        return Settings.from_env(env)
+        return Settings.from_env(env, require_targets=require_targets)
     where = f"--targets {shown(str(targets_file))}"
     try:
         text = targets_file.read_text(encoding="utf-8")
@@ -342,12 +382,131 @@ def _preflight_command(run: _Run, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _discover_command(run: _Run, args: argparse.Namespace) -> int:
+    """Every account on ``--key``; then, when asked, the key's entry in the app's and azd's target files. Everything
+    the command line names is checked, and both files read, before Azure is; nothing is written after a failure."""
+    key = KeyRef.parse(args.key)
+    scope = Scope(tuple(args.subscription), args.management_group)
+    if args.write_azd is not None and args.vault_id is None:
+        raise ConfigError("--write-azd needs --vault-id: azd's targets name the vault by its ARM id")
+    if args.vault_id is not None:
+        with_azd_target([], key, args.vault_id, "", ["-"])  # the id's shape, before anything is read
+    app_targets = _json_list(args.write_targets)
+    azd_targets = _json_list(args.write_azd)
+    target = run.settings.target_for(key)
+    known = sorted({a.subscription_id for t in run.settings.targets for a in t.accounts})
+    discovery = run.azure.discovery(scope=scope, concurrency=run.settings.concurrency).discover(
+        [key], known_subscriptions=known
+    )
+    found = discovery.accounts[key]
+    report = _discovery_report(key, discovery, found, None if target is None else set(target.accounts))
+    failed = bool(discovery.account_failures or discovery.subscription_failures)
+    ids = [state.account.id for state in found]
+    wrote: list[str] = []
+    if not failed and ids and args.write_targets is not None:
+        _write_json(args.write_targets, with_app_target(app_targets, key, ids))
+        wrote.append(f"{args.write_targets} ({TARGETS})")
+    if not failed and ids and args.write_azd is not None:
+        _write_json(args.write_azd, with_azd_target(azd_targets, key, args.vault_id, _region(found), ids))
+        wrote.append(f"{args.write_azd} (azd's ROTATION_KEY_TARGETS)")
+    report["wrote"] = wrote
+    if run.as_json:
+        run.print_json(report)
+    else:
+        run.print(_render_discovery(report))
+    if (args.write_targets or args.write_azd) and not wrote:
+        why = "an account or a subscription could not be read" if failed else "no account uses the key"
+        run.err.write(f"nothing written: {why}\n")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _discovery_report(
+    key: KeyRef, discovery: Discovery, found: Sequence[AccountEncryption], listed: set[AccountRef] | None
+) -> dict[str, object]:
+    return {
+        "key": key.id,
+        "path": discovery.path.value,
+        "searched": discovery.searched,
+        "fallback_reason": discovery.fallback_reason,
+        "accounts": [
+            {
+                "id": state.account.id,
+                "subscription": state.account.subscription_id,
+                "key_version": state.key_version,
+                "provisioning_state": state.provisioning_state,
+                "location": state.location,
+                "listed": None if listed is None else state.account in listed,
+            }
+            for state in found
+        ],
+        "failures": [
+            {"account": account.id, "reason": exc.reason.value, "error": str(exc)}
+            for account, exc in discovery.account_failures.items()
+        ]
+        + [
+            {"subscription": subscription, "reason": exc.reason.value, "error": str(exc)}
+            for subscription, exc in discovery.subscription_failures.items()
+        ],
+    }
+
+
+def _render_discovery(report: Mapping[str, Any]) -> list[str]:
+    accounts = report["accounts"]
+    through = "Resource Graph" if report["path"] == DiscoveryPath.RESOURCE_GRAPH else "ARM's account listing"
+    lines = [f"{report['key']}: {len(accounts)} accounts, through {through} ({report['searched']})"]
+    if report["fallback_reason"]:
+        lines.append(f"  Resource Graph could not be used: {report['fallback_reason']}")
+    if accounts:
+        marks = {None: "", True: "listed", False: "UNMANAGED"}
+        rows = [
+            [a["id"], str(a["key_version"] or "-"), str(a["provisioning_state"] or "-"), marks[a["listed"]]]
+            for a in accounts
+        ]
+        lines += _table(["account", "version", "state", "in targets"], rows)
+    lines += [
+        f"  FAILED {f.get('account') or 'subscription ' + str(f['subscription'])} ({f['reason']}): {f['error']}"
+        for f in report["failures"]
+    ]
+    lines += [f"wrote {what}" for what in report["wrote"]]
+    return lines
+
+
+def _region(found: Sequence[AccountEncryption]) -> str:
+    """The accounts' one region (a customer-managed key must be in the account's region, so the vault's too)."""
+    regions = {normalize_location(state.location) for state in found if state.location}
+    if len(regions) != 1:
+        raise ConfigError(
+            f"the accounts on the key are in {len(regions)} regions ({', '.join(sorted(regions)) or 'none'}); "
+            "a customer-managed key must be in the account's region: write the azd target by hand"
+        )
+    return regions.pop()
+
+
+def _json_list(path: Path | None) -> list[dict[str, Any]]:
+    """The JSON list of objects in ``path``; [] when there is no such file yet."""
+    if path is None or not path.exists():
+        return []
+    where = shown(str(path))
+    try:
+        value = json.loads(path.read_text(encoding="utf-8") or "[]")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{where} cannot be read as JSON ({type(exc).__name__}); fix it or give a new file") from exc
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(f"{where} is not a JSON list of targets; fix it or give a new file")
+    return value
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
 COMMANDS = {
     "status": _status_command,
     "plan": _plan_command,
     "rotate": _rotate_command,
     "reconcile": _reconcile_command,
     "preflight": _preflight_command,
+    "discover": _discover_command,
 }
 
 

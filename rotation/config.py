@@ -120,8 +120,10 @@ class Settings:
         return next((t for t in self.targets if _same_key(t.key, key)), None)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Parse the app settings in ``env``; raise one ``ConfigError`` listing every problem."""
+    def from_env(cls, env: Mapping[str, str], *, require_targets: bool = True) -> Settings:
+        """Parse the app settings in ``env``; raise one ``ConfigError`` listing every problem. Without
+        ``require_targets`` (the CLI's ``discover``, which helps write them), a missing ``ROTATION_TARGETS`` is no
+        targets; a present one is still checked."""
         problems: list[str] = []
 
         def check(parse: Callable[[], T]) -> T | None:
@@ -137,7 +139,8 @@ class Settings:
 
         cloud = check(lambda: parse_cloud(setting(AZURE_CLOUD)))
         # With a bad cloud name, that one problem is reported, not one per target on the "wrong" cloud.
-        targets = check(lambda: parse_targets(setting(TARGETS), cloud=cloud))
+        optional = not require_targets and setting(TARGETS) is None
+        targets = () if optional else check(lambda: parse_targets(setting(TARGETS), cloud=cloud))
         http_auth = check(lambda: auth.http_auth(env))
         lifetime = check(lambda: _key_lifetime(setting(KEY_LIFETIME)))
         renew_before = check(lambda: _renew_before(setting(RENEW_BEFORE)))

@@ -2,10 +2,10 @@
 
 In Azure this is ``DefaultAzureCredential`` (the app's user-assigned identity when ``AZURE_CLIENT_ID`` is set) against
 the cloud ``ROTATION_AZURE_CLOUD`` names (``rotation/clouds.py``): its Entra ID authority for the credential, its
-Resource Manager endpoint and token scope for the accounts client. Key Vault needs neither: its client takes the scope
-from the vault's challenge. Locally the demo and the tests build an ``AzureConnection`` themselves, with the emulator's
-credential, ARM endpoint and CA bundle, and hand it to the CLI or the Functions app: there is no setting that points a
-deployed app anywhere else.
+Resource Manager endpoint and token scope for the accounts client and for discovery's Resource Graph (served at the
+same endpoint). Key Vault needs neither: its client takes the scope from the vault's challenge. Locally the demo and
+the tests build an ``AzureConnection`` themselves, with the emulator's credential, ARM endpoint and CA bundle, and hand
+it to the CLI or the Functions app: there is no setting that points a deployed app anywhere else.
 
 Client tuning lives here, once: azure-core's HTTP retries are set through client keyword arguments (never wrapped in a
 second loop), and ARM polling sleeps what ``Retry-After`` says, falling back to ``polling_interval``, never to the
@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 
 from rotation.clouds import DEFAULT_CLOUD, Cloud
-from rotation.config import Settings
+from rotation.config import DEFAULT_CONCURRENCY, Settings
 
 if TYPE_CHECKING:  # each adapter, and its SDK, is imported when it is built: on_key_event needs none of them
     from rotation.accounts import AccountsAdapter
+    from rotation.discovery import AccountDiscovery, Scope
     from rotation.keyvault import KeyVaultAdapter
     from rotation.notify import OutcomePublisher
 
@@ -74,6 +75,29 @@ class AzureConnection:
             operation_timeout=self.operation_timeout,
             **self._transport(),
         )
+
+    def discovery(
+        self,
+        accounts: AccountsAdapter | None = None,
+        *,
+        scope: Scope | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        page_size: int | None = None,
+    ) -> AccountDiscovery:
+        """Discovery of the accounts on the target keys (``rotation/discovery.py``): Resource Graph at this
+        connection's Resource Manager (the same endpoint serves it in every cloud), with ARM's token scope; ARM through
+        ``accounts`` (pass the engine's adapter to share its per-subscription budgets; a new one when None).
+        ``scope`` None searches the tenant; ``page_size`` None asks Resource Graph for its maximum."""
+        from rotation.discovery import AccountDiscovery, ResourceGraph
+
+        graph = ResourceGraph(
+            self.credential,
+            base_url=self.arm_endpoint or self.cloud.arm_endpoint,
+            credential_scopes=(self.cloud.arm_scope,),
+            page_size=page_size,
+            **self._transport(),
+        )
+        return AccountDiscovery(graph, accounts or self.accounts(), scope=scope, concurrency=concurrency)
 
     def publisher(self, settings: Settings) -> OutcomePublisher | None:
         """The outcome-events publisher, when ``ROTATION_EVENTS_ENDPOINT`` is set: the topic key if one is given,

@@ -90,6 +90,12 @@ class Event(StrEnum):
     # WARNING: an outcome CloudEvent was not published; the rotation is unaffected, its ledger row is the record.
     PUBLISH_FAILED = "rotation.publish_failed"
 
+    # Discovery (rotation/discovery.py): which accounts use the target keys, across subscriptions. Reads only.
+    # WARNING: Resource Graph could not be used (its reason); the accounts are listed through ARM per subscription.
+    DISCOVERY_FALLBACK = "rotation.discovery_fallback"
+    # INFO: a discovery's summary: the path it took, what it searched, the accounts found per key and what failed.
+    DISCOVERY_COMPLETED = "rotation.discovery_completed"
+
     # The app's storage (rotation/storage): the key's lock, the ledger, the queue.
     # INFO: the worker (or the CLI, or the poison handler) took the key's lease.
     LOCK_ACQUIRED = "rotation.lock_acquired"

@@ -50,6 +50,11 @@ class AccountsSession(Protocol):
         ``current``), wait for the long-running operation, and return the state read back."""
         ...
 
+    async def list(self, subscription_id: str) -> list[AccountEncryption]:
+        """Every account of the subscription with its encryption settings and provisioning state, as ARM lists it
+        now (every page). Reads only."""
+        ...
+
 
 class AccountsPort(Protocol):
     def session(self) -> AbstractAsyncContextManager[AccountsSession]:

@@ -201,6 +201,8 @@ class InMemoryAccounts:
         self._lingering: dict[AccountRef, int] = {}
         self._lock = threading.Lock()
         self.updates: list[tuple[AccountRef, str]] = []
+        self.listings: list[str] = []  # every subscription listed, failed listings included
+        self._listing_faults: dict[str, RotationError] = {}
 
     def add(self, state: AccountEncryption) -> None:
         with self._lock:
@@ -245,6 +247,20 @@ class InMemoryAccounts:
 
     def session(self) -> _Session:
         return _Session(self)
+
+    def listed(self, subscription_id: str) -> list[AccountEncryption]:
+        """Every account of the subscription, as ARM's list shows them (faults per subscription: ``fail_listing``)."""
+        with self._lock:
+            self.listings.append(subscription_id.lower())
+            error = self._listing_faults.pop(subscription_id.lower(), None)
+            if error is not None:
+                raise error
+            return [s for a, s in self._states.items() if a.subscription_id == subscription_id.lower()]
+
+    def fail_listing(self, subscription_id: str, error: RotationError) -> None:
+        """The next listing of ``subscription_id`` raises ``error``."""
+        with self._lock:
+            self._listing_faults[subscription_id.lower()] = error
 
     async def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
         account = current.account
@@ -298,3 +314,6 @@ class _Session:
 
     async def update_key_version(self, current: AccountEncryption, version: str) -> AccountEncryption:
         return await self._accounts.update_key_version(current, version)
+
+    async def list(self, subscription_id: str) -> list[AccountEncryption]:
+        return self._accounts.listed(subscription_id)

@@ -16,9 +16,11 @@ LAZY = [
     "azure.keyvault.keys",
     "azure.mgmt.cognitiveservices",
     "azure.eventgrid",
+    "azure.mgmt.resourcegraph",
     "rotation.keyvault",
     "rotation.accounts",
     "rotation.notify",
+    "rotation.discovery",
 ]
 
 

@@ -118,6 +118,7 @@ KEY_CLIENT_DATA_ACTIONS = {
 # The ARM action each `CognitiveServicesManagementClient.accounts` method needs (Microsoft's provider operations list).
 ACCOUNTS_ACTIONS = {
     "get": "Microsoft.CognitiveServices/accounts/read",
+    "list": "Microsoft.CognitiveServices/accounts/read",  # discovery's fallback, per subscription
     "begin_update": "Microsoft.CognitiveServices/accounts/write",
     "begin_create": "Microsoft.CognitiveServices/accounts/write",
     "begin_delete": "Microsoft.CognitiveServices/accounts/delete",
@@ -484,11 +485,17 @@ def _public_methods(cls: type) -> set[str]:
 
 
 def test_only_the_two_adapters_call_key_vault_and_arm() -> None:
-    """So that scanning rotation/keyvault.py and rotation/accounts.py finds every call the app makes."""
+    """So that scanning rotation/keyvault.py and rotation/accounts.py finds every call the app makes. Discovery also
+    queries Resource Graph, which needs no action of its own (it shows only what the caller may read), and reaches
+    the accounts through the accounts adapter."""
     for path in (ROOT / "rotation").glob("*.py"):
         source = _read(path)
         assert ("azure.keyvault" in source) == (path.name == "keyvault.py"), path.name
-        assert ("azure.mgmt" in source) == (path.name == "accounts.py"), path.name
+        assert ("azure.mgmt.cognitiveservices" in source) == (path.name == "accounts.py"), path.name
+        assert ("azure.mgmt.resourcegraph" in source) == (path.name == "discovery.py"), path.name
+        assert "azure.mgmt" not in source.replace("azure.mgmt.cognitiveservices", "").replace(
+            "azure.mgmt.resourcegraph", ""
+        ), path.name
 
 
 def test_the_key_role_has_exactly_the_data_actions_of_the_adapters_key_vault_calls() -> None:
