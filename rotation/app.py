@@ -437,7 +437,7 @@ class RotationApp:
             except StorageUnavailable as exc:
                 return _storage_answer(exc, request.request_id)
         location = f"/api/rotations/{request.request_id}"
-        return Answer(202, {**_row(entry), "status_url": location}, {"Location": location})
+        return Answer(202, {**entry.to_dict(), "status_url": location}, {"Location": location})
 
     def _submission(self, body: bytes, idempotency_key: str | None) -> tuple[RotationRequest, bool] | Answer:
         """The request a POST body describes and whether it is a dry run, or the 4xx answer naming what is wrong."""
@@ -515,7 +515,7 @@ class RotationApp:
             return _storage_answer(exc, None)
         if entry is None:
             return error_answer(404, "RequestNotFound", f"no rotation request {quoted(request_id, 140)} in the ledger")
-        return Answer(200, _row(entry))
+        return Answer(200, entry.to_dict())
 
     def fleet_status(self) -> Answer:
         """``GET /api/status``: the CLI's ``status --json``; a target that cannot be read is reported with its error."""
@@ -661,7 +661,7 @@ class RotationApp:
                 level=logging.ERROR,
                 why=error,
             )
-            self._publish("failed", _row(stored))
+            self._publish("failed", stored.to_dict())
         finally:
             lock.release()
 
@@ -821,21 +821,3 @@ def _account_results(results: Sequence[AccountResult]) -> dict[str, Any]:
 
 def _json_chars(value: Mapping[str, Any]) -> int:
     return len(json.dumps(value, sort_keys=True, separators=(",", ":")))
-
-
-def _row(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "request_id": entry.request_id,
-        "key": entry.key.id,
-        "trigger": entry.trigger.value,
-        "status": entry.status.value,
-        "reason": entry.reason,
-        "from_version": entry.from_version or None,
-        "to_version": entry.to_version or None,
-        "accounts": dict(entry.accounts),
-        "error": entry.error or None,
-        "attempts": entry.attempts,
-        "force": entry.force,
-        "created_at": entry.created_at.isoformat(),
-        "updated_at": entry.updated_at.isoformat(),
-    }

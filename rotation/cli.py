@@ -7,20 +7,22 @@
     plan        a dry run for every target (or --key): what would change and why                        reads
     preflight   what blocks a rotation: a vault without purge protection, a key that is not RSA 2048,
                 an account without identity or on another key ...                                      reads
-    rotate      reconcile one key now (--key; --force creates a version even if none is due;
-                --dry-run only plans)                                                                   writes
+    rotate      reconcile one key now (--key; --force creates a version even if none is due, after a
+                yes on the terminal or with --yes; --dry-run only plans)                                writes
     reconcile   reconcile every target                                                                  writes
+    history     the Functions app's ledger: its latest requests (--key, --limit) and how each ended       reads
     discover    every account on a key (--key), across subscriptions, through Resource Graph or ARM;
                 --write-targets / --write-azd put the key's entry into the app's and azd's target files  reads
 
 Settings come from the environment, as in the Functions app (``Settings.from_env``); ``--targets FILE`` replaces
-``ROTATION_TARGETS`` with a file in the same JSON format. Output is aligned plain-text tables; ``--json`` prints only
-JSON on stdout (``RotationPlan.to_dict`` and ``RotationOutcome.to_dict`` for plans and outcomes). While accounts are
-updated, each engine event (version created, account updated, account failed) is one progress line on stderr, printed
-from the engine's ``on_event`` hook (never from log records).
+``ROTATION_TARGETS`` with a file in the same JSON format. Output is aligned plain-text tables; ``-o json`` (or
+``--json``) and ``-o yaml`` print only JSON or YAML on stdout (``RotationPlan.to_dict`` and
+``RotationOutcome.to_dict`` for plans and outcomes). While accounts are updated, each engine event (version created,
+account updated, account failed) is one progress line on stderr, printed from the engine's ``on_event`` hook (never
+from log records).
 
 Every target is read, planned and reconciled on its own: a target that fails (its key or an account does not exist,
-its vault cannot be reached, Azure refuses a request) is reported in the output, text and ``--json``, with its reason
+its vault cannot be reached, Azure refuses a request) is reported in the output, in every format, with its reason
 and error, and the other targets are still reported, planned and reconciled. A target whose key cannot be read is one
 line ``<key url>: FAILED (<reason>): <error>`` (in JSON its ``key``, ``reason`` and ``error``); a key that does not
 exist is a blocked plan (``KeyNotFound``); an account that cannot be read is that account blocked
@@ -62,7 +64,7 @@ from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
 from rotation.discovery import Discovery, DiscoveryPath, Scope
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
-from rotation.errors import ConfigError, RotationError
+from rotation.errors import ConfigError, RotationError, StorageUnavailable
 from rotation.fleet import with_app_target, with_azd_target
 from rotation.log import LOGGER_NAME, Event, FieldValue, install_redaction
 from rotation.model import (
@@ -96,6 +98,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 PROG = "python -m rotation"
+OUTPUTS = ("table", "json", "yaml")
+MAX_HISTORY = 1000
 ROLE_NOTE = (
     "not checked: whether each account's identity holds Key Vault Crypto Service Encryption User (or get, wrapKey "
     "and unwrapKey) on its key, because the Key Vault data plane cannot list role assignments; check with "
@@ -118,7 +122,14 @@ def _parser() -> _Parser:
     common.add_argument(
         "--targets", metavar="FILE", type=Path, help=f"a JSON file in the {TARGETS} format; replaces {TARGETS}"
     )
-    common.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default="table",
+        help="aligned text (the default), or only JSON or YAML on stdout",
+    )
+    common.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
     parser = _Parser(
         prog=PROG,
         description="Rotate the customer-managed keys of Azure OpenAI accounts. Settings come from the environment, "
@@ -153,6 +164,9 @@ def _parser() -> _Parser:
     rotate.add_argument("--key", metavar="URL", required=True, help="https://<vault>.vault.azure.net/keys/<name>")
     rotate.add_argument("--force", action="store_true", help="create a new version even if none is due")
     rotate.add_argument("--dry-run", action="store_true", help="only print the plan; change nothing")
+    rotate.add_argument(
+        "--yes", action="store_true", help="do not ask before --force creates a version (needed without a terminal)"
+    )
     commands.add_parser(
         "reconcile",
         parents=[common],
@@ -167,6 +181,18 @@ def _parser() -> _Parser:
         description="Report what blocks a rotation: a vault without purge protection, a key that is not RSA or "
         "RSA-HSM 2048, an account without a managed identity or on another key, and warnings. Reads only. Exits 1 "
         f"when anything blocks. {ROLE_NOTE[0].upper()}{ROLE_NOTE[1:]}.",
+    )
+    history = commands.add_parser(
+        "history",
+        parents=[common],
+        help="the ledger: the latest rotation requests and how each ended",
+        description="The latest rotation requests of the Functions app, newest first, from its ledger (the storage "
+        "account of AzureWebJobsStorage): trigger, status, reason, versions and error. Reads only; needs no "
+        f"{TARGETS}.",
+    )
+    history.add_argument("--key", metavar="URL", help="only this key: https://<vault>.vault.azure.net/keys/<name>")
+    history.add_argument(
+        "--limit", metavar="N", type=_limit, default=20, help=f"at most N requests (1 to {MAX_HISTORY}; 20)"
     )
     discover = commands.add_parser(
         "discover",
@@ -218,11 +244,14 @@ def main(
     clock: Clock | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    inp: TextIO | None = None,
 ) -> int:
     """Run one command; return the exit code. ``env`` defaults to ``os.environ``, ``connection`` to
-    ``AzureConnection.default`` (the demo and the tests pass the emulator's), ``out``/``err`` to stdout/stderr."""
+    ``AzureConnection.default`` (the demo and the tests pass the emulator's), ``out``/``err``/``inp`` to
+    stdout/stderr/stdin."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    inp = sys.stdin if inp is None else inp
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             args = _parser().parse_args(argv)
@@ -233,12 +262,12 @@ def main(
         return EXIT_BAD_INPUT
     environment = os.environ if env is None else env
     try:
-        settings = _settings(environment, args.targets, require_targets=args.command != "discover")
+        settings = _settings(environment, args.targets, require_targets=args.command not in ("discover", "history"))
         azure = connection or AzureConnection.default(settings)
         now = clock or system_clock
         accounts = azure.accounts()
         engine = RotationEngine(azure.key_vault(), accounts, settings, clock=now, on_event=_Progress(err))
-        run = _Run(settings, engine, azure, environment, now, out, err, args.json)
+        run = _Run(settings, engine, azure, environment, now, out, err, inp, args.output)
         return COMMANDS[args.command](run, args)
     except ConfigError as exc:
         err.write(f"error: {_one_line(exc)}\n")
@@ -257,13 +286,24 @@ class _Run:
     clock: Clock
     out: TextIO
     err: TextIO
-    as_json: bool
+    inp: TextIO
+    output: str  # one of OUTPUTS
 
     def request(self, key: KeyRef, *, force: bool = False) -> RotationRequest:
         return RotationRequest(str(uuid.uuid4()), key, Trigger.CLI, force=force, requested_at=self.clock())
 
-    def print_json(self, value: object) -> None:
-        self.out.write(json.dumps(value, indent=2) + "\n")
+    @property
+    def structured(self) -> bool:
+        """JSON or YAML on stdout, and nothing else there."""
+        return self.output != "table"
+
+    def print_data(self, value: object) -> None:
+        if self.output == "yaml":
+            import yaml
+
+            self.out.write(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
+        else:
+            self.out.write(json.dumps(value, indent=2) + "\n")
 
     def print(self, lines: Sequence[str]) -> None:
         self.out.write("".join(line + "\n" for line in lines))
@@ -335,8 +375,8 @@ def _status_command(run: _Run, args: argparse.Namespace) -> int:
         reports.append(key_status(found, plan))
         lines += _render_status(reports[-1])
         failed = failed or _would_fail(plan)
-    if run.as_json:
-        run.print_json(reports)
+    if run.structured:
+        run.print_data(reports)
     else:
         run.print(lines)
     return EXIT_FAILED if failed else EXIT_OK
@@ -353,7 +393,26 @@ def _rotate_command(run: _Run, args: argparse.Namespace) -> int:
         raise ConfigError(f"--force: {refusal}")
     if args.dry_run:
         return _dry_run(run, targets, single=True, force=args.force)
+    if args.force and not args.yes and not _confirmed(run, targets[0]):
+        return EXIT_BAD_INPUT
     return _reconcile(run, targets, single=True, force=args.force)
+
+
+def _confirmed(run: _Run, target: Target) -> bool:
+    """The operator's yes to a forced rotation, asked on the terminal; without one, a refusal that names ``--yes``."""
+    question = (
+        f"--force creates a new version of {target.key.id} now, whatever its expiry, and repoints its "
+        f"{len(target.accounts)} accounts"
+    )
+    if not run.inp.isatty():
+        run.err.write(f"error: {question}: add --yes to confirm (there is no terminal to ask on); nothing was done\n")
+        return False
+    run.err.write(f"{question}. Go ahead? [y/N] ")
+    run.err.flush()
+    if run.inp.readline().strip().lower() in ("y", "yes"):
+        return True
+    run.err.write("not confirmed; nothing was done\n")
+    return False
 
 
 def _reconcile_command(run: _Run, args: argparse.Namespace) -> int:
@@ -375,11 +434,52 @@ def _preflight_command(run: _Run, args: argparse.Namespace) -> int:
         reports.append({"key": found.target.key.id, "blocked": blocked, "findings": [f.to_dict() for f in findings]})
         lines += _render_findings(found.target, findings)
         failed = failed or blocked
-    if run.as_json:
-        run.print_json(reports)
+    if run.structured:
+        run.print_data(reports)
     else:
         run.print([*lines, f"note: {ROLE_NOTE}"])
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _history_command(run: _Run, args: argparse.Namespace) -> int:
+    """The ledger's latest rows, for one key or all; a storage account that cannot be read is one line and exit 1."""
+    key = None if args.key is None else KeyRef.parse(args.key)
+    if not any(run.env.get(name, "").strip() for name in STORAGE_SETTINGS):
+        raise ConfigError(
+            "history reads the app's ledger in its storage account: set AzureWebJobsStorage (a connection string) or "
+            "AzureWebJobsStorage__accountName, as in the Functions app"
+        )
+    ledger = StorageAccount.from_settings(run.env).ledger()  # ConfigError: the settings are not usable
+    try:
+        rows = [entry.to_dict() for entry in ledger.list_requests(key, limit=args.limit)]
+    except StorageUnavailable as exc:
+        run.err.write(f"error: the ledger could not be read: {_one_line(exc)}\n")
+        return EXIT_FAILED
+    if run.structured:
+        run.print_data(rows)
+        return EXIT_OK
+    table = [
+        (
+            _short_time(row["created_at"]),
+            str(row["key"]).rsplit("/", 1)[-1],
+            row["trigger"],
+            row["status"],
+            row["reason"] or "-",
+            f"{row['from_version'] or '-'} -> {row['to_version'] or '-'}",
+            row["request_id"],
+        )
+        for row in rows
+    ]
+    headers = ("CREATED", "KEY", "TRIGGER", "STATUS", "REASON", "VERSIONS", "REQUEST")
+    run.print(_table(headers, table, indent="") if rows else ["no requests in the ledger"])
+    run.print([f"{row['request_id']}: {clipped(str(row['error']), 300)}" for row in rows if row["error"]])
+    return EXIT_OK
+
+
+def _limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_HISTORY):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_HISTORY}; got {shown(text)}")
+    return int(text)
 
 
 def _discover_command(run: _Run, args: argparse.Namespace) -> int:
@@ -410,8 +510,8 @@ def _discover_command(run: _Run, args: argparse.Namespace) -> int:
         _write_json(args.write_azd, with_azd_target(azd_targets, key, args.vault_id, _region(found), ids))
         wrote.append(f"{args.write_azd} (azd's ROTATION_KEY_TARGETS)")
     report["wrote"] = wrote
-    if run.as_json:
-        run.print_json(report)
+    if run.structured:
+        run.print_data(report)
     else:
         run.print(_render_discovery(report))
     if (args.write_targets or args.write_azd) and not wrote:
@@ -459,10 +559,16 @@ def _render_discovery(report: Mapping[str, Any]) -> list[str]:
     if accounts:
         marks = {None: "", True: "listed", False: "UNMANAGED"}
         rows = [
-            [a["id"], str(a["key_version"] or "-"), str(a["provisioning_state"] or "-"), marks[a["listed"]]]
+            [
+                _account_label(a["id"]),
+                a["subscription"],
+                str(a["key_version"] or "-"),
+                str(a["provisioning_state"] or "-"),
+                marks[a["listed"]],
+            ]
             for a in accounts
         ]
-        lines += _table(["account", "version", "state", "in targets"], rows)
+        lines += _table(["ACCOUNT", "SUBSCRIPTION", "KEY VERSION", "STATE", "TARGETS"], rows)
     lines += [
         f"  FAILED {f.get('account') or 'subscription ' + str(f['subscription'])} ({f['reason']}): {f['error']}"
         for f in report["failures"]
@@ -507,6 +613,7 @@ COMMANDS = {
     "reconcile": _reconcile_command,
     "preflight": _preflight_command,
     "discover": _discover_command,
+    "history": _history_command,
 }
 
 
@@ -515,8 +622,8 @@ def _dry_run(run: _Run, targets: Sequence[Target], *, single: bool, force: bool 
         found if isinstance(found, TargetFailure) else _plan(run, found)
         for found in _observe(run, targets, force=force)
     ]
-    if run.as_json:
-        run.print_json(plans[0].to_dict() if single else [p.to_dict() for p in plans])
+    if run.structured:
+        run.print_data(plans[0].to_dict() if single else [p.to_dict() for p in plans])
     else:
         run.print(
             [
@@ -537,8 +644,8 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
         outcomes = bounded_map(
             lambda t: _reconcile_key(run, run.request(t.key, force=force)), targets, workers=KEYS_AT_ONCE
         )
-    if run.as_json:
-        run.print_json(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
+    if run.structured:
+        run.print_data(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
     else:
         run.print([line for outcome in outcomes for line in _render_outcome(outcome)])
     return EXIT_FAILED if any(o.status is Status.FAILED for o in outcomes) else EXIT_OK
@@ -639,6 +746,8 @@ def _render_status(report: Mapping[str, object]) -> list[str]:
     return [
         str(report["key"]),
         f"  target: {target}  ({report['reason']}: {report['message']})",
+        f"  renews: {_short_time(report['renews_at'])} ({_in_days(report['days_until_renewal'])})  "
+        f"expires: {_short_time(report['expires_on'])} ({_in_days(report['days_until_expiry'])})",
         *_table(
             ("VERSION", "ENABLED", "CREATED", "EXPIRES", "DAYS LEFT"),
             [
@@ -766,6 +875,12 @@ def _days_left(days: object) -> str:
     if not isinstance(days, int):
         return "-"
     return "expired" if days < 0 else str(days)
+
+
+def _in_days(days: object) -> str:
+    if not isinstance(days, int):
+        return "-"
+    return f"in {days} days" if days >= 0 else f"{-days} days ago"
 
 
 def _one_line(exc: BaseException) -> str:

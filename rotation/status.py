@@ -117,9 +117,18 @@ def key_status(obs: Observation, plan: RotationPlan) -> dict[str, object]:
         "current_version": plan.current_version,
         "target_version": plan.target_version,
         "new_version_due": plan.create is not None,
+        "renews_at": iso(plan.renews_at),
+        "days_until_renewal": _days(plan.renews_at, obs.now),
+        "expires_on": iso(plan.expires_on),
+        "days_until_expiry": _days(plan.expires_on, obs.now),
         "versions": versions,
         "accounts": accounts,
     }
+
+
+def _days(moment: datetime | None, now: datetime) -> int | None:
+    """Whole days from ``now`` to ``moment`` (negative once it has passed), as a version's ``days_left`` counts."""
+    return None if moment is None else (moment - now).days
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -103,6 +103,24 @@ class LedgerEntry:
             force=request.force,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The row as ``GET /api/rotations/{id}``, the outcome events and the CLI's ``history`` show it."""
+        return {
+            "request_id": self.request_id,
+            "key": self.key.id,
+            "trigger": self.trigger.value,
+            "status": self.status.value,
+            "reason": self.reason,
+            "from_version": self.from_version or None,
+            "to_version": self.to_version or None,
+            "accounts": dict(self.accounts),
+            "error": self.error or None,
+            "attempts": self.attempts,
+            "force": self.force,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
     def describes(self, request: RotationRequest) -> bool:
         """True when this row is ``request``'s: the same id for the same key (a forged message may reuse an id)."""
         return self.request_id == request.request_id and self.key.folded_id == request.key.folded_id

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from emulator.azurite import Azurite
 from emulator.core import Emulator
 from rotation.cli import main
 from rotation.connection import AzureConnection
-from rotation.model import AccountRef, KeyRef
-from rotation.storage import StorageAccount
+from rotation.model import AccountRef, KeyRef, RotationRequest, Trigger
+from rotation.storage import LedgerEntry, LedgerStatus, StorageAccount
 
 CREATE = "keyvault.create_key"
 UPDATE = "arm.update_account"
@@ -74,7 +75,13 @@ class World:
             polling_interval=0.05,
         )
 
-    def run(self, *argv: str, env: dict[str, str] | None = None, connection: AzureConnection | None = None) -> Result:
+    def run(
+        self,
+        *argv: str,
+        env: dict[str, str] | None = None,
+        connection: AzureConnection | None = None,
+        inp: io.StringIO | None = None,
+    ) -> Result:
         out, err = io.StringIO(), io.StringIO()
         code = main(
             list(argv),
@@ -83,6 +90,7 @@ class World:
             clock=self.emulator.clock.now,
             out=out,
             err=err,
+            inp=inp or io.StringIO(),  # no terminal
         )
         return Result(code, out.getvalue(), err.getvalue())
 
@@ -149,6 +157,27 @@ def test_status_shows_each_version_and_each_accounts_drift(world: World) -> None
     assert [(a["key_version"], a["provisioning_state"], a["drift"]) for a in report["accounts"]] == [
         (world.first, "Succeeded", True)
     ] * 2
+    # Expiring in 10 days and renewed 30 days before expiry: due for 20 days already.
+    assert report["days_until_expiry"] in (9, 10) and report["days_until_renewal"] in (-21, -20)
+    assert report["expires_on"][:10] == report["versions"][0]["expires"][:10]
+    renews = next(line for line in human.out.splitlines() if line.strip().startswith("renews:"))
+    assert "days ago (" not in renews and "days ago)" in renews.split("expires:")[0]
+    assert any(f"(in {days} days)" in renews.split("expires:")[1] for days in (9, 10))
+    assert world.writes() == []
+
+
+def test_status_and_preflight_print_the_same_data_as_json_or_yaml(world: World) -> None:
+    def steady(value: Any) -> Any:
+        """The data without what differs from one run to the next (the clock's reading)."""
+        if isinstance(value, dict):
+            return {k: steady(v) for k, v in value.items() if k != "now"}
+        return [steady(v) for v in value] if isinstance(value, list) else value
+
+    # Every command prints through the same function; these two print the same data from one run to the next.
+    for command in (["status"], ["preflight"]):
+        as_json, as_yaml, long_form = (world.run(*command, *o) for o in (["--json"], ["-o", "yaml"], ["-o", "json"]))
+        assert as_json.code == as_yaml.code == long_form.code, command
+        assert steady(yaml.safe_load(as_yaml.out)) == steady(as_json.json()) == steady(long_form.json()), command
     assert world.writes() == []
 
 
@@ -263,12 +292,32 @@ def test_reconcile_after_a_rotation_changes_nothing(world: World) -> None:
     assert world.writes() == [] and len(world.versions()) == 2
 
 
+class Terminal(io.StringIO):
+    """What the operator types, on a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_force_asks_on_a_terminal_and_without_one_needs_yes(world: World) -> None:
+    unasked = world.run("rotate", "--key", world.key, "--force")
+    declined = world.run("rotate", "--key", world.key, "--force", inp=Terminal("n\n"))
+    assert (unasked.code, declined.code) == (2, 2)
+    assert "add --yes to confirm (there is no terminal to ask on)" in unasked.err
+    assert "repoints its 2 accounts. Go ahead? [y/N]" in declined.err and "not confirmed" in declined.err
+    assert world.writes() == [] and len(world.versions()) == 1
+
+    confirmed = world.run("rotate", "--key", world.key, "--force", "--json", inp=Terminal("y\n"))
+
+    assert confirmed.code == 0 and confirmed.json()["reason"] == "Forced" and len(world.versions()) == 2
+
+
 def test_rotate_dry_run_writes_nothing_and_force_creates_a_version_that_is_not_due(world: World) -> None:
     dry = world.run("rotate", "--key", world.key, "--dry-run", "--json")
     assert dry.code == 0 and dry.json()["create"] is not None and world.writes() == []
     assert world.run("rotate", "--key", world.key).code == 0  # no longer due afterwards
 
-    forced = world.run("rotate", "--key", world.key, "--force", "--json")
+    forced = world.run("rotate", "--key", world.key, "--force", "--yes", "--json")
 
     assert forced.code == 0
     outcome = forced.json()
@@ -433,3 +482,47 @@ def test_rotate_waits_for_no_one_when_a_worker_holds_the_keys_lock(world: World,
     assert free.code == 0 and len(world.versions()) == 2
     with StorageAccount.from_settings(env).key_lock(KeyRef.parse(world.key)):  # the CLI released it
         pass
+
+
+def test_history_shows_the_apps_ledger_newest_first(world: World, azurite: Azurite) -> None:
+    env = {"AzureWebJobsStorage": azurite.connection_string}  # no ROTATION_TARGETS: history reads only the ledger
+    ledger = StorageAccount.from_settings(env).ledger()
+    ledger.ensure()
+    key = KeyRef.parse(world.key)
+    now = world.emulator.clock.now()
+    older = ledger.create(LedgerEntry.for_request(RotationRequest("req-older", key, Trigger.TIMER), at=now))
+    ledger.transition(older, at=now, status=LedgerStatus.FAILED, reason="PermissionDenied", error="403 on keys/create")
+    newer = RotationRequest("req-newer", key, Trigger.HTTP, force=True)
+    entry = ledger.create(LedgerEntry.for_request(newer, at=now + timedelta(minutes=5)))
+    ledger.transition(entry, at=now, status=LedgerStatus.SUCCEEDED, reason="Forced", from_version="v1", to_version="v2")
+
+    table = world.run("history", "--key", world.key, env=env)
+    machine = world.run("history", "--key", world.key, "--limit", "1", "--json", env=env)
+
+    assert table.code == 0 and machine.code == 0
+    rows = [line for line in table.out.splitlines() if "req-" in line and "->" in line]
+    assert [row.split()[-1] for row in rows] == ["req-newer", "req-older"]
+    assert "v1 -> v2" in rows[0] and "failed" in rows[1] and "req-older: 403 on keys/create" in table.out
+    [only] = machine.json()
+    assert (only["request_id"], only["status"], only["force"], only["to_version"]) == (
+        "req-newer",
+        "succeeded",
+        True,
+        "v2",
+    )
+    assert azurite.connection_string not in table.out + table.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["history"], {}, "set AzureWebJobsStorage"),
+        (["history", "--limit", "0"], {"AzureWebJobsStorage": "x"}, "must be a whole number from 1 to 1000"),
+        (["history", "--key", "https://kv/keys"], {"AzureWebJobsStorage": "x"}, "not a Key Vault key URL"),
+    ],
+)
+def test_history_refuses_bad_input_in_one_line(
+    world: World, argv: list[str], env: dict[str, str], message: str
+) -> None:
+    result = world.run(*argv, env=env)
+    assert (result.code, result.out) == (2, "") and message in result.err and "Traceback" not in result.err

@@ -465,10 +465,10 @@ def test_a_healthy_keys_decision_reads_one_version_however_long_its_history(scen
     plan = scene.engine(key=key).dry_run(RotationRequest(f"req-{older}", key, Trigger.TIMER))
 
     assert plan.create is None and plan.target_version == scene.vault.versions(name)[-1].version
-    assert [(c.operation, c.status) for c in scene.emulator.control.calls() if c.service == "keyvault"] == [
-        ("keyvault.get_key", 401),  # the client's first request: Key Vault's challenge
-        ("keyvault.get_key", 200),
-    ]
+    # Key Vault's challenge (a 401) comes first unless the SDK's process-wide challenge cache already holds one for
+    # this host and port (an earlier emulator in this process may have had the same port).
+    calls = [(c.operation, c.status) for c in scene.emulator.control.calls() if c.service == "keyvault"]
+    assert [call for call in calls if call[1] != 401] == [("keyvault.get_key", 200)]
 
 
 # --- ARM calls per account -------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from tests.fuzz.strategies import planted, secret_url, weighted
 
 COMMANDS = ["status", "plan", "preflight", "rotate"]
 NEAR_MISSES = ["", "statu", "STATUS", "Plan", "reconcile", "rotate-key", "help", "-", "--", "status "]
-FLAGS = ["--json", "--force", "--dry-run", "--js", "--dry", "--forc"]
+FLAGS = ["--json", "--force", "--dry-run", "--yes", "--js", "--dry", "--forc", "-o", "yaml"]
 BAD_OPTIONS = ["--nope", "-x", "--json=1", "-j", "---json", "--dry-run=yes"]
 HELP = ("-h", "--help", "--he", "--h")
 
