@@ -261,18 +261,21 @@ def main(
         err.write(f"error: {' '.join(clipped(str(exc), 500).split())}\n")
         return EXIT_BAD_INPUT
     environment = os.environ if env is None else env
+    progress = _Progress(err)
     try:
         settings = _settings(environment, args.targets, require_targets=args.command not in ("discover", "history"))
         azure = connection or AzureConnection.default(settings)
         now = clock or system_clock
         accounts = azure.accounts()
-        engine = RotationEngine(azure.key_vault(), accounts, settings, clock=now, on_event=_Progress(err))
-        run = _Run(settings, engine, azure, environment, now, out, err, inp, args.output)
+        engine = RotationEngine(azure.key_vault(), accounts, settings, clock=now, on_event=progress)
+        run = _Run(settings, engine, azure, progress, environment, now, out, err, inp, args.output)
         return COMMANDS[args.command](run, args)
     except ConfigError as exc:
+        progress.finish()
         err.write(f"error: {_one_line(exc)}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        progress.finish()
         err.write("interrupted; run the same command again: every step is safe to repeat\n")
         return EXIT_INTERRUPTED
 
@@ -282,6 +285,7 @@ class _Run:
     settings: Settings
     engine: RotationEngine
     azure: AzureConnection
+    progress: _Progress
     env: Mapping[str, str]
     clock: Clock
     out: TextIO
@@ -298,6 +302,7 @@ class _Run:
         return self.output != "table"
 
     def print_data(self, value: object) -> None:
+        self.progress.finish()
         if self.output == "yaml":
             import yaml
 
@@ -306,6 +311,7 @@ class _Run:
             self.out.write(json.dumps(value, indent=2) + "\n")
 
     def print(self, lines: Sequence[str]) -> None:
+        self.progress.finish()
         self.out.write("".join(line + "\n" for line in lines))
 
 
@@ -660,7 +666,7 @@ def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
     except ConfigError:
         raise
     except RotationError as exc:
-        run.err.write(f"{request.key.name}: FAILED ({exc.reason.value}): {_one_line(exc)}\n")
+        run.progress.line(f"{request.key.name}: FAILED ({exc.reason.value}): {_one_line(exc)}")
         return RotationOutcome.from_error(request, exc)
 
 
@@ -684,20 +690,59 @@ def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[Callable[[], None
 
 class _Progress:
     """The engine's ``on_event`` hook: the events an operator follows (version created or adopted, account updated
-    or failed) as one line each on ``stream``, as they happen. The engine updates accounts on several threads, so
-    lines are written one at a time; a stream that cannot be written to never stops a rotation."""
+    or failed) as one line each on ``stream``, as they happen. On a terminal, the accounts verified are one live line
+    instead (``12/40 accounts verified, 0 failed``), rewritten in place, and a failure still gets a line of its own.
+    Lines are written one at a time (keys are reconciled on several threads); a stream that cannot be written to never
+    stops a rotation."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._live = _is_terminal(stream)
+        self._total = self._verified = self._failed = 0
+        self._shown = False  # the live line is on the screen, without its newline
 
     def __call__(self, event: Event, message: str, fields: Mapping[str, FieldValue]) -> None:
         line = _progress_line(event, message, fields)
-        if line is None:
-            return
-        with self._lock, contextlib.suppress(OSError, ValueError):  # ValueError: the stream is closed
-            self._stream.write(line + "\n")
+        with self._lock:
+            if self._live and event is Event.PLANNED and not fields.get("dry_run", False):
+                self._total += int(str(fields.get("accounts") or 0))
+            if self._live and event is Event.ACCOUNT_UPDATED:
+                self._verified += 1
+                line = None
+            if self._live and event is Event.ACCOUNT_FAILED:
+                self._failed += 1
+            self._write(line)
+
+    def line(self, text: str) -> None:
+        """A line of its own (a key that failed), above the live line."""
+        with self._lock:
+            self._write(text)
+
+    def _write(self, line: str | None) -> None:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: the stream is closed
+            if line is not None:
+                self._stream.write(("\r\x1b[K" if self._shown else "") + line + "\n")
+                self._shown = False
+            if self._live and self._total:
+                self._stream.write(f"\r\x1b[K{self._verified}/{self._total} accounts verified, {self._failed} failed")
+                self._shown = True
             self._stream.flush()
+
+    def finish(self) -> None:
+        """End the live line, so that what is printed next starts on a line of its own."""
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            if self._shown:
+                self._stream.write("\n")
+                self._stream.flush()
+                self._shown = False
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def _progress_line(event: Event, message: str, fields: Mapping[str, FieldValue]) -> str | None:

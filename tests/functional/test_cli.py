@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from emulator.azurite import Azurite
+from emulator.control import FaultRule
 from emulator.core import Emulator
 from rotation.cli import main
 from rotation.connection import AzureConnection
@@ -81,8 +82,9 @@ class World:
         env: dict[str, str] | None = None,
         connection: AzureConnection | None = None,
         inp: io.StringIO | None = None,
+        err: io.StringIO | None = None,
     ) -> Result:
-        out, err = io.StringIO(), io.StringIO()
+        out, err = io.StringIO(), err or io.StringIO()
         code = main(
             list(argv),
             env=self.env if env is None else env,
@@ -310,6 +312,19 @@ def test_force_asks_on_a_terminal_and_without_one_needs_yes(world: World) -> Non
     confirmed = world.run("rotate", "--key", world.key, "--force", "--json", inp=Terminal("y\n"))
 
     assert confirmed.code == 0 and confirmed.json()["reason"] == "Forced" and len(world.versions()) == 2
+
+
+def test_on_a_terminal_the_accounts_verified_are_one_live_line(world: World) -> None:
+    # One account's update is refused: its failure keeps a line of its own.
+    world.emulator.control.add_fault(FaultRule(operation="arm.update_account", path="/aoai-2$", status=403, times=None))
+
+    result = world.run("reconcile", err=Terminal())
+
+    assert result.code == 1
+    assert "\r\x1b[K1/2 accounts verified, 1 failed" in result.err and result.err.endswith("failed\n")
+    assert "ok: reports" not in result.err  # no line per verified account
+    assert re.search(r"aoai-2 FAILED \(PermissionDenied\)", result.err)
+    assert result.out.startswith(world.key)  # the report starts on a line of its own, on stdout
 
 
 def test_rotate_dry_run_writes_nothing_and_force_creates_a_version_that_is_not_due(world: World) -> None:
