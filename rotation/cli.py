@@ -65,7 +65,7 @@ from rotation.connection import AzureConnection
 from rotation.discovery import Discovery, DiscoveryPath, Scope
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
 from rotation.errors import ConfigError, RotationError, StorageUnavailable
-from rotation.fleet import with_app_target, with_azd_target
+from rotation.fleet import check_vault_id, with_app_target, with_azd_target
 from rotation.log import LOGGER_NAME, Event, FieldValue, install_redaction
 from rotation.model import (
     AccountAction,
@@ -496,7 +496,7 @@ def _discover_command(run: _Run, args: argparse.Namespace) -> int:
     if args.write_azd is not None and args.vault_id is None:
         raise ConfigError("--write-azd needs --vault-id: azd's targets name the vault by its ARM id")
     if args.vault_id is not None:
-        with_azd_target([], key, args.vault_id, "", ["-"])  # the id's shape, before anything is read
+        check_vault_id(key, args.vault_id)
     app_targets = _json_list(args.write_targets)
     azd_targets = _json_list(args.write_azd)
     target = run.settings.target_for(key)

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rotation.errors import ConfigError
-from rotation.model import KeyRef
+from rotation.model import KeyRef, shown
 
 _VAULT_ID = re.compile(
     r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/(?P<name>[^/]+)",
@@ -43,14 +43,7 @@ def with_azd_target(
     targets: Sequence[Mapping[str, Any]], key: KeyRef, vault_id: str, location: str, accounts: Sequence[str]
 ) -> list[dict[str, Any]]:
     """azd's ``ROTATION_KEY_TARGETS`` with ``key``'s entry (its vault's ARM id and region) listing ``accounts``."""
-    match = _VAULT_ID.fullmatch(vault_id)
-    vault_name = _vault_name(key)
-    if match is None or (vault_name is not None and match["name"].lower() != vault_name.lower()):
-        raise ConfigError(
-            f"--vault-id {vault_id!r} is not the ARM id of vault {vault_name or key.vault_host!r}; give "
-            f"/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/{vault_name or '<vault>'} "
-            f"(az keyvault show --name {vault_name or '<vault>'} --query id)"
-        )
+    check_vault_id(key, vault_id)
     entry = {
         "vaultId": vault_id,
         "keyName": key.name,
@@ -65,6 +58,18 @@ def with_azd_target(
         else:
             kept.append(dict(target))
     return [*kept, entry]
+
+
+def check_vault_id(key: KeyRef, vault_id: str) -> None:
+    """``ConfigError`` unless ``vault_id`` is the ARM id of ``key``'s vault (by name, when its host names it)."""
+    match = _VAULT_ID.fullmatch(vault_id)
+    vault_name = _vault_name(key)
+    if match is None or (vault_name is not None and match["name"].lower() != vault_name.lower()):
+        raise ConfigError(
+            f"--vault-id {shown(vault_id)} is not the ARM id of vault {vault_name or key.vault_host!r}; give "
+            f"/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/{vault_name or '<vault>'} "
+            f"(az keyvault show --name {vault_name or '<vault>'} --query id)"
+        )
 
 
 def _vault_name(key: KeyRef) -> str | None:
