@@ -4,16 +4,15 @@ The update sends ``properties.encryption`` and nothing else: the same vault, the
 ``identityClientId`` as the account already has, with only ``keyVersion`` changed. It never moves an account to another
 vault or key, never reverts it to Microsoft-managed keys, and never touches any other property.
 
-Reads for a snapshot go through the synchronous client (``AccountsAdapter.get``). Updates go through an
-``AccountsSession``: the SDK's async client on one event loop, where ARM's long-running operations are followed by
-``asyncio`` and wait without holding a thread. The poller follows ``Azure-AsyncOperation`` and sleeps what the
-service's ``Retry-After`` says; ``polling_interval`` is only the fallback when no header is sent (the SDK's default is
-30 s). Every request of a session is paced by its subscription's ``rotation.pacing.Budget``, which the answers' rate
-limit headers keep current. After the operation, the account's ``provisioningState`` may still say ``Accepted``: that
-is the engine's verify step. The account the update returns is the one the poller read after the operation (ARM's
-final GET for a PATCH), so no second read follows it. If ARM refuses the poll itself (403: the status URL is
-authorised at subscription scope), or the operation outlasts ``operation_timeout``, the update stands and the account
-is read instead.
+Reads, listings and updates go through an ``AccountsSession``: the SDK's async client on one event loop, where ARM's
+long-running operations are followed by ``asyncio`` and wait without holding a thread. The poller follows
+``Azure-AsyncOperation`` and sleeps what the service's ``Retry-After`` says; ``polling_interval`` is only the fallback
+when no header is sent (the SDK's default is 30 s). Every request of a session is paced by its subscription's
+``rotation.pacing.Budget``, which the answers' rate limit headers keep current. After the operation, the account's
+``provisioningState`` may still say ``Accepted``: that is the engine's verify step. The account the update returns is
+the one the poller read after the operation (ARM's final GET for a PATCH), so no second read follows it. If ARM refuses
+the poll itself (403: the status URL is authorised at subscription scope), or the operation outlasts
+``operation_timeout``, the update stands and the account is read instead.
 """
 
 from __future__ import annotations
@@ -176,7 +175,7 @@ class _AsyncCredential:
         return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
 
     async def close(self) -> None:
-        """The synchronous credential outlives the session: the adapter's clients use it too."""
+        """The synchronous credential outlives the session: Key Vault, storage and later sessions use it too."""
 
     async def __aenter__(self) -> _AsyncCredential:
         return self

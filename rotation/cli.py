@@ -450,7 +450,7 @@ def _preflight_command(run: _Run, args: argparse.Namespace) -> int:
 def _history_command(run: _Run, args: argparse.Namespace) -> int:
     """The ledger's latest rows, for one key or all; a storage account that cannot be read is one line and exit 1."""
     key = None if args.key is None else KeyRef.parse(args.key)
-    if not any(run.env.get(name, "").strip() for name in STORAGE_SETTINGS):
+    if not _has_storage(run.env):
         raise ConfigError(
             "history reads the app's ledger in its storage account: set AzureWebJobsStorage (a connection string) or "
             "AzureWebJobsStorage__accountName, as in the Functions app"
@@ -670,11 +670,16 @@ def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
         return RotationOutcome.from_error(request, exc)
 
 
+def _has_storage(env: Mapping[str, str]) -> bool:
+    """Whether the app's storage account (``AzureWebJobsStorage``, in any of its forms) is configured."""
+    return any(env.get(name, "").strip() for name in STORAGE_SETTINGS)
+
+
 @contextlib.contextmanager
 def _key_lock(env: Mapping[str, str], key: KeyRef) -> Iterator[Callable[[], None]]:
     """Hold the key's lock in the app's storage, as the worker does, when ``AzureWebJobsStorage`` is configured.
     Yields the check to run before each write (it raises ``LockLost`` once the lease is gone)."""
-    if not any(env.get(name, "").strip() for name in STORAGE_SETTINGS):
+    if not _has_storage(env):
         yield lambda: None
         return
     lock = StorageAccount.from_settings(env).key_lock(key)  # ConfigError: the settings are not usable

@@ -30,16 +30,17 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
 from rotation.azure_errors import translate
 from rotation.config import DEFAULT_CONCURRENCY
+from rotation.engine import each
 from rotation.errors import ConfigError, InvalidRequest, NotFound, RotationError
 from rotation.log import Event, emit
 from rotation.model import GUID_PATTERN, AccountEncryption, AccountRef, KeyRef, normalize_vault_url
@@ -51,8 +52,6 @@ if TYPE_CHECKING:  # the SDK itself is imported on first use: a trigger that nev
     from azure.mgmt.resourcegraph import ResourceGraphClient
     from azure.mgmt.resourcegraph.models import QueryRequest, QueryResponse
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 # The one query: every account whose key source is Key Vault, with the columns discovery reads. Its text is the
 # emulator's CMK_ACCOUNTS_QUERY (a test compares the two after collapsing whitespace): the emulator answers no other.
@@ -363,7 +362,7 @@ class AccountDiscovery:
     async def _confirmed(self, keys: Sequence[KeyRef], named: Sequence[AccountRef]) -> Discovery:
         """Resource Graph's finds as ARM has them now: an account gone (404) or on another key is dropped."""
         async with self._accounts.session() as arm:
-            reads = await self._each(arm.get, named)
+            reads = await each(arm.get, named, at_once=self._concurrency)
         states = [read for read in reads if isinstance(read, AccountEncryption)]
         failures = {
             account: read
@@ -406,17 +405,4 @@ class AccountDiscovery:
 
     async def _listings(self, subscriptions: Sequence[str]) -> list[list[AccountEncryption] | RotationError]:
         async with self._accounts.session() as arm:
-            return await self._each(arm.list, subscriptions)
-
-    async def _each(self, read: Callable[[T], Awaitable[R]], items: Sequence[T]) -> list[R | RotationError]:
-        """``read`` of every item, at most ``concurrency`` at once; a failure is that item's result, not the others'."""
-        at_once = asyncio.Semaphore(self._concurrency)
-
-        async def one(item: T) -> R | RotationError:
-            async with at_once:
-                try:
-                    return await read(item)
-                except RotationError as exc:
-                    return exc
-
-        return list(await asyncio.gather(*(one(item) for item in items)))
+            return await each(arm.list, subscriptions, at_once=self._concurrency)

@@ -2,14 +2,14 @@
 
 ::
 
-    gather   list the key's versions; read every target account (bounded pool)      no writes
+    gather   list the key's versions; read every target account (one event loop)    no writes
     decide   rotation.plan.decide on the frozen Observation                          pure
     act      create the version (or adopt one tagged with this request id), then
              update each account that must be repointed (one event loop)             the only writes
     verify   re-read each account until keyVersion == target and Succeeded,
              with a deadline ("Accepted" lingers after the operation completes)
 
-Each account's update and verify is a coroutine on one event loop (``asyncio.run`` in the calling thread), at most
+Each account's read, update and verify is a coroutine on one event loop (``asyncio.run`` in the calling thread), at most
 ROTATION_CONCURRENCY at once: waiting on ARM's operations and between verify reads holds no thread, and ARM's own rate
 limit headers pace the requests (``rotation.pacing``).
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,6 +108,21 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> li
     with ThreadPoolExecutor(max_workers=min(workers, len(work))) as pool:
         futures = [pool.submit(in_context(fn), item) for item in work]
         return [f.result() for f in futures]
+
+
+async def each(read: Callable[[T], Awaitable[R]], items: Sequence[T], *, at_once: int) -> list[R | RotationError]:
+    """``read`` of every item on the running event loop, at most ``at_once`` at a time, results in order; a
+    ``RotationError`` is that item's result and never stops the others."""
+    limit = asyncio.Semaphore(at_once)
+
+    async def one(item: T) -> R | RotationError:
+        async with limit:
+            try:
+                return await read(item)
+            except RotationError as exc:
+                return exc
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 def is_transient(exc: Exception) -> bool | float:
@@ -209,16 +224,9 @@ class RotationEngine:
             reading_versions = asyncio.ensure_future(
                 asyncio.to_thread(self._versions, request, target, every_version=every_version)
             )
-            at_once = asyncio.Semaphore(self._settings.concurrency)
-
-            async def read(account: AccountRef) -> AccountEncryption | RotationError:
-                async with at_once:
-                    try:
-                        return await self._async_step(arm.get, account)
-                    except RotationError as exc:
-                        return exc
-
-            reads = await asyncio.gather(*(read(a) for a in target.accounts))
+            reads = await each(
+                lambda account: self._async_step(arm.get, account), target.accounts, at_once=self._settings.concurrency
+            )
             versions = await reading_versions
             states: dict[AccountRef, AccountEncryption] = {}
             unreadable: dict[AccountRef, RotationError] = {}
