@@ -4,13 +4,18 @@ No Azure account and no Functions host: the demo drives the app's own trigger fu
 ``emulator.functions_host``, a stand-in for the host that follows host.json and hands every invocation, in wire format,
 to the real Python worker (``emulator.functions_worker``), which decodes it and runs the function as in Azure.
 
+The fleet spans two subscriptions: three accounts on the key in the first, one in the second, and one more in the
+second that ROTATION_TARGETS does not list, which ``discover`` finds and every sweep reports as drift, untouched.
+
 Every step states what it expects; the demo stops with exit code 1 at the first expectation that fails. The trace
 of the first rotation is printed from OpenTelemetry's SDK, as Application Insights would receive it in Azure.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,14 +29,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import function_app
 from emulator import Emulator
 from emulator.azurite import Azurite
+from emulator.fleet import FLEET_KEY, FLEET_SUBSCRIPTION, FLEET_UNMANAGED, FLEET_VAULT, seed_fleet
 from emulator.functions_host import FunctionsHost
 from rotation import cli
 from rotation.app import RotationApp, configure
 from rotation.connection import AzureConnection
+from rotation.log import Event
+from rotation.model import AccountRef
 from rotation.telemetry import SpanName
 
-KEY = "aoai-cmk"
+KEY = FLEET_KEY
 OTHER_KEY = "other-cmk"
+UNMANAGED = FLEET_UNMANAGED  # on the key, in the second subscription, not in ROTATION_TARGETS
 
 
 class ExpectationFailed(Exception):
@@ -72,20 +81,16 @@ def main() -> int:
     provider.add_span_processor(SimpleSpanProcessor(spans))
     trace.set_tracer_provider(provider)
     with Emulator() as azure, Azurite() as storage:
-        vault = azure.add_vault("contoso-cmk", purge_protection=True)
-        current = vault.create_key(KEY, exp=datetime.now(UTC) + timedelta(days=20), key_ops=["wrapKey", "unwrapKey"])
+        targets = seed_fleet(azure)  # the fleet `python -m emulator --fleet` seeds
+        vault = azure.vaults[FLEET_VAULT]
+        [current] = vault.versions(KEY)
         other = vault.create_key(OTHER_KEY, exp=datetime.now(UTC) + timedelta(days=200))
-
-        def cmk(record: Any) -> dict[str, Any]:
-            return {
-                "keySource": "Microsoft.KeyVault",
-                "keyVaultProperties": {"keyName": record.name, "keyVersion": record.version, "keyVaultUri": vault.url},
-            }
-
-        names = ["openai-east-1", "openai-east-2", "openai-east-3"]
-        accounts = [azure.arm.add_account(n, encryption=cmk(current))["id"] for n in names]
-        bystander = azure.arm.add_account("openai-other-key", encryption=cmk(other))["id"]
-        targets = [{"key": f"{vault.url}/keys/{KEY}", "accounts": accounts}]
+        encryption = {"keyName": OTHER_KEY, "keyVersion": other.version, "keyVaultUri": vault.url}
+        azure.arm.add_account(
+            "openai-other-key", encryption={"keySource": "Microsoft.KeyVault", "keyVaultProperties": encryption}
+        )
+        names = [(AccountRef.parse(a).subscription_id, AccountRef.parse(a).name) for a in targets[0]["accounts"]]
+        unmanaged = azure.arm.account_id("rg-ai", UNMANAGED, subscription_id=FLEET_SUBSCRIPTION)
         env = {
             "AzureWebJobsStorage": storage.connection_string,
             "ROTATION_TARGETS": json.dumps(targets),
@@ -109,16 +114,33 @@ def main() -> int:
         def versions() -> list[str]:
             return [v.version for v in vault.versions(KEY)]
 
-        def account_versions() -> set[str]:
-            found = set()
-            for name in names:
-                props = azure.arm.account("rg-ai", name)["properties"]
-                found.add(props["encryption"]["keyVaultProperties"]["keyVersion"])
-                expect(props["provisioningState"] == "Succeeded", f"{name} is Succeeded")
-            return found
+        def version_of(subscription: str, name: str) -> str:
+            props = azure.arm.account("rg-ai", name, subscription_id=subscription)["properties"]
+            expect(props["provisioningState"] == "Succeeded", f"{name} is Succeeded")
+            return str(props["encryption"]["keyVaultProperties"]["keyVersion"])
 
-        print(f"Seeded vault {vault.url} with key {KEY} (expires in 20 days), {len(names)} accounts on it,")
-        print(f"and one account on {OTHER_KEY}. Storage: Azurite. Emulator CA: {azure.ca_bundle}")
+        def account_versions() -> set[str]:
+            return {version_of(sub, name) for sub, name in names}
+
+        drift: list[logging.LogRecord] = []
+        watch = logging.Handler()
+        watch.emit = lambda record: (
+            drift.append(record) if getattr(record, "event", None) == Event.DRIFT_FOUND else None
+        )
+        logging.getLogger("rotation").addHandler(watch)
+
+        print(f"Seeded vault {vault.url} with key {KEY} (expires in 20 days), {len(names)} accounts on it in two")
+        print(f"subscriptions, {UNMANAGED} on it that ROTATION_TARGETS does not list, and one account on {OTHER_KEY}.")
+        print(f"Storage: Azurite. Emulator CA: {azure.ca_bundle}")
+
+        step("0. discover: which accounts use the key, across subscriptions?")
+        found = io.StringIO()
+        cli.main(["discover", "--key", f"{vault.url}/keys/{KEY}"], env=env, connection=connection, out=found)
+        print("   " + found.getvalue().rstrip().replace("\n", "\n   "))
+        rows = [line for line in found.getvalue().splitlines() if "rg-ai/" in line]
+        expect(len(rows) == 5, "discover found all five accounts on the key, in both subscriptions")
+        marked = [line for line in rows if line.rstrip().endswith("UNMANAGED")]
+        expect(len(marked) == 1 and UNMANAGED in marked[0], f"only {UNMANAGED} is marked UNMANAGED")
 
         step("1. Key Vault sends KeyNearExpiry: on_key_event -> queue -> rotation_worker")
         azure.eventgrid.scan()
@@ -129,12 +151,12 @@ def main() -> int:
         host.pump("rotation_worker")
         expect(len(versions()) == 2, "exactly one new key version was created")
         new_version = versions()[-1]
-        expect(account_versions() == {new_version}, f"all three accounts are verified on {new_version[:8]}…")
+        expect(account_versions() == {new_version}, f"all four accounts are verified on {new_version[:8]}…")
         finished = list(spans.get_finished_spans())
         (event_span,) = [s for s in finished if s.name == SpanName.ON_KEY_EVENT]
         in_trace = [s.name for s in finished if s.context.trace_id == event_span.context.trace_id]
         expect(
-            in_trace.count(SpanName.WORK) == 1 and in_trace.count(SpanName.UPDATE_ACCOUNT) == 3,
+            in_trace.count(SpanName.WORK) == 1 and in_trace.count(SpanName.UPDATE_ACCOUNT) == 4,
             "one trace runs from the event through the queue to each account's update:",
         )
         print_trace(finished, event_span)
@@ -164,7 +186,7 @@ def main() -> int:
         host.pump("rotation_worker")
         expect(len(versions()) == 3, "the forced rotation created exactly one version")
         forced_version = versions()[-1]
-        expect(account_versions() == {forced_version}, "all three accounts are verified on the forced version")
+        expect(account_versions() == {forced_version}, "all four accounts are verified on the forced version")
         (request_id,) = ids
         row = json.loads(
             host.http(
@@ -177,10 +199,15 @@ def main() -> int:
         host.fire_timer("rotation_sweep")
         expect(host.pump("rotation_worker") == 0, "the sweep found nothing due and enqueued nothing")
         expect(len(versions()) == 3, "no new version")
+        expect(
+            len(drift) == 1 and unmanaged in drift[-1].getMessage(),
+            f"the sweep reported {UNMANAGED} as drift (rotation.drift_found):",
+        )
+        print(f"   {drift[-1].getMessage()}")
+        expect(version_of(FLEET_SUBSCRIPTION, UNMANAGED) == current.version, f"{UNMANAGED} was never touched")
         other_props = azure.arm.account("rg-ai", "openai-other-key")["properties"]["encryption"]["keyVaultProperties"]
         expect(other_props["keyVersion"] == other.version, f"the account on {OTHER_KEY} was never touched")
         expect(len(vault.versions(OTHER_KEY)) == 1, f"{OTHER_KEY} has no new version")
-        del bystander
 
         step("6. Final status and ledger")
         cli.main(["status"], env=env, connection=connection)

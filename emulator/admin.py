@@ -3,6 +3,9 @@
 Every route lives under ``/admin``. Bad input gets a 400 whose message names the bad field and what it should be.
 Each emulated service adds its own routes through ``register_admin(admin)`` (``Emulator`` calls it); the generic ones
 are here. The service gets only what its routes use: the clock, the control plane, and two callables.
+
+``POST /admin/token`` hands out the tokens ``EmulatorCredential`` issues in-process, for a process that cannot import
+this package: the operator CLI's ``--emulator`` (``rotation/local_emulator.py``), installed from a wheel without it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import isodate
 
 from emulator.control import Clock, Control, FaultRule
+from emulator.credential import EmulatorCredential
 from emulator.http import HttpError, Request, Response, Service
 
 
@@ -46,6 +50,7 @@ class AdminService(Service):
         self.route("DELETE", "/admin/calls", "admin.reset_calls", self._reset_calls)
         self.route("GET", "/admin/counters", "admin.counters", self._counters)
         self.route("POST", "/admin/vaults", "admin.add_vault", self._add_vault)
+        self.route("POST", "/admin/token", "admin.token", self._token)
 
     # Helpers the components use too -------------------------------------------------------------------------
     def body(self, request: Request) -> dict[str, Any]:
@@ -202,6 +207,22 @@ class AdminService(Service):
         except ValueError as exc:
             raise self.bad_request(str(exc)) from exc
         return Response(201, vault.describe())
+
+    def _token(self, request: Request) -> Response:
+        """A token of the default identity for ``scopes`` (one resource), as ``EmulatorCredential`` issues it."""
+        data = self.body(request)
+        unknown = sorted(set(data) - {"scopes"})
+        if unknown:
+            raise self.bad_request(f"Unknown token fields {unknown}; allowed: ['scopes'].")
+        hint = 'For example {"scopes": ["https://management.azure.com/.default"]}.'
+        scopes = self.field(data, "scopes", list, hint=hint)
+        if not scopes or not all(isinstance(scope, str) and scope.strip() for scope in scopes):
+            raise self.bad_request(f"Field 'scopes' must be a non-empty list of scopes; got {scopes!r}. {hint}")
+        try:
+            token = EmulatorCredential().get_token_info(*scopes)
+        except ValueError as exc:  # scopes of two resources
+            raise self.bad_request(str(exc)) from exc
+        return Response(200, {"token": token.token, "expires_on": token.expires_on})
 
 
 def _names(kinds: tuple[type, ...]) -> str:

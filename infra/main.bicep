@@ -3,9 +3,9 @@
 // It must never deploy anything outside that resource group: azd down deletes every resource group that a deployment
 // touched (Azure/azure-dev#2916), so a role assignment or a system topic placed here in a vault's or an account's
 // resource group would put the customer's key vaults and AI accounts at risk. Everything the app needs on the targets
-// (the roles on each key and account, the operation-status read in each account subscription, the vaults' Event Grid
-// system topics and subscriptions, and the custom role definitions) is the separate, explicit step infra/grants/,
-// which azd never runs (docs/runbook.md, section 1).
+// (the roles on each key and account, the operation-status read in each account subscription, discovery's reads, the
+// vaults' Event Grid system topics and subscriptions, and the custom role definitions) is the separate, explicit step
+// infra/grants/, which azd never runs (docs/runbook.md, section 1).
 //
 // Inside rg-<env> it grants, and nothing more (infra/README.md explains each choice):
 //   the app's identity  - on its own storage: Blob Data Owner, Queue Data Contributor, Table Data Contributor;
@@ -88,6 +88,16 @@ param verifyTimeout string = 'PT10M'
 @description('ROTATION_FORCE_COOLDOWN: ISO 8601 duration, the least time between two forced rotations of one key over HTTP.')
 param forceCooldown string = 'PT1H'
 
+@description('ROTATION_DISCOVERY: where the app looks for accounts on a target key: tenant (every subscription its identity can read), off, /subscriptions/<id>,/subscriptions/<id>, or one management group /providers/Microsoft.Management/managementGroups/<id>. The grants give it the reads (infra/README.md).')
+param discovery string = 'tenant'
+
+@description('ROTATION_UNMANAGED: what happens to an account on a target key that ROTATION_TARGETS does not list: report (drift only) or enrol (rotated too; the grants then need unmanagedAccounts=enrol).')
+@allowed([
+  'report'
+  'enrol'
+])
+param unmanagedAccounts string = 'report'
+
 @description('Create an Event Grid custom topic for the outcome events (sets ROTATION_EVENTS_ENDPOINT).')
 param outcomeEventsTopic bool = false
 
@@ -160,6 +170,8 @@ module app 'modules/app.bicep' = {
     concurrency: concurrency
     verifyTimeout: verifyTimeout
     forceCooldown: forceCooldown
+    discovery: discovery
+    unmanagedAccounts: unmanagedAccounts
     outcomeEventsTopic: outcomeEventsTopic
     maximumInstanceCount: maximumInstanceCount
     vnetEnabled: vnetEnabled

@@ -1,17 +1,20 @@
 """The Functions app's use cases: one method per trigger, with no ``azure.functions`` import.
 
     on_key_event   parse the event, check ROTATION_TARGETS, record and enqueue a request         (< 1 s)
-    sweep          plan every target; enqueue the keys that are due or drift; re-send stuck requests
+    sweep          discover the accounts on the target keys; plan every target and report its drift; enqueue the
+                   keys that are due or whose accounts are behind; re-send stuck requests
     submit         validate an HTTP body; answer the plan (dry run) or record and enqueue      (202)
     request        the ledger row of one request
-    fleet_status   every target's versions and accounts, as the CLI's ``status --json`` prints
+    fleet_status   every target's versions, accounts and drift, as the CLI's ``status -o json`` prints
     work           the queue worker: per-key lock, ledger row, ``reconcile``, outcome event
     give_up        the poison handler: mark the ledger row failed and emit a failure event
 
 Every entry runs in one order: parse, validate, check the target, and only then write. A rejected input leaves no
 trace but one clipped log line: no ledger row, lease, message, outcome event or ``rotation.failed``. Inputs from
 outside (events, HTTP bodies, queue messages) are hints that name a key: anything not in ``ROTATION_TARGETS`` is
-refused, and nothing outside the targets is ever read or written. One target's fault never stops another.
+refused, and nothing outside the targets is ever written. Discovery (``ROTATION_DISCOVERY``) reads accounts beyond
+them to report drift; only ``ROTATION_UNMANAGED=enrol`` lets the service rotate an account the targets do not list,
+and then only one that ARM says uses a target key. One target's fault never stops another.
 
 What leaves a method on purpose: ``Redeliver`` (a transient fault of storage or of the key's lease: the host delivers
 the message or event again) and ``ConfigError`` (a bad setting). ``function_app.py`` catches anything else at the
@@ -40,6 +43,7 @@ from opentelemetry.trace import SpanKind
 
 from rotation.config import Settings
 from rotation.connection import AzureConnection
+from rotation.drift import Drift, DriftKind, drift_of
 from rotation.engine import KEYS_AT_ONCE, RetrySettings, RotationEngine, bounded_map
 from rotation.errors import (
     FinalStatus,
@@ -54,6 +58,7 @@ from rotation.events import EventRejected, parse_key_event
 from rotation.log import Event, emit
 from rotation.model import (
     AccountAction,
+    AccountRef,
     AccountResult,
     Clock,
     KeyRef,
@@ -63,13 +68,14 @@ from rotation.model import (
     Status,
     Target,
     Trigger,
+    UnmanagedPolicy,
     VersionSource,
     event_request_id,
     request_id_for,
     system_clock,
 )
 from rotation.redact import clipped, described, quoted
-from rotation.status import target_status
+from rotation.status import discover_targets, enrolled, fleet_status, unmanaged_on
 from rotation.storage import (
     LEDGER_TABLE,
     MAX_ACCOUNTS_JSON_CHARS,
@@ -80,9 +86,19 @@ from rotation.storage import (
     RotationQueue,
     StorageAccount,
 )
-from rotation.telemetry import SpanName, attributes, days_until_expiry, days_until_renewal, fail, poison_messages, span
+from rotation.telemetry import (
+    SpanName,
+    attributes,
+    days_until_expiry,
+    days_until_renewal,
+    drift_accounts,
+    fail,
+    poison_messages,
+    span,
+)
 
 if TYPE_CHECKING:
+    from rotation.discovery import AccountDiscovery, Discovery
     from rotation.notify import OutcomePublisher
 
 MAX_BODY_BYTES = 16 * 1024
@@ -139,6 +155,7 @@ class RotationApp:
     ledger: Ledger
     lock_for: Callable[[KeyRef], KeyLock]
     publisher: OutcomePublisher | None = None
+    discovery: AccountDiscovery | None = None  # None: ROTATION_DISCOVERY=off
     clock: Clock = system_clock
     timings: Timings = field(default_factory=Timings)
 
@@ -163,6 +180,9 @@ class RotationApp:
         timings = timings or Timings()
         accounts = connection.accounts()
         engine = RotationEngine(connection.key_vault(), accounts, settings, clock=clock, retry=retry)
+        discovery = None
+        if settings.discovery is not None:
+            discovery = connection.discovery(accounts, scope=settings.discovery, concurrency=settings.concurrency)
 
         def lock_for(key: KeyRef) -> KeyLock:
             return storage.key_lock(key, duration=timings.lease, renew_every=timings.renew_every)
@@ -174,6 +194,7 @@ class RotationApp:
             ledger=storage.ledger(table_name=ledger_table),
             lock_for=lock_for,
             publisher=connection.publisher(settings),
+            discovery=discovery,
             clock=clock,
             timings=timings,
         )
@@ -226,24 +247,26 @@ class RotationApp:
 
     # Timer -------------------------------------------------------------------------------------------------------
     def sweep(self) -> SweepResult:
-        """Enqueue every target whose key is due or whose accounts drift, then re-send stuck requests. A target that
-        fails is logged (``rotation.sweep_failed``) and the others go on."""
+        """Discover the accounts on the target keys, report each key's drift, enqueue every target whose key is due or
+        whose accounts are behind, then re-send stuck requests. A target that fails is logged
+        (``rotation.sweep_failed``) and the others go on; so do they when discovery fails."""
         with span(SpanName.SWEEP, kind=SpanKind.CONSUMER, targets=len(self.settings.targets)):
             return self._sweep()
 
     def _sweep(self) -> SweepResult:
-        swept = bounded_map(self._sweep_one, self.settings.targets, workers=KEYS_AT_ONCE)
+        found = discover_targets(self.discovery, self.settings.targets)
+        swept = bounded_map(lambda t: self._sweep_one(t, found), self.settings.targets, workers=KEYS_AT_ONCE)
         enqueued = [found for found in swept if isinstance(found, str)]
         failed = [t.key.id for t, found in zip(self.settings.targets, swept, strict=True) if found is False]
         repaired = self._repair()
         self._watch_poison()
         return SweepResult(tuple(enqueued), tuple(repaired), tuple(failed))
 
-    def _sweep_one(self, target: Target) -> str | bool:
+    def _sweep_one(self, target: Target, found: Discovery | RotationError | None) -> str | bool:
         """One target's sweep: the request id it enqueued, True when nothing was due, False when it failed (logged:
         one target's fault never stops another)."""
         try:
-            request_id = self._sweep_target(target)
+            request_id = self._sweep_target(target, found)
         except Exception as exc:  # noqa: BLE001 - one target's fault never stops another; each is reported
             reason = exc.reason.value if isinstance(exc, RotationError) else type(exc).__name__
             emit(
@@ -257,12 +280,16 @@ class RotationApp:
             return False
         return True if request_id is None else request_id
 
-    def _sweep_target(self, target: Target) -> str | None:
+    def _sweep_target(self, target: Target, found: Discovery | RotationError | None) -> str | None:
         request = RotationRequest(
             request_id=str(uuid.uuid4()), key=target.key, trigger=Trigger.TIMER, requested_at=self.clock()
         )
-        plan = self.engine.dry_run(request)
+        unmanaged = unmanaged_on(found, target)
+        # Every version: an account that drifted onto an old one is reported with that version's expiry.
+        obs = self.engine.gather(request, every_version=True, enrolled=enrolled(self.settings, unmanaged))
+        plan = self.engine.plan(obs)
         self._report_due_dates(target, plan)
+        self._report_drift(drift_of(target, obs, plan, unmanaged))
         if plan.blocked:  # nothing the worker could do; the finding is what an operator must fix
             emit(
                 Event.SWEEP_BLOCKED,
@@ -311,6 +338,43 @@ class RotationApp:
                     level=logging.ERROR,
                     days=_days(left),
                 )
+
+    def _report_drift(self, drift: Drift) -> None:
+        """The key's drift as a metric per kind (0 included, so a gauge falls back once the drift is gone); when there
+        is any, a WARNING event naming every account and a ``CmkRotation.Drift`` outcome event; an ERROR event for
+        each unmanaged account the service does not rotate whose version expires within ``EXPIRY_NEAR_WITHIN``."""
+        for kind, count in drift.counts().items():
+            drift_accounts.set(count, attributes(key=drift.key.id, kind=kind.value))
+        if not drift.found:
+            return
+        counts = drift.counts()
+        emit(
+            Event.DRIFT_FOUND,
+            drift.summary(),
+            key=drift.key,
+            version=drift.target_version,
+            level=logging.WARNING,
+            unmanaged=counts.get(DriftKind.UNMANAGED),
+            left=counts[DriftKind.LEFT],
+            off_target=counts[DriftKind.OFF_TARGET],
+            policy=self.settings.unmanaged.value,
+        )
+        self._publish("drift", {"key": drift.key.id, **drift.to_dict()})
+        if self.settings.unmanaged is UnmanagedPolicy.ENROL:
+            return  # the unmanaged accounts are rotated with the others: their expiry is the key's own alert
+        for account in drift.expiring(EXPIRY_NEAR_WITHIN.days):
+            emit(
+                Event.UNMANAGED_EXPIRY_NEAR,
+                f"the account is on key version {account.key_version}, which expires at "
+                f"{account.expires_on.isoformat() if account.expires_on else '?'}, and ROTATION_TARGETS does not list "
+                "it, so the service never repoints it: it loses access to its data then. Add it to the key's accounts "
+                "in ROTATION_TARGETS, or set ROTATION_UNMANAGED=enrol",
+                key=drift.key,
+                account=account.account,
+                version=account.key_version,
+                level=logging.ERROR,
+                days=account.days_until_expiry,
+            )
 
     def _watch_poison(self) -> None:
         """Report each poison queue's messages waiting longer than ``poison_alert_after``: as a metric, and as an
@@ -408,7 +472,7 @@ class RotationApp:
         request, dry_run = parsed
         if dry_run:
             try:
-                return Answer(200, self.engine.dry_run(request).to_dict())
+                return Answer(200, self.engine.dry_run(request, enrolled=self._enrolled(request.key)).to_dict())
             except RotationError as exc:
                 return error_answer(502, exc.reason.value, str(exc))
         try:
@@ -518,9 +582,9 @@ class RotationApp:
         return Answer(200, entry.to_dict())
 
     def fleet_status(self) -> Answer:
-        """``GET /api/status``: the CLI's ``status --json``; a target that cannot be read is reported with its error."""
-        keys = [target_status(self.engine, self.settings, t, trigger=Trigger.HTTP) for t in self.settings.targets]
-        return Answer(200, {"keys": keys})
+        """``GET /api/status``: the CLI's ``status -o json``; a target that cannot be read is reported with its
+        error, and a discovery that fails with its own."""
+        return Answer(200, fleet_status(self.engine, self.settings, self.discovery, trigger=Trigger.HTTP))
 
     # Queue worker ------------------------------------------------------------------------------------------------
     def work(self, message: str | bytes) -> RotationOutcome | None:
@@ -588,7 +652,12 @@ class RotationApp:
 
     def _reconcile(self, request: RotationRequest, lock: KeyLock) -> RotationOutcome:
         try:
-            return self.engine.reconcile(request, before_write=lock.raise_if_lost, on_plan=self._publish_plan)
+            return self.engine.reconcile(
+                request,
+                enrolled=self._enrolled(request.key),
+                before_write=lock.raise_if_lost,
+                on_plan=self._publish_plan,
+            )
         except RotationError as exc:
             return RotationOutcome.from_error(request, exc)
         except Exception as exc:  # noqa: BLE001 - a bug (logged with its traceback) must still end the request
@@ -603,6 +672,14 @@ class RotationApp:
             return RotationOutcome.from_error(
                 request, RotationError(f"internal error {type(exc).__name__}: {clipped(str(exc), 300)}")
             )
+
+    def _enrolled(self, key: KeyRef) -> tuple[AccountRef, ...]:
+        """Under ``ROTATION_UNMANAGED=enrol``, the accounts a discovery finds now on ``key`` that its target does not
+        list (found afresh, never carried in a message: Azure's state decides); nothing otherwise."""
+        target = self.settings.target_for(key)
+        if self.settings.unmanaged is not UnmanagedPolicy.ENROL or target is None:
+            return ()
+        return enrolled(self.settings, unmanaged_on(discover_targets(self.discovery, [target]), target))
 
     def give_up(self, message: str | bytes, *, reason: str) -> None:
         """The poison handler: the request will not be retried again; mark it failed and say so.

@@ -2,8 +2,9 @@
 
 ::
 
-    status      per key: its versions (enabled, created, expires, days left) and each account's version,
-                provisioning state and drift from the target version                                    reads
+    status      per key: its versions (enabled, created, expires, days left), each account's version and
+                provisioning state, and its drift: accounts on it the targets do not list (found by
+                discovery, ROTATION_DISCOVERY), listed ones that left it, ones off the target version     reads
     plan        a dry run for every target (or --key): what would change and why                        reads
     preflight   what blocks a rotation: a vault without purge protection, a key that is not RSA 2048,
                 an account without identity or on another key ...                                      reads
@@ -21,6 +22,11 @@ Settings come from the environment, as in the Functions app (``Settings.from_env
 account updated, account failed) is one progress line on stderr, printed from the engine's ``on_event`` hook (never
 from log records).
 
+Azure is reached with ``DefaultAzureCredential`` (``AzureConnection.default``). ``--emulator FILE``, before the
+command, reaches the local emulator instead, through the endpoints file ``python -m emulator --endpoints-file FILE``
+writes (``rotation/local_emulator.py``): only this argument does, never a setting, so a deployed app cannot be pointed
+at the emulator. A file that cannot be used is bad input (exit 2).
+
 Every target is read, planned and reconciled on its own: a target that fails (its key or an account does not exist,
 its vault cannot be reached, Azure refuses a request) is reported in the output, in every format, with its reason
 and error, and the other targets are still reported, planned and reconciled. A target whose key cannot be read is one
@@ -32,7 +38,8 @@ Exit codes::
 
     0   every target is well (status, plan, preflight) or reconciled (rotate, reconcile)
     1   any target failed, is blocked or would fail: its key or an account does not exist or cannot be read, a plan
-        or a preflight finding blocks, Azure refused a request (``rotate --key`` of a missing key too)
+        or a preflight finding blocks, Azure refused a request (``rotate --key`` of a missing key too); for
+        ``status`` and ``discover``, also a discovery that could not search everywhere it was asked to
     2   bad input or configuration of the command itself, before anything is read: a bad option, a bad key URL,
         ``--key`` outside the targets, a settings or ``--targets`` file that cannot be read or is invalid;
         one line ``error: ...``
@@ -62,7 +69,7 @@ from typing import Any, NoReturn, TextIO
 
 from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
-from rotation.discovery import Discovery, DiscoveryPath, Scope
+from rotation.discovery import Discovery, DiscoveryPath
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
 from rotation.errors import ConfigError, RotationError, StorageUnavailable
 from rotation.fleet import check_vault_id, with_app_target, with_azd_target
@@ -78,6 +85,7 @@ from rotation.model import (
     RotationOutcome,
     RotationPlan,
     RotationRequest,
+    Scope,
     Severity,
     Status,
     Target,
@@ -89,7 +97,7 @@ from rotation.model import (
 from rotation.plan import decide
 from rotation.preflight import preflight
 from rotation.redact import clipped
-from rotation.status import TargetFailure, failed_status, iso, key_status, observe
+from rotation.status import TargetFailure, fleet_status, iso, observe, would_fail
 from rotation.storage import StorageAccount
 
 EXIT_OK = 0
@@ -136,6 +144,13 @@ def _parser() -> _Parser:
         f"as in the Functions app ({TARGETS}, ROTATION_KEY_LIFETIME, ROTATION_RENEW_BEFORE ...).",
         epilog="exit codes: 0 ok, 1 a target failed, is blocked or would fail (the others are still reported), "
         "2 bad input or configuration",
+    )
+    parser.add_argument(
+        "--emulator",
+        metavar="FILE",
+        type=Path,
+        help="reach the local emulator instead of Azure, through the endpoints file `python -m emulator "
+        "--endpoints-file FILE` writes (for trying the CLI on this machine; give it before the command)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
@@ -246,9 +261,9 @@ def main(
     err: TextIO | None = None,
     inp: TextIO | None = None,
 ) -> int:
-    """Run one command; return the exit code. ``env`` defaults to ``os.environ``, ``connection`` to
-    ``AzureConnection.default`` (the demo and the tests pass the emulator's), ``out``/``err``/``inp`` to
-    stdout/stderr/stdin."""
+    """Run one command; return the exit code. ``env`` defaults to ``os.environ``, ``connection`` to the one
+    ``--emulator FILE`` describes, else ``AzureConnection.default`` (the demo and the tests pass the emulator's),
+    ``out``/``err``/``inp`` to stdout/stderr/stdin."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     inp = sys.stdin if inp is None else inp
@@ -263,8 +278,13 @@ def main(
     environment = os.environ if env is None else env
     progress = _Progress(err)
     try:
+        local = None
+        if args.emulator is not None:  # checked even beside ``connection``: a bad file is bad input
+            from rotation.local_emulator import emulator_connection
+
+            local = emulator_connection(args.emulator)
         settings = _settings(environment, args.targets, require_targets=args.command not in ("discover", "history"))
-        azure = connection or AzureConnection.default(settings)
+        azure = connection or local or AzureConnection.default(settings)
         now = clock or system_clock
         accounts = azure.accounts()
         engine = RotationEngine(azure.key_vault(), accounts, settings, clock=now, on_event=progress)
@@ -368,24 +388,21 @@ def _would_fail(plan: RotationPlan) -> bool:
 
 
 def _status_command(run: _Run, args: argparse.Namespace) -> int:
-    reports: list[dict[str, object]] = []
-    lines: list[str] = []
-    failed = False
-    for found in _observe(run, run.settings.targets):
-        if isinstance(found, TargetFailure):
-            reports.append(failed_status(found))
-            lines += _render_failure(found)
-            failed = True
-            continue
-        plan = _plan(run, found)
-        reports.append(key_status(found, plan))
-        lines += _render_status(reports[-1])
-        failed = failed or _would_fail(plan)
+    discovery = None
+    if run.settings.discovery is not None:
+        discovery = run.azure.discovery(scope=run.settings.discovery, concurrency=run.settings.concurrency)
+    report = fleet_status(run.engine, run.settings, discovery, trigger=Trigger.CLI)
+    keys = _rows(report["keys"])
     if run.structured:
-        run.print_data(reports)
+        run.print_data(report)
     else:
-        run.print(lines)
-    return EXIT_FAILED if failed else EXIT_OK
+        run.print(
+            _render_discovery_status(report["discovery"])
+            + [line for key in keys for line in (_render_failure(key) if "error" in key else _render_status(key))]
+        )
+    discovered = report["discovery"]
+    unsearched = isinstance(discovered, Mapping) and ("error" in discovered or discovered["failures"])
+    return EXIT_FAILED if unsearched or any(would_fail(key) for key in keys) else EXIT_OK
 
 
 def _plan_command(run: _Run, args: argparse.Namespace) -> int:
@@ -432,7 +449,7 @@ def _preflight_command(run: _Run, args: argparse.Namespace) -> int:
     for found in _observe(run, run.settings.targets):
         if isinstance(found, TargetFailure):
             reports.append(found.to_dict())
-            lines += _render_failure(found)
+            lines += _render_failure(found.to_dict())
             failed = True
             continue
         findings = preflight(found)
@@ -531,9 +548,7 @@ def _discovery_report(
 ) -> dict[str, object]:
     return {
         "key": key.id,
-        "path": discovery.path.value,
-        "searched": discovery.searched,
-        "fallback_reason": discovery.fallback_reason,
+        **discovery.to_dict(),
         "accounts": [
             {
                 "id": state.account.id,
@@ -545,21 +560,12 @@ def _discovery_report(
             }
             for state in found
         ],
-        "failures": [
-            {"account": account.id, "reason": exc.reason.value, "error": str(exc)}
-            for account, exc in discovery.account_failures.items()
-        ]
-        + [
-            {"subscription": subscription, "reason": exc.reason.value, "error": str(exc)}
-            for subscription, exc in discovery.subscription_failures.items()
-        ],
     }
 
 
 def _render_discovery(report: Mapping[str, Any]) -> list[str]:
     accounts = report["accounts"]
-    through = "Resource Graph" if report["path"] == DiscoveryPath.RESOURCE_GRAPH else "ARM's account listing"
-    lines = [f"{report['key']}: {len(accounts)} accounts, through {through} ({report['searched']})"]
+    lines = [f"{report['key']}: {len(accounts)} accounts, through {_through(report)}"]
     if report["fallback_reason"]:
         lines.append(f"  Resource Graph could not be used: {report['fallback_reason']}")
     if accounts:
@@ -575,12 +581,22 @@ def _render_discovery(report: Mapping[str, Any]) -> list[str]:
             for a in accounts
         ]
         lines += _table(["ACCOUNT", "SUBSCRIPTION", "KEY VERSION", "STATE", "TARGETS"], rows)
-    lines += [
-        f"  FAILED {f.get('account') or 'subscription ' + str(f['subscription'])} ({f['reason']}): {f['error']}"
-        for f in report["failures"]
-    ]
+    lines += _discovery_failures(report)
     lines += [f"wrote {what}" for what in report["wrote"]]
     return lines
+
+
+def _through(discovery: Mapping[str, Any]) -> str:
+    """``Discovery.to_dict``'s path and scope, in words."""
+    path = "Resource Graph" if discovery["path"] == DiscoveryPath.RESOURCE_GRAPH else "ARM's account listing"
+    return f"{path} ({discovery['searched']})"
+
+
+def _discovery_failures(discovery: Mapping[str, Any]) -> list[str]:
+    return [
+        f"  FAILED {f.get('account') or 'subscription ' + str(f['subscription'])} ({f['reason']}): {f['error']}"
+        for f in _rows(discovery["failures"])
+    ]
 
 
 def _region(found: Sequence[AccountEncryption]) -> str:
@@ -635,7 +651,7 @@ def _dry_run(run: _Run, targets: Sequence[Target], *, single: bool, force: bool 
             [
                 line
                 for plan in plans
-                for line in (_render_failure(plan) if isinstance(plan, TargetFailure) else _render_plan(plan))
+                for line in (_render_failure(plan.to_dict()) if isinstance(plan, TargetFailure) else _render_plan(plan))
             ]
         )
     would_fail = any(isinstance(p, TargetFailure) or _would_fail(p) for p in plans)
@@ -770,23 +786,38 @@ def _progress_line(event: Event, message: str, fields: Mapping[str, FieldValue])
 
 @contextlib.contextmanager
 def _records_off_stderr() -> Iterator[None]:
-    """While keys are reconciled, the service's log records stay off stderr, where the progress lines are: without a
-    handler of its own on the ``rotation`` logger, Python's last-resort handler would print each warning there."""
-    logger = logging.getLogger(LOGGER_NAME)
+    """While keys are reconciled, the service's log records, and stamina's (``stamina.retry_scheduled`` for every
+    wait of the verify step), stay off stderr, where the progress lines are: without a handler of their own on these
+    loggers, Python's last-resort handler would print each warning there."""
+    loggers = [logging.getLogger(name) for name in (LOGGER_NAME, "stamina")]
     handler = logging.NullHandler()
-    logger.addHandler(handler)
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 # Rendering -----------------------------------------------------------------------------------------------------------
 
 
-def _render_failure(failure: TargetFailure) -> list[str]:
-    """A target whose key could not be read: one line."""
-    return [f"{failure.key.id}: FAILED ({failure.reason.value}): {' '.join(failure.error.split())}", ""]
+def _render_failure(failure: Mapping[str, object]) -> list[str]:
+    """A target whose key could not be read (``TargetFailure.to_dict``): one line."""
+    return [f"{failure['key']}: FAILED ({failure['reason']}): {' '.join(str(failure['error']).split())}", ""]
+
+
+def _render_discovery_status(discovery: object) -> list[str]:
+    """Where the status's unmanaged accounts were searched for, and what failed: a line or a few."""
+    if not isinstance(discovery, Mapping):
+        return ["discovery: off (ROTATION_DISCOVERY=off): accounts outside the targets are not searched for", ""]
+    if "path" not in discovery:
+        return [f"discovery: FAILED ({discovery['reason']}): {discovery['error']}", ""]
+    lines = [f"discovery: through {_through(discovery)}"]
+    if discovery["fallback_reason"]:
+        lines.append(f"  Resource Graph could not be used: {discovery['fallback_reason']}")
+    return [*lines, *_discovery_failures(discovery), ""]
 
 
 def _render_status(report: Mapping[str, object]) -> list[str]:
@@ -824,8 +855,33 @@ def _render_status(report: Mapping[str, object]) -> list[str]:
             ],
         ),
         *[f"  blocked: {a['reason']}: {a['message']}" for a in accounts if a["action"] == AccountAction.BLOCKED],
+        *_render_drift(report["drift"]),
         "",
     ]
+
+
+def _render_drift(drift: object) -> list[str]:
+    """The key's drift (``Drift.to_dict``): a line per kind that has accounts."""
+    if not isinstance(drift, Mapping):
+        return []
+    lines = []
+    if drift["unmanaged"] is None:
+        lines.append("  unmanaged: not searched (ROTATION_DISCOVERY=off, or discovery failed)")
+    elif drift["unmanaged"]:
+        unmanaged = _rows(drift["unmanaged"])  # in any subscription: named in full
+        lines.append("  unmanaged (not in the targets): " + ", ".join(_on_version(a, full=True) for a in unmanaged))
+    if drift["left"]:
+        lines.append("  left the key (listed, now on another key): " + ", ".join(map(_account_label, drift["left"])))
+    behind = [a for a in _rows(drift["off_target"]) if a["managed"]]
+    if behind:
+        lines.append("  off the target version: " + ", ".join(_on_version(a) for a in behind))
+    return lines
+
+
+def _on_version(account: Mapping[str, object], *, full: bool = False) -> str:
+    name = str(account["account"]) if full else _account_label(str(account["account"]))
+    version = str(account["key_version"] or "-")
+    return f"{name} on {version[:8]} (expiry {_in_days(account['days_until_expiry'])})"
 
 
 def _drift(account: Mapping[str, object]) -> str:

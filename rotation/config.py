@@ -33,7 +33,9 @@ from rotation.model import (
     AccountRef,
     KeyRef,
     RenewalPolicy,
+    Scope,
     Target,
+    UnmanagedPolicy,
     VersionSource,
     normalize_location,
 )
@@ -52,6 +54,8 @@ APP_NAME = "ROTATION_APP_NAME"
 CLIENT_ID = "AZURE_CLIENT_ID"
 AZURE_CLOUD = AZURE_CLOUD_SETTING  # ROTATION_AZURE_CLOUD: rotation/clouds.py
 HTTP_AUTH = auth.HTTP_AUTH_SETTING  # ROTATION_HTTP_AUTH: rotation/auth.py
+DISCOVERY = "ROTATION_DISCOVERY"
+UNMANAGED = "ROTATION_UNMANAGED"
 # Every setting Settings.from_env reads: the public interface, documented in the README.
 SETTING_NAMES = (
     TARGETS,
@@ -67,6 +71,8 @@ SETTING_NAMES = (
     CLIENT_ID,
     AZURE_CLOUD,
     HTTP_AUTH,
+    DISCOVERY,
+    UNMANAGED,
 )
 
 DEFAULT_KEY_LIFETIME = timedelta(days=120)
@@ -86,6 +92,11 @@ MAX_TARGETS_BYTES = 256 * 1024  # far above any real list; refused before parsin
 
 _APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TARGET_FIELDS = frozenset({"key", "accounts", "vault_location", "new_versions"})
+_MANAGEMENT_GROUP_SCOPE = "/providers/Microsoft.Management/managementGroups/"
+_DISCOVERY_FIX = (
+    "use tenant (every subscription the app's identity can read), off, subscription scopes such as "
+    f"/subscriptions/<id>,/subscriptions/<id>, or one management group, {_MANAGEMENT_GROUP_SCOPE}<id>"
+)
 _TARGETS_EXAMPLE = '[{"key": "https://<vault>.vault.azure.net/keys/<name>", "accounts": ["/subscriptions/..."]}]'
 _EVENTS_ENDPOINT_FIX = (
     "use the topic endpoint, e.g. https://<topic>.<region>-1.eventgrid.azure.net/api/events, and put an access key in "
@@ -110,6 +121,8 @@ class Settings:
     app_name: str = DEFAULT_APP_NAME
     cloud: Cloud = DEFAULT_CLOUD  # ROTATION_AZURE_CLOUD: where ARM, Entra ID and the vaults are
     http_auth: HttpAuth = HttpAuth.KEYS  # ROTATION_HTTP_AUTH: Functions keys, or Entra ID app roles
+    discovery: Scope | None = None  # ROTATION_DISCOVERY: where accounts on the target keys are searched; None: off
+    unmanaged: UnmanagedPolicy = UnmanagedPolicy.REPORT  # ROTATION_UNMANAGED: what happens to the ones not listed
 
     @property
     def renewal(self) -> RenewalPolicy:
@@ -152,6 +165,8 @@ class Settings:
         concurrency = check(lambda: _concurrency(setting(CONCURRENCY)))
         client_id = check(lambda: _client_id(setting(CLIENT_ID)))
         app_name = check(lambda: _app_name(setting(APP_NAME) or DEFAULT_APP_NAME))
+        discovery = check(lambda: parse_discovery(setting(DISCOVERY)))
+        unmanaged = check(lambda: _unmanaged(setting(UNMANAGED)))
 
         if lifetime is not None and lifetime < MIN_KEY_LIFETIME:
             problems.append(
@@ -181,7 +196,7 @@ class Settings:
         assert targets is not None and lifetime is not None and renew_before is not None
         assert verify_timeout is not None and schedule is not None and concurrency is not None
         assert force_cooldown is not None
-        assert app_name is not None and cloud is not None and http_auth is not None
+        assert app_name is not None and cloud is not None and http_auth is not None and unmanaged is not None
         return cls(
             targets=targets,
             key_lifetime=lifetime,
@@ -196,6 +211,8 @@ class Settings:
             app_name=app_name,
             cloud=cloud,
             http_auth=http_auth,
+            discovery=discovery,
+            unmanaged=unmanaged,
         )
 
 
@@ -419,6 +436,41 @@ def _concurrency(text: str | None) -> int:
             f"(default {DEFAULT_CONCURRENCY})"
         )
     return int(text)
+
+
+def parse_discovery(text: str | None) -> Scope | None:
+    """``ROTATION_DISCOVERY``: ``tenant`` (the default), ``off``, subscription scopes separated by commas, or one
+    management group scope."""
+    if text is None or text.lower() == "tenant":
+        return Scope()
+    if text.lower() == "off":
+        return None
+    items = [item.strip() for item in text.split(",")]
+    if len(items) == 1 and items[0].lower().startswith(_MANAGEMENT_GROUP_SCOPE.lower()):
+        return _scope(text, lambda: Scope(management_group=items[0][len(_MANAGEMENT_GROUP_SCOPE) :]))
+    subscriptions = [item[len("/subscriptions/") :] for item in items if item.lower().startswith("/subscriptions/")]
+    if len(subscriptions) != len(items):
+        raise ConfigError(f"{DISCOVERY}={_shown(text)} is not a discovery scope; {_DISCOVERY_FIX}")
+    return _scope(text, lambda: Scope(tuple(subscriptions)))
+
+
+def _scope(text: str, build: Callable[[], Scope]) -> Scope:
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"{DISCOVERY}={_shown(text)}: {exc}; {_DISCOVERY_FIX}") from exc
+
+
+def _unmanaged(text: str | None) -> UnmanagedPolicy:
+    if text is None:
+        return UnmanagedPolicy.REPORT
+    try:
+        return UnmanagedPolicy(text.lower())
+    except ValueError:
+        raise ConfigError(
+            f"{UNMANAGED}={_shown(text)} must be report (the default: accounts on a target key that "
+            f"{TARGETS} does not list are reported as drift) or enrol (they are rotated too)"
+        ) from None
 
 
 def _events_endpoint(text: str | None) -> str | None:

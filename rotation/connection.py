@@ -5,7 +5,8 @@ the cloud ``ROTATION_AZURE_CLOUD`` names (``rotation/clouds.py``): its Entra ID 
 Resource Manager endpoint and token scope for the accounts client and for discovery's Resource Graph (served at the
 same endpoint). Key Vault needs neither: its client takes the scope from the vault's challenge. Locally the demo and
 the tests build an ``AzureConnection`` themselves, with the emulator's credential, ARM endpoint and CA bundle, and hand
-it to the CLI or the Functions app: there is no setting that points a deployed app anywhere else.
+it to the CLI or the Functions app; the CLI's ``--emulator FILE`` builds one from the emulator's endpoints file
+(``rotation/local_emulator.py``). There is no setting that points a deployed app anywhere else.
 
 Client tuning lives here, once: azure-core's HTTP retries are set through client keyword arguments (never wrapped in a
 second loop), and ARM polling sleeps what ``Retry-After`` says, falling back to ``polling_interval``, never to the
@@ -25,8 +26,9 @@ from rotation.config import DEFAULT_CONCURRENCY, Settings
 
 if TYPE_CHECKING:  # each adapter, and its SDK, is imported when it is built: on_key_event needs none of them
     from rotation.accounts import AccountsAdapter
-    from rotation.discovery import AccountDiscovery, Scope
+    from rotation.discovery import AccountDiscovery
     from rotation.keyvault import KeyVaultAdapter
+    from rotation.model import Scope
     from rotation.notify import OutcomePublisher
 
 

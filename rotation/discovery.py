@@ -43,7 +43,7 @@ from rotation.config import DEFAULT_CONCURRENCY
 from rotation.engine import each
 from rotation.errors import ConfigError, InvalidRequest, NotFound, RotationError
 from rotation.log import Event, emit
-from rotation.model import GUID_PATTERN, AccountEncryption, AccountRef, KeyRef, normalize_vault_url
+from rotation.model import AccountEncryption, AccountRef, KeyRef, Scope, normalize_vault_url
 from rotation.ports import AccountsPort
 from rotation.redact import described, redacted
 
@@ -77,32 +77,6 @@ class DiscoveryPath(StrEnum):
 
     RESOURCE_GRAPH = "resource_graph"  # Resource Graph's rows, each confirmed by an ARM read
     ARM = "arm"  # ARM's listing per subscription: Resource Graph could not be used
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Where Resource Graph searches: the configured subscriptions, or one management group, or neither (the tenant:
-    every subscription the identity can read). Subscription ids are GUIDs, kept in lower case and sorted."""
-
-    subscriptions: tuple[str, ...] = ()
-    management_group: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.subscriptions and self.management_group is not None:
-            raise ConfigError("discovery searches the configured subscriptions or one management group, not both")
-        bad = [described(s, 40) for s in self.subscriptions if not GUID_PATTERN.fullmatch(s)]
-        if bad:
-            raise ConfigError(f"discovery's subscriptions must be subscription ids (GUIDs); not: {', '.join(bad)}")
-        if self.management_group is not None and not self.management_group.strip():
-            raise ConfigError("discovery's management group is empty; give its id, or no management group")
-        object.__setattr__(self, "subscriptions", tuple(sorted({s.lower() for s in self.subscriptions})))
-
-    def __str__(self) -> str:
-        if self.subscriptions:
-            return "subscriptions " + ", ".join(self.subscriptions)
-        if self.management_group is not None:
-            return f"management group {self.management_group}"
-        return "tenant"
 
 
 @dataclass(frozen=True)
@@ -141,6 +115,22 @@ class Discovery:
     account_failures: Mapping[AccountRef, RotationError] = field(default_factory=dict)
     subscription_failures: Mapping[str, RotationError] = field(default_factory=dict)
     fallback_reason: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """How the accounts were found, and what failed (the accounts themselves are the caller's to show)."""
+        return {
+            "path": self.path.value,
+            "searched": self.searched,
+            "fallback_reason": self.fallback_reason,
+            "failures": [
+                {"account": account.id, "reason": exc.reason.value, "error": str(exc)}
+                for account, exc in self.account_failures.items()
+            ]
+            + [
+                {"subscription": subscription, "reason": exc.reason.value, "error": str(exc)}
+                for subscription, exc in self.subscription_failures.items()
+            ],
+        }
 
     def summary(self) -> str:
         """One line: what was found where, and every failure by account or subscription with its reason."""

@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -200,25 +200,38 @@ class RotationEngine:
         self._fresh_for = bounds.fresh_for
         self._on_event = on_event
 
-    def target(self, request: RotationRequest) -> Target:
-        """The configured target of the request's key; a key outside ROTATION_TARGETS is refused."""
+    def target(self, request: RotationRequest, enrolled: Sequence[AccountRef] = ()) -> Target:
+        """The configured target of the request's key, with the ``enrolled`` accounts it does not list (discovered on
+        the key, under ``ROTATION_UNMANAGED=enrol``) after its own; a key outside ROTATION_TARGETS is refused."""
         target = self._settings.target_for(request.key)
         if target is None:
             raise ConfigError(f"key {request.key.id} is not in ROTATION_TARGETS; the service never acts on it")
-        return target
+        listed = {account.id.lower() for account in target.accounts}
+        extra = tuple(a for a in dict.fromkeys(enrolled) if a.id.lower() not in listed)
+        return replace(target, accounts=target.accounts + extra) if extra else target
 
-    def gather(self, request: RotationRequest, *, every_version: bool = False) -> Observation:
-        """Read the key's versions and every target account into one frozen snapshot. No writes.
-
-        The versions are those the decision needs (``_versions``); ``every_version`` lists them all (the status)."""
-        return asyncio.run(self._in_session(lambda arm: self._gather(arm, request, every_version=every_version)))
+    def gather(
+        self, request: RotationRequest, *, every_version: bool = False, enrolled: Sequence[AccountRef] = ()
+    ) -> Observation:
+        """Read the key's versions and every target account (``enrolled`` ones too) into one frozen snapshot. No
+        writes. The versions are those the decision needs (``_versions``); ``every_version`` lists them all."""
+        return asyncio.run(
+            self._in_session(lambda arm: self._gather(arm, request, every_version=every_version, enrolled=enrolled))
+        )
 
     async def _in_session(self, work: Callable[[AccountsSession], Awaitable[R]]) -> R:
         async with self._accounts.session() as arm:
             return await work(arm)
 
-    async def _gather(self, arm: AccountsSession, request: RotationRequest, *, every_version: bool) -> Observation:
-        target = self.target(request)
+    async def _gather(
+        self,
+        arm: AccountsSession,
+        request: RotationRequest,
+        *,
+        every_version: bool,
+        enrolled: Sequence[AccountRef] = (),
+    ) -> Observation:
+        target = self.target(request, enrolled)
         with span(SpanName.GATHER, key=request.key.id, request_id=request.request_id, accounts=len(target.accounts)):
             # Key Vault (on a worker thread) and ARM are read at the same time: neither read depends on the other.
             reading_versions = asyncio.ensure_future(
@@ -290,9 +303,13 @@ class RotationEngine:
                 versions[i] = self._step(self._vault.describe, request.key, version)
         return versions[::-1]
 
-    def dry_run(self, request: RotationRequest) -> RotationPlan:
+    def dry_run(self, request: RotationRequest, *, enrolled: Sequence[AccountRef] = ()) -> RotationPlan:
         """Gather and decide only: what ``reconcile`` would do now."""
-        plan = decide(self.gather(request), self._settings.renewal, app_name=self._settings.app_name)
+        return self.plan(self.gather(request, enrolled=enrolled))
+
+    def plan(self, obs: Observation) -> RotationPlan:
+        """Decide on a gathered observation, as a dry run (``rotation.planned`` with ``dry_run``)."""
+        plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
         self._planned(plan, dry_run=True)
         return plan
 
@@ -300,29 +317,32 @@ class RotationEngine:
         self,
         request: RotationRequest,
         *,
+        enrolled: Sequence[AccountRef] = (),
         before_write: Callable[[], None] = lambda: None,
         on_plan: Callable[[RotationPlan], None] = lambda plan: None,
     ) -> RotationOutcome:
-        """Bring the key and its accounts to the decided state; see the module docstring for what raises.
+        """Bring the key and its accounts (``enrolled`` ones too) to the decided state; see the module docstring for
+        what raises.
 
         ``before_write`` runs before every write (the create, each account update) and may raise to stop them: the
         worker passes its lock's ``raise_if_lost``, so a worker that lost its key's lease writes nothing more.
         ``on_plan`` receives the plan before anything is carried out (the worker publishes it as an outcome event).
         Both run on the event loop's thread, the caller's.
         """
-        return asyncio.run(self._in_session(lambda arm: self._reconcile(arm, request, before_write, on_plan)))
+        return asyncio.run(self._in_session(lambda arm: self._reconcile(arm, request, enrolled, before_write, on_plan)))
 
     async def _reconcile(
         self,
         arm: AccountsSession,
         request: RotationRequest,
+        enrolled: Sequence[AccountRef],
         before_write: Callable[[], None],
         on_plan: Callable[[RotationPlan], None],
     ) -> RotationOutcome:
         started = time.perf_counter()
         step = "gather"
         try:
-            obs = await self._gather(arm, request, every_version=False)
+            obs = await self._gather(arm, request, every_version=False, enrolled=enrolled)
             plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
             self._planned(plan, dry_run=False)
             on_plan(plan)

@@ -95,6 +95,8 @@ class Event(StrEnum):
     DISCOVERY_FALLBACK = "rotation.discovery_fallback"
     # INFO: a discovery's summary: the path it took, what it searched, the accounts found per key and what failed.
     DISCOVERY_COMPLETED = "rotation.discovery_completed"
+    # ERROR: a discovery raised instead of answering (the sweep and the status go on without its accounts).
+    DISCOVERY_FAILED = "rotation.discovery_failed"
 
     # The app's storage (rotation/storage): the key's lock, the ledger, the queue.
     # INFO: the worker (or the CLI, or the poison handler) took the key's lease.
@@ -139,6 +141,12 @@ class Event(StrEnum):
     RENEWAL_OVERDUE = "rotation.renewal_overdue"
     # ERROR: the sweep found a key whose current version expires within 7 days.
     EXPIRY_NEAR = "rotation.expiry_near"
+    # WARNING: the sweep (or the status) found drift on a key: accounts on it that ROTATION_TARGETS does not list,
+    # listed accounts that left it, or accounts on another version than the target (rotation/drift.py), each named.
+    DRIFT_FOUND = "rotation.drift_found"
+    # ERROR: an account on a target key that ROTATION_TARGETS does not list (and the service does not enrol) is on a
+    # version that expires within 7 days: it loses access to its data then unless someone repoints it.
+    UNMANAGED_EXPIRY_NEAR = "rotation.unmanaged_expiry_near"
     # ERROR: the sweep found messages waiting in a poison queue (key-events-poison, rotation-requests-poison) for
     # more than 5 minutes: events or requests that no delivery could handle.
     POISON_WAITING = "rotation.poison_waiting"

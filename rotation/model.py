@@ -465,6 +465,44 @@ def _derived_id(namespace: uuid.UUID, text: str, key: KeyRef, *, what: str) -> s
 
 
 @dataclass(frozen=True)
+class Scope:
+    """Where Resource Graph searches: the configured subscriptions, or one management group, or neither (the tenant:
+    every subscription the identity can read). Subscription ids are GUIDs, kept in lower case and sorted."""
+
+    subscriptions: tuple[str, ...] = ()
+    management_group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.subscriptions and self.management_group is not None:
+            raise ConfigError("discovery searches the configured subscriptions or one management group, not both")
+        bad = [shown(s) for s in self.subscriptions if not GUID_PATTERN.fullmatch(s)]
+        if bad:
+            raise ConfigError(f"discovery's subscriptions must be subscription ids (GUIDs); not: {', '.join(bad)}")
+        # A management group id has the characters and length of a resource group name (Learn, "management groups").
+        if self.management_group is not None and not RESOURCE_GROUP_PATTERN.fullmatch(self.management_group):
+            raise ConfigError(
+                f"management group id {shown(self.management_group)} is invalid; use its id (1-90 letters, digits, "
+                "'-', '_', '.', '(' or ')'), not its display name"
+            )
+        object.__setattr__(self, "subscriptions", tuple(sorted({s.lower() for s in self.subscriptions})))
+
+    def __str__(self) -> str:
+        if self.subscriptions:
+            return "subscriptions " + ", ".join(self.subscriptions)
+        if self.management_group is not None:
+            return f"management group {self.management_group}"
+        return "tenant"
+
+
+class UnmanagedPolicy(StrEnum):
+    """What the service does with an account that discovery finds on a target key but ROTATION_TARGETS does not list
+    (``ROTATION_UNMANAGED``)."""
+
+    REPORT = "report"  # drift only: reported on every sweep and in the status, never written to
+    ENROL = "enrol"  # rotated with the key's listed accounts
+
+
+@dataclass(frozen=True)
 class Target:
     """One entry of ROTATION_TARGETS: a key, the accounts that use it, optionally the vault's region, and who makes
     the key's new versions."""

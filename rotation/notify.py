@@ -5,9 +5,10 @@ of any kind (an ``AzureError``, or a ``ValueError`` the transport raises for a U
 ``rotation.publish_failed`` and never fails the rotation, whose truth is the ledger row.
 
 Event types: ``CmkRotation.Planned`` (the plan, before acting), ``CmkRotation.Succeeded``, ``CmkRotation.Failed``,
-``CmkRotation.Skipped``. ``source`` is ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the
-plan or the outcome as the HTTP API shows them (request id, key, trigger, reason, versions, per-account actions or
-results, error). No tokens or keys.
+``CmkRotation.Skipped``, and ``CmkRotation.Drift`` (a sweep found drift on a key). ``source`` is
+``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the plan, the outcome or the drift as the
+HTTP API shows them (request id, key, trigger, reason, versions, per-account actions or results, error; a drift's
+unmanaged, left and off-target accounts). No tokens or keys.
 
 azure-eventgrid's public ``EventGridPublisherClient`` drops constructor keyword arguments for basic topics, and
 per-call ones also leak into every CloudEvent as unknown attributes (a warning per event). So this module uses the
@@ -37,6 +38,7 @@ EVENT_TYPES = {
     "succeeded": "CmkRotation.Succeeded",
     "failed": "CmkRotation.Failed",
     "skipped": "CmkRotation.Skipped",
+    "drift": "CmkRotation.Drift",
 }
 
 

@@ -21,6 +21,8 @@ Metrics (the names are the public interface, like the events': the Bicep alerts 
     rotation.key.days_until_renewal   gauge      {key}                       from every sweep
     rotation.key.days_until_expiry    gauge      {key}                       from every sweep
     rotation.poison.messages          gauge      {queue}                     from every sweep
+    rotation.drift.accounts           gauge      {key, kind}                 from every sweep: unmanaged, left,
+                                                                             off_target (unmanaged: discovery on)
     rotation.rotations                counter    {key, status, reason}       every reconcile's end
     rotation.account_updates          counter    {key, account, status, reason}  every account a reconcile acted on
     rotation.duration                 histogram  {key, status}, seconds      every reconcile
@@ -64,6 +66,7 @@ class MetricName(StrEnum):
     DAYS_UNTIL_RENEWAL = "rotation.key.days_until_renewal"
     DAYS_UNTIL_EXPIRY = "rotation.key.days_until_expiry"
     POISON_MESSAGES = "rotation.poison.messages"
+    DRIFT_ACCOUNTS = "rotation.drift.accounts"
     ROTATIONS = "rotation.rotations"
     ACCOUNT_UPDATES = "rotation.account_updates"
     DURATION = "rotation.duration"
@@ -81,6 +84,9 @@ days_until_expiry = _meter.create_gauge(
 )
 poison_messages = _meter.create_gauge(
     MetricName.POISON_MESSAGES, unit="{message}", description="messages waiting in a poison queue"
+)
+drift_accounts = _meter.create_gauge(
+    MetricName.DRIFT_ACCOUNTS, unit="{account}", description="accounts drifting from a target key, by kind"
 )
 rotations = _meter.create_counter(MetricName.ROTATIONS, unit="{rotation}", description="reconciles, by outcome")
 account_updates = _meter.create_counter(

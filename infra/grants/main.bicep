@@ -4,21 +4,29 @@
 // in docs/runbook.md, section 7, which delete exactly what its outputs name, never a resource group.
 //
 // What it creates, and where:
-//   subscription of this deployment - roleMode Custom only: the three custom role definitions below (tenant objects,
-//                                      assignable in every target subscription; not in any resource group);
+//   subscription of this deployment - roleMode Custom only: the custom role definitions below, three, and a fourth
+//                                      with discovery (tenant objects, assignable in every target subscription and
+//                                      every subscription discovery searches; not in any resource group);
 //   each vault's resource group     - the app's role on each target KEY; optionally each account's Crypto Service
 //                                      Encryption User on its key; the vault's Event Grid system topic and one event
 //                                      subscription for the target keys, with the metric alerts on its dead-lettered,
 //                                      dropped and failed deliveries and a diagnostic setting for its DeliveryFailures
 //                                      log (to the app's Log Analytics workspace);
 //   each account's resource group   - the app's role on each target ACCOUNT;
-//   each account's subscription     - roleMode Custom only: the operation-status read, at subscription scope.
+//   each account's subscription     - roleMode Custom only: the operation-status read, at subscription scope;
+//   each subscription discovery     - unless discovery=false: discovery's read, at subscription scope; with
+//   searches (every target account's  unmanagedAccounts=enrol also the account role there (a write on every account
+//   subscription, and each one of     of the subscription, so that the app may update the ones it finds) and, in
+//   discoverySubscriptionIds)          roleMode Custom, the operation-status read.
 //
 // Roles per mode (infra/README.md explains each):
 //   Custom  - key: keys/read, keys/create/action (exactly what rotation/keyvault.py calls; never keys/update/action,
 //             which would let a stolen identity disable or expire the version every account uses);
-//             account: accounts/read, accounts/write; subscription: locations/operationresults/read.
-//   BuiltIn - key: Key Vault Crypto Officer; account: Cognitive Services Contributor; no subscription-scope role.
+//             account: accounts/read, accounts/write; subscription: locations/operationresults/read;
+//             discovery (subscription): accounts/read, Microsoft.ResourceGraph/resources/read.
+//   BuiltIn - key: Key Vault Crypto Officer; account: Cognitive Services Contributor; discovery (subscription):
+//             Reader (which also covers the operation-status read there); enrol (subscription): Cognitive Services
+//             Contributor.
 //
 // Why the role definitions are here and not in infra/main.bicep: creating one needs roleDefinitions/write on every
 // assignable scope (Owner or User Access Administrator on each target subscription), the same people and rights as the
@@ -89,6 +97,19 @@ param actionGroupId string = ''
 @description('The app\'s Log Analytics workspace, which receives each system topic\'s DeliveryFailures log (azd output ROTATION_LOG_ANALYTICS_ID); empty: no diagnostic setting.')
 param logAnalyticsId string = ''
 
+@description('Give the app discovery\'s read (ROTATION_DISCOVERY) in every subscription of a target account and of discoverySubscriptionIds. false: ROTATION_DISCOVERY=off, no discovery right at all.')
+param discovery bool = true
+
+@description('With discovery: more subscription ids (GUIDs) to search beyond the target accounts\' own, e.g. those of ROTATION_DISCOVERY\'s list, or of its management group or tenant. Discovery sees nothing in a subscription without this read.')
+param discoverySubscriptionIds array = []
+
+@description('The app\'s ROTATION_UNMANAGED. enrol: with discovery, also the account role (and in Custom mode the operation-status read) in every subscription discovery searches, so the app may update the accounts it finds there.')
+@allowed([
+  'report'
+  'enrol'
+])
+param unmanagedAccounts string = 'report'
+
 var appName = last(split(functionAppId, '/'))
 var custom = roleMode == 'Custom'
 var tags = {
@@ -100,6 +121,8 @@ var tags = {
 var keyVaultCryptoOfficer = '14b46e9e-c2b7-41b4-b07b-48a6ebf60603'
 // Cognitive Services Contributor: Microsoft.CognitiveServices/* (keys, deployments, delete, ...).
 var cognitiveServicesContributor = '25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68'
+// Reader: */read (every resource of the scope, secrets excepted).
+var reader = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
 
 var vaultIds = [for t in targets: toLower(t.vaultId)]
 var vaultScopes = [for t in targets: format('/subscriptions/{0}', toLower(split(t.vaultId, '/')[2]))]
@@ -110,7 +133,14 @@ var accountsPerTarget = [for t in targets: t.accounts]
 var accountIds = filter(split(replace(replace(replace(string(accountsPerTarget), '[', ''), ']', ''), '"', ''), ','), id => !empty(id))
 var accountSubscriptionIds = [for id in accountIds: toLower(split(id, '/')[2])]
 var accountScopes = [for s in accountSubscriptionIds: format('/subscriptions/{0}', s)]
-var assignableScopes = union([subscription().id], vaultScopes, accountScopes)
+// The subscriptions discovery searches with the app's read: every target account's, and the extra ones; none when
+// discovery is off. With enrol the app may update any account found there, so its write follows them.
+var extraSubscriptionIds = [for s in discoverySubscriptionIds: toLower(s)]
+var searchedSubscriptionIds = discovery ? concat(accountSubscriptionIds, extraSubscriptionIds) : []
+var searchedScopes = [for s in searchedSubscriptionIds: format('/subscriptions/{0}', s)]
+var enrol = discovery && unmanagedAccounts == 'enrol'
+var operationStatusSubscriptionIds = enrol ? searchedSubscriptionIds : accountSubscriptionIds
+var assignableScopes = union([subscription().id], vaultScopes, accountScopes, searchedScopes)
 
 // The key role: exactly the data actions of the Key Vault calls in rotation/keyvault.py (tests/infra checks it):
 // list_properties_of_key_versions and get_key need keys/read; create_rsa_key (POST /keys/{name}/create) needs
@@ -184,6 +214,33 @@ resource operationStatusRole 'Microsoft.Authorization/roleDefinitions@2022-04-01
   }
 }
 
+// Discovery: exactly the actions of the calls in rotation/discovery.py (tests/infra checks it): Resource Graph's
+// resources query (POST /providers/Microsoft.ResourceGraph/resources; Microsoft.ResourceGraph/resources/read, from
+// Microsoft's provider operations list) and the accounts adapter's get and list (accounts/read). Resource Graph shows
+// only what the caller may read, so it is assigned in every subscription discovery searches. That Resource Graph
+// checks exactly these two actions (and not */read) is UNCONFIRMED (no deployment was possible): if discovery finds
+// nothing where accounts exist, the app logs rotation.discovery_fallback or the ARM listing's failure.
+resource discoveryReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (custom && discovery) {
+  name: guid(functionAppId, 'cmk-rotation-discovery-reader')
+  properties: {
+    roleName: 'CMK rotation discovery reader (${appName})'
+    description: 'Find the Azure OpenAI / AI services accounts that use a key: read accounts and query Resource Graph. Nothing else.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.CognitiveServices/accounts/read'
+          'Microsoft.ResourceGraph/resources/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: assignableScopes
+  }
+}
+
 module keyAccess 'modules/key-access.bicep' = [for (t, i) in targets: {
   name: 'cmk-key-access-${uniqueString(functionAppId, toLower(t.vaultId), t.keyName)}'
   scope: resourceGroup(split(t.vaultId, '/')[2], split(t.vaultId, '/')[4])
@@ -198,13 +255,26 @@ module keyAccess 'modules/key-access.bicep' = [for (t, i) in targets: {
   }
 }]
 
-// One assignment per subscription that holds a target account (the first account of each subscription deploys it).
-module operationStatusAccess 'modules/operation-status-access.bicep' = [for (s, i) in accountSubscriptionIds: if (custom && indexOf(accountSubscriptionIds, s) == i) {
+// One assignment per subscription that holds a target account, or with enrol per subscription discovery searches
+// (the first occurrence of each subscription deploys it).
+module operationStatusAccess 'modules/operation-status-access.bicep' = [for (s, i) in operationStatusSubscriptionIds: if (custom && indexOf(operationStatusSubscriptionIds, s) == i) {
   name: 'cmk-operation-status-${uniqueString(functionAppId, s)}'
   scope: subscription(s)
   params: {
     principalId: principalId
     roleId: operationStatusRole.name
+  }
+}]
+
+// Discovery's read, and with enrol the account role, per subscription discovery searches (none with discovery=false).
+module discoveryAccess 'modules/discovery-access.bicep' = [for (s, i) in searchedSubscriptionIds: if (indexOf(searchedSubscriptionIds, s) == i) {
+  name: 'cmk-discovery-${uniqueString(functionAppId, s)}'
+  scope: subscription(s)
+  params: {
+    principalId: principalId
+    readerRoleId: custom ? discoveryReaderRole.name : reader
+    enrol: enrol
+    accountRoleId: custom ? accountUpdaterRole.name : cognitiveServicesContributor
   }
 }]
 
@@ -243,11 +313,14 @@ output accountRoleAssignments array = [for (t, i) in targets: {
   key: '${t.vaultId}/keys/${t.keyName}'
   accounts: keyAccess[i].outputs.accountRoleAssignments
 }]
-output operationStatusRoleAssignmentIds array = [for (s, i) in accountSubscriptionIds: (custom && indexOf(accountSubscriptionIds, s) == i) ? operationStatusAccess[i].outputs.roleAssignmentId : '']
+output operationStatusRoleAssignmentIds array = [for (s, i) in operationStatusSubscriptionIds: (custom && indexOf(operationStatusSubscriptionIds, s) == i) ? operationStatusAccess[i].outputs.roleAssignmentId : '']
+output discoveryRoleAssignmentIds array = [for (s, i) in searchedSubscriptionIds: indexOf(searchedSubscriptionIds, s) == i ? discoveryAccess[i].outputs.readerRoleAssignmentId : '']
+// With enrol: the account role at each searched subscription ('' elsewhere).
+output unmanagedAccountRoleAssignmentIds array = [for (s, i) in searchedSubscriptionIds: indexOf(searchedSubscriptionIds, s) == i ? discoveryAccess[i].outputs.accountRoleAssignmentId : '']
 output eventSubscriptionIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.eventSubscriptionId : '']
 // Only the topics this step created (no systemTopicName given); a topic named in systemTopicName was the vault's own.
 output createdSystemTopicIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i && !contains(t, 'systemTopicName')) ? keyEventsAccess[i].outputs.systemTopicId : '']
-output customRoleDefinitionIds array = custom ? [keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id] : []
+output customRoleDefinitionIds array = custom ? concat([keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id], discovery ? [discoveryReaderRole.id] : []) : []
 // The metric alert rules next to each system topic (ids, '' where not created), and each topic's diagnostic setting.
 output deliveryAlertIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.deliveryAlertIds : []]
 output deliveryDiagnosticSettingIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.diagnosticSettingId : '']

@@ -35,6 +35,16 @@ param concurrency int
 @description('ROTATION_VERIFY_TIMEOUT: ISO 8601 duration, how long to wait for an account to report the new version.')
 param verifyTimeout string
 
+@description('ROTATION_DISCOVERY: where the app looks for accounts on a target key: tenant, off, /subscriptions/<id>,/subscriptions/<id>, or one management group /providers/Microsoft.Management/managementGroups/<id>.')
+param discovery string
+
+@description('ROTATION_UNMANAGED: what happens to an account on a target key that ROTATION_TARGETS does not list: report (drift only) or enrol (rotated too).')
+@allowed([
+  'report'
+  'enrol'
+])
+param unmanagedAccounts string
+
 @description('ROTATION_FORCE_COOLDOWN: ISO 8601 duration, the least time between two forced rotations of one key over HTTP.')
 param forceCooldown string
 
@@ -312,6 +322,14 @@ var baseSettings = [
   {
     name: 'ROTATION_FORCE_COOLDOWN'
     value: forceCooldown
+  }
+  {
+    name: 'ROTATION_DISCOVERY'
+    value: discovery
+  }
+  {
+    name: 'ROTATION_UNMANAGED'
+    value: unmanagedAccounts
   }
   {
     // AzureCloud, AzureUSGovernment or AzureChinaCloud: the app derives its ARM endpoint, token scopes and authority.

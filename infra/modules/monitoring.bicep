@@ -4,7 +4,7 @@
 // (infra/grants/modules/key-events.bicep), and notify the action group created here (output actionGroupId).
 //
 // Page only when a person must act (docs/runbook.md, section "Alerts", says why each fires and what to do first):
-//   severity 1  rotation.expiry_near; rotation.config_error or rotation.internal_error (no retry fixes them);
+//   severity 1  rotation.expiry_near; rotation.unmanaged_expiry_near; rotation.config_error or rotation.internal_error (no retry fixes them);
 //   severity 2  rotation.failed (final: no retry can fix it, or the poison handler gave up); rotation.sweep_failed or
 //               rotation.sweep_blocked; no rotation.sweep_completed for 25 hours; rotation.renewal_overdue;
 //               rotation.poison_waiting; Event Grid dead-lettered or dropped key events (in the grants).
@@ -369,6 +369,60 @@ traces
           dimensions: [
             {
               name: 'key'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// d2. An account on a target key that ROTATION_TARGETS does not list (so the service never repoints it) whose version
+// expires within 7 days: once it expires, that account loses access to its data.
+resource unmanagedExpiryAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (alerts) {
+  name: 'alert-rotation-unmanaged-expiry-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'CMK rotation: an unmanaged account\'s key version expires within 7 days (${appName})'
+    description: 'The sweep logged rotation.unmanaged_expiry_near: an account on a target key that ROTATION_TARGETS does not list is on a version that expires within 7 days. See ${runbook}.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: '''
+traces
+| where tostring(customDimensions.event) == "rotation.unmanaged_expiry_near"
+| extend key = tostring(customDimensions.key), account = tostring(customDimensions.account), days = tostring(customDimensions.days)
+| project timestamp, key, account, days, message
+'''
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'account'
               operator: 'Include'
               values: [
                 '*'

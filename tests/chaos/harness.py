@@ -429,6 +429,10 @@ class Run:
                 name, resource_group=RESOURCE_GROUP, encryption=_cmk(self.vault, record)
             )
             self.account_ids.append(body["id"])
+        # An account on the key that the targets do not list: discovery reports it, and invariant 4 holds it untouched.
+        self.emulator.arm.add_account(
+            f"{self.key}-unmanaged", resource_group=RESOURCE_GROUP, encryption=_cmk(self.vault, on[0])
+        )
         self.emulator.eventgrid.scan()  # Key Vault notices what is near expiry now
         self.app = build_chaos_app(
             self.emulator.endpoints(),
@@ -999,7 +1003,10 @@ class Run:
             if call.service == "keyvault":
                 ok = call.operation == "keyvault.create_key" and path == f"/keys/{self.key.lower()}/create"
             elif call.service == "arm":
-                ok = call.operation == "arm.update_account" and path in allowed_accounts
+                # Resource Graph's query is a POST that only reads (discovery, on every sweep).
+                ok = call.operation == "graph.resources" or (
+                    call.operation == "arm.update_account" and path in allowed_accounts
+                )
             else:
                 ok = call.service == "eventgrid"  # the outcome events' topic
             if not ok:

@@ -14,7 +14,8 @@ and ``harness.Run.check`` checks:
 3. never an account on a disabled, expired, not-yet-valid or non-RSA-2048 version, at any observation point (after
    every step, and every few milliseconds by a sampler thread);
 4. nothing outside the targets written: in the emulator's call log the app wrote only its key's versions and its
-   accounts; the bystander key and account stay as they were; no account moved off its key;
+   accounts (Resource Graph's query is a POST, but a read); the bystander key and account stay as they were; no
+   account moved off its key;
 5. every accepted request (ledger rows, HTTP 202s, recorded events) ends succeeded, failed or skipped;
 6. no version the app created carries ``rotation-trigger: KeyNewVersionCreated``;
 7. no exception leaves a trigger except ``rotation.app.Redeliver`` (nor does one reach a trigger's edge, which logs

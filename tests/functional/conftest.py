@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from azure.data.tables import TableClient
+from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
 
 import function_app
 from emulator.azurite import Azurite
@@ -63,6 +65,23 @@ class Fleet:
                 properties["provisioningState"],
             )
         return found
+
+    def repoint(self, name: str, key: str, version: str, *, subscription_id: str | None = None) -> None:
+        """Someone else (another identity, through ARM) points account ``name`` at ``key``'s ``version``."""
+        arm = CognitiveServicesManagementClient(
+            self.emulator.credential("someone"),
+            subscription_id or self.emulator.subscription_id,
+            base_url=self.emulator.arm_url,
+            connection_verify=self.emulator.ca_bundle,
+            polling_interval=0,
+        )
+        properties = KeyVaultProperties(key_name=key, key_version=version, key_vault_uri=self.vault.url)
+        update = Account(
+            properties=AccountProperties(
+                encryption=Encryption(key_source="Microsoft.KeyVault", key_vault_properties=properties)
+            )
+        )
+        arm.accounts.begin_update("rg-ai", name, update).result()
 
     def assert_converged(self, version: str) -> None:
         assert self.accounts() == dict.fromkeys(ACCOUNT_NAMES, (version, "Succeeded"))

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
-from azure.mgmt.cognitiveservices.models import Account, AccountProperties, Encryption, KeyVaultProperties
 from azure.storage.blob import BlobClient
 
 import function_app
@@ -451,28 +449,7 @@ def test_the_sweep_enqueues_a_drifting_key_and_skips_a_fresh_one(fleet: Fleet) -
     assert fleet.pump() == 0
 
     # Someone points an account back at the old version: drift, which the next sweep repairs without a new version.
-    emulator = fleet.emulator
-    arm = CognitiveServicesManagementClient(
-        emulator.credential("someone"),
-        emulator.subscription_id,
-        base_url=emulator.arm_url,
-        connection_verify=emulator.ca_bundle,
-        polling_interval=0,
-    )
-    arm.accounts.begin_update(
-        "rg-ai",
-        ACCOUNT_NAMES[0],
-        Account(
-            properties=AccountProperties(
-                encryption=Encryption(
-                    key_source="Microsoft.KeyVault",
-                    key_vault_properties=KeyVaultProperties(
-                        key_name=KEY, key_version=fleet.initial_version, key_vault_uri=fleet.vault.url
-                    ),
-                )
-            )
-        ),
-    ).result()
+    fleet.repoint(ACCOUNT_NAMES[0], KEY, fleet.initial_version)
     fleet.host.fire_timer("rotation_sweep")
     assert fleet.pump() == 1
     fleet.assert_converged(new)

@@ -152,7 +152,7 @@ def test_status_shows_each_version_and_each_accounts_drift(world: World) -> None
     assert version_row.split()[1] == "yes" and version_row.split()[-1] in ("9", "10")  # enabled, days left
     account_rows = [line for line in human.out.splitlines() if "rg-ai/aoai-" in line]
     assert len(account_rows) == 2 and all("Succeeded" in r and "yes: will be repointed" in r for r in account_rows)
-    [report] = machine.json()
+    [report] = machine.json()["keys"]
     assert report["new_version_due"] is True and report["target_version"] is None
     assert [v["version"] for v in report["versions"]] == [world.first]
     assert report["versions"][0]["days_left"] in (9, 10) and report["versions"][0]["enabled"] is True
@@ -186,7 +186,7 @@ def test_status_and_preflight_print_the_same_data_as_json_or_yaml(world: World) 
 def test_status_after_a_rotation_shows_no_drift(world: World) -> None:
     assert world.run("rotate", "--key", world.key).code == 0
 
-    [report] = world.run("status", "--json").json()
+    [report] = world.run("status", "--json").json()["keys"]
 
     new = world.versions()[-1]
     assert report["target_version"] == new and report["reason"] == "UpToDate"
@@ -360,12 +360,13 @@ def test_a_refused_read_reports_the_target_failed_on_one_line_and_exits_1(world:
     machine = world.run("status", "--json")
 
     assert result.code == 1 and result.err == ""
-    [line, blank] = result.out.splitlines()
+    [discovery, _, line, blank] = result.out.splitlines()
+    assert discovery == "discovery: through Resource Graph (tenant)"
     assert blank == "" and line.startswith(
         f"{world.key}: FAILED (PermissionDenied): the function's identity lacks keys/list and keys/get on vault "
         f"{world.vault.url} (403 Forbidden: "
     )
-    [report] = machine.json()
+    [report] = machine.json()["keys"]
     assert machine.code == 1 and report["reason"] == "PermissionDenied" and report["versions"] == []
     assert report["error"].startswith("the function's identity lacks keys/list")
 

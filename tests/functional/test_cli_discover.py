@@ -43,9 +43,10 @@ class Fleet:
     unmanaged: AccountRef
     elsewhere: AccountRef
 
-    def run(self, *argv: str, targets: bool = True) -> tuple[int, str, str]:
+    def run(self, *argv: str, targets: bool = True, **settings: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         env = {"ROTATION_TARGETS": json.dumps([{"key": self.key, "accounts": [self.listed.id]}])} if targets else {}
+        env.update(settings)
         connection = AzureConnection(
             self.emulator.credential(),
             arm_endpoint=self.emulator.arm_url,
@@ -156,3 +157,26 @@ def test_bad_arguments_exit_2_before_anything_is_read(fleet: Fleet, argv: list[s
     assert (code, out) == (2, "")
     assert message in err and "Traceback" not in err
     assert [c.operation for c in fleet.emulator.control.calls() if c.status != 401] == []
+
+
+def test_status_names_the_unmanaged_accounts_as_drift_and_says_when_nothing_was_searched(fleet: Fleet) -> None:
+    code, out, err = fleet.run("status")
+    _, as_json, _ = fleet.run("status", "-o", "json")
+
+    assert (code, err) == (0, "") and out.startswith("discovery: through Resource Graph (tenant)\n")
+    [line] = [line for line in out.splitlines() if line.startswith("  unmanaged")]
+    assert fleet.unmanaged.id in line and fleet.elsewhere.id in line and fleet.listed.id not in line
+    report = json.loads(as_json)
+    assert report["discovery"]["path"] == "resource_graph"
+    [key] = report["keys"]
+    assert sorted(a["account"] for a in key["drift"]["unmanaged"]) == sorted([fleet.unmanaged.id, fleet.elsewhere.id])
+    assert [a["account"] for a in key["accounts"]] == [fleet.listed.id]  # reported, not enrolled
+
+    _, enrolled, _ = fleet.run("status", "-o", "json", ROTATION_UNMANAGED="enrol")
+    [key] = json.loads(enrolled)["keys"]
+    assert {a["account"] for a in key["accounts"]} == {fleet.listed.id, fleet.unmanaged.id, fleet.elsewhere.id}
+
+    code, out, _ = fleet.run("status", ROTATION_DISCOVERY="off")
+    assert code == 0 and out.startswith("discovery: off")
+    assert "  unmanaged: not searched" in out and fleet.unmanaged.id not in out
+    assert fleet.writes() == []

@@ -133,7 +133,7 @@ def test_status_reports_every_target_with_its_reason_and_error(fleet: Fleet, ret
     assert blocked.startswith(f"  blocked: AccountUnreadable: account {fleet.ghost} could not be read: ")
     assert "was not found" in blocked
 
-    reports = {r["key"]: r for r in machine.json()}
+    reports = {r["key"]: r for r in machine.json()["keys"]}
     assert list(reports) == [fleet.world.key, fleet.absent_key, fleet.two_key, UNREACHABLE_KEY]
     assert reports[fleet.world.key]["reason"] == "Expiring" and reports[fleet.world.key]["new_version_due"] is True
     assert reports[fleet.absent_key]["reason"] == "KeyNotFound" and reports[fleet.absent_key]["versions"] == []
@@ -148,6 +148,7 @@ def test_status_reports_every_target_with_its_reason_and_error(fleet: Fleet, ret
         "error": unreachable["error"],
         "versions": [],
         "accounts": [],
+        "drift": None,
     }
     assert unreachable["error"].startswith(DNS_LINE.split(": FAILED (Unreachable): ", 1)[1])
     assert "private DNS zone" in unreachable["error"]
@@ -185,7 +186,11 @@ def test_status_of_a_host_whose_certificate_is_not_trusted_fails_at_once_with_on
 
     assert time.monotonic() - started < SECONDS and scheduled_retries(retries) == []
     assert result.code == 1 and result.err == ""
-    [line, blank] = result.out.splitlines()
+    # Discovery's own reads fail the same way, and say so above the key's one line.
+    [discovery, graph, subscription, _, line, blank] = result.out.splitlines()
+    assert discovery.startswith("discovery: through ARM's account listing (subscriptions ")
+    assert graph.startswith("  Resource Graph could not be used: ") and "CERTIFICATE_VERIFY_FAILED" in graph
+    assert subscription.startswith("  FAILED subscription ") and "(Unreachable)" in subscription
     assert blank == ""
     expected = f"{world.key}: FAILED (Unreachable): cannot list key versions on {world.key}: TLS with 127.0.0.1 "
     assert line.startswith(expected)
@@ -269,6 +274,7 @@ def test_target_status_reports_anything_one_target_raises_and_still_reads_the_ot
         "error": broken["error"],
         "versions": [],
         "accounts": [],
+        "drift": None,
     }
     assert str(broken["error"]).startswith("LocationParseError: Failed to parse: ")
     assert len(str(broken["error"])) <= len("LocationParseError: ") + 200

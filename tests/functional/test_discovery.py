@@ -24,10 +24,10 @@ from emulator.control import FaultRule
 from emulator.core import Emulator
 from emulator.resourcegraph import CMK_ACCOUNTS_QUERY
 from rotation.connection import AzureConnection
-from rotation.discovery import ACCOUNTS_QUERY, AccountDiscovery, Discovery, DiscoveryPath, ResourceGraph, Scope
+from rotation.discovery import ACCOUNTS_QUERY, AccountDiscovery, Discovery, DiscoveryPath, ResourceGraph
 from rotation.errors import PermissionDenied
 from rotation.log import LOGGER_NAME, Event
-from rotation.model import AccountRef, KeyRef
+from rotation.model import AccountRef, KeyRef, Scope
 from rotation.reasons import Reason
 
 SUB1 = "00000000-0000-0000-0000-000000000001"  # the emulator's default subscription

@@ -200,6 +200,23 @@ def setting_values(world: World, name: str) -> st.SearchStrategy[str | None]:
         ),
         "ROTATION_EVENTS_KEY": st.sampled_from(["", "   ", world.env["ROTATION_EVENTS_KEY"] + " "]),
         "AZURE_CLIENT_ID": st.sampled_from(GUIDS),
+        "ROTATION_DISCOVERY": st.sampled_from(
+            [
+                "tenant",
+                "OFF",
+                f"/subscriptions/{GUIDS[0]}",
+                f"/subscriptions/{GUIDS[0]}, /subscriptions/{GUIDS[0].upper()}",
+                f"/subscriptions/{GUIDS[0]},",
+                GUIDS[0],
+                "/subscriptions/",
+                "/subscriptions/x",
+                "/providers/Microsoft.Management/managementGroups/Prod-1",
+                "/providers/Microsoft.Management/managementGroups/",
+                "/providers/Microsoft.Management/managementGroups/a b",
+                f"/providers/Microsoft.Management/managementGroups/g,/subscriptions/{GUIDS[0]}",
+            ]
+        ),
+        "ROTATION_UNMANAGED": st.sampled_from(["report", "ENROL", "enroll", "ignore", "report,enrol"]),
         STORAGE: storage_values(world),
         f"{STORAGE}__accountName": st.sampled_from(["rotationstate", "UPPER", "ab", "a" * 25, "a-b", ""]),
         f"{STORAGE}__clientId": st.sampled_from([*GUIDS, "x"]),

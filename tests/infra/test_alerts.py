@@ -46,6 +46,7 @@ ALERT_EVENTS = {
     "sweepMissingAlert": {Event.SWEEP_COMPLETED},
     "renewalOverdueAlert": {Event.RENEWAL_OVERDUE},
     "expiryNearAlert": {Event.EXPIRY_NEAR},
+    "unmanagedExpiryAlert": {Event.UNMANAGED_EXPIRY_NEAR},
     "poisonAlert": {Event.POISON_WAITING},
 }
 ABSENCE_ALERTS = {"sweepMissingAlert"}

@@ -8,7 +8,8 @@ They also run checkov over `infra/` and require zero failed checks, zero parse e
 Two deployments, two owners: what `azd up` and `azd down` manage (`infra/main.bicep` and the modules it calls) stays in
 the app's own resource group, because azd deletes every resource group its deployment touched; everything on the
 customers' keys, accounts and vaults is the separate grants step (`infra/grants/main.bicep`), which azd never runs. The
-key and account roles are derived from the adapters' SDK calls, so a role can hold no action the code does not call.
+key, account and discovery roles are derived from the SDK calls of the adapters and of discovery, so a role can hold
+no action the code does not call.
 
 They must never call Azure or need the network.
 """
@@ -27,10 +28,13 @@ import pytest
 import yaml
 from azure.keyvault.keys import KeyClient
 from azure.mgmt.cognitiveservices.operations import AccountsOperations
+from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from emulator.functions_worker import FunctionsWorker
 from rotation import config
+from rotation.accounts import AccountsSession
 from rotation.events import KEY_EVENT_TYPES
+from rotation.model import UnmanagedPolicy
 from rotation.storage import LEDGER_TABLE, LOCKS_CONTAINER, REQUESTS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +98,7 @@ KEY_VAULT_CRYPTO_OFFICER = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"
 KEY_VAULT_CRYPTO_SERVICE_ENCRYPTION_USER = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 
 COGNITIVE_SERVICES_CONTRIBUTOR = "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
 # The data action each `KeyClient` method needs (Learn, "Azure Key Vault RBAC guide" and the Key Vault REST reference:
 # get and list are keys/read, POST /keys/{name}/create is keys/create/action, PATCH is keys/update/action, ...). The
@@ -129,6 +134,9 @@ ACCOUNTS_ACTIONS = {
 # The action name is the provider operations list's; that ARM checks exactly it on that URL is unconfirmed.
 OPERATION_STATUS_ACTION = "Microsoft.CognitiveServices/locations/operationresults/read"
 ACCOUNTS_LONG_RUNNING = {"begin_update", "begin_create", "begin_delete"}
+# The action each `ResourceGraphClient` method needs (Microsoft's provider operations list): `resources` is
+# POST /providers/Microsoft.ResourceGraph/resources. That Resource Graph checks exactly this action is unconfirmed.
+RESOURCE_GRAPH_ACTIONS = {"resources": "Microsoft.ResourceGraph/resources/read"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -271,6 +279,7 @@ GRANTS = INFRA / "grants" / "main.bicep"
 KEY_ACCESS = INFRA / "grants" / "modules" / "key-access.bicep"
 ACCOUNT_ACCESS = INFRA / "grants" / "modules" / "account-access.bicep"
 OPERATION_STATUS_ACCESS = INFRA / "grants" / "modules" / "operation-status-access.bicep"
+DISCOVERY_ACCESS = INFRA / "grants" / "modules" / "discovery-access.bicep"
 KEY_EVENTS = INFRA / "grants" / "modules" / "key-events.bicep"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
@@ -326,6 +335,28 @@ def test_settings_reach_the_function_app() -> None:
     assert re.search(
         r"appSettings:\s*concat\(baseSettings,\s*outcomeEventsTopic \? outcomeSettings : \[\]\)", site.body
     )
+
+
+def test_discovery_settings_come_from_parameters_with_the_codes_defaults() -> None:
+    """ROTATION_DISCOVERY and ROTATION_UNMANAGED, wired like ROTATION_CONCURRENCY: an azd variable with a default in
+    main.parameters.json, a parameter of main.bicep passed to app.bicep, and the app setting of that parameter."""
+    app = _strip_comments(_read(APP))
+    passed = _value(_blocks(MAIN)["app"].body, "params")
+    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
+    defaults = {}
+    for setting, param in ((config.DISCOVERY, "discovery"), (config.UNMANAGED, "unmanagedAccounts")):
+        declaration = re.fullmatch(rf"param {param} string = '([^']*)'", _param_declaration(MAIN, param)[0])
+        assert declaration, param
+        defaults[param] = declaration.group(1)
+        assert parameters[param]["value"] == f"${{{setting}={defaults[param]}}}"
+        assert _value(passed, param) == param
+        assert _param_declaration(APP, param)[0] == f"param {param} string"
+        assert re.search(rf"name: '{setting}'\s*\n\s*value: {param}\s*\n", app), setting
+    # Unset, the app discovers across the tenant and reports; the deployment's defaults mean the same.
+    assert config.parse_discovery(defaults["discovery"]) == config.parse_discovery(None)
+    assert defaults["unmanagedAccounts"] == UnmanagedPolicy.REPORT
+    for path in (MAIN, APP):
+        assert _param_declaration(path, "unmanagedAccounts")[1] == [policy.value for policy in UnmanagedPolicy]
 
 
 def test_storage_is_reached_by_the_user_assigned_identity_without_keys() -> None:
@@ -469,10 +500,11 @@ def test_event_grid_identity_may_only_send_to_its_queue_and_write_dead_letters()
     }
 
 
-def _sdk_method_calls(path: Path, methods: set[str], receiver: str | None = None) -> set[str]:
-    """Names of the `methods` that `path` calls as `<anything>.<method>(` (or `<...>.<receiver>.<method>(`)."""
+def _sdk_method_calls(source: Path | ast.AST, methods: set[str], receiver: str | None = None) -> set[str]:
+    """Names of the `methods` that `source` (a file, or a node of one) calls as `<anything>.<method>(` (or
+    `<...>.<receiver>.<method>(`)."""
     called = set()
-    for node in ast.walk(ast.parse(_read(path))):
+    for node in ast.walk(ast.parse(_read(source)) if isinstance(source, Path) else source):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
             owner = node.func.value
             if receiver is None or (isinstance(owner, ast.Attribute) and owner.attr == receiver):
@@ -486,8 +518,7 @@ def _public_methods(cls: type) -> set[str]:
 
 def test_only_the_two_adapters_call_key_vault_and_arm() -> None:
     """So that scanning rotation/keyvault.py and rotation/accounts.py finds every call the app makes. Discovery also
-    queries Resource Graph, which needs no action of its own (it shows only what the caller may read), and reaches
-    the accounts through the accounts adapter."""
+    queries Resource Graph (rotation/discovery.py), and reaches the accounts through the accounts adapter."""
     for path in (ROOT / "rotation").glob("*.py"):
         source = _read(path)
         assert ("azure.keyvault" in source) == (path.name == "keyvault.py"), path.name
@@ -529,38 +560,135 @@ def test_the_account_roles_have_exactly_the_actions_of_the_adapters_arm_calls() 
     assert _strings(_value(operation_status.body, "dataActions")) == []
 
 
+def _session_methods_used(path: Path) -> set[str]:
+    """The accounts adapter's session methods that `path` calls or hands on (`arm.get`), on the `arm` of an
+    `async with <...>.session() as arm`."""
+    methods = _public_methods(AccountsSession)
+    used = set()
+    for node in ast.walk(ast.parse(_read(path))):
+        if not isinstance(node, ast.AsyncWith):
+            continue
+        for item in node.items:
+            if not ast.unparse(item.context_expr).endswith(".session()"):
+                continue
+            session = item.optional_vars
+            assert isinstance(session, ast.Name), ast.unparse(item)
+            used |= {
+                n.attr
+                for statement in node.body
+                for n in ast.walk(statement)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == session.id
+            } & methods
+    return used
+
+
+def _accounts_calls_of_session_method(method: str) -> set[str]:
+    """The `AccountsOperations` methods that the adapter's `AccountsSession.<method>` calls as `accounts.<m>(`."""
+    tree = ast.parse(_read(ROOT / "rotation" / "accounts.py"))
+    (session,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == AccountsSession.__name__]
+    (body,) = [n for n in session.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == method]
+    return _sdk_method_calls(body, _public_methods(AccountsOperations), receiver="accounts")
+
+
+def test_the_discovery_role_has_exactly_the_actions_of_discoverys_calls() -> None:
+    discovery = ROOT / "rotation" / "discovery.py"
+    graph_methods = _public_methods(ResourceGraphClient)
+    assert set(RESOURCE_GRAPH_ACTIONS) <= graph_methods, set(RESOURCE_GRAPH_ACTIONS) - graph_methods
+    graph_called = _sdk_method_calls(discovery, graph_methods)
+    assert graph_called, "found no ResourceGraphClient call in rotation/discovery.py"
+    assert graph_called <= set(RESOURCE_GRAPH_ACTIONS), f"map {sorted(graph_called - set(RESOURCE_GRAPH_ACTIONS))}"
+    session_used = _session_methods_used(discovery)
+    assert session_used, "found no use of the accounts session in rotation/discovery.py"
+    arm_called = set().union(*(_accounts_calls_of_session_method(method) for method in session_used))
+    assert arm_called, session_used
+    assert arm_called <= set(ACCOUNTS_ACTIONS), f"map {sorted(arm_called - set(ACCOUNTS_ACTIONS))} to an action"
+    needed = {RESOURCE_GRAPH_ACTIONS[m] for m in graph_called} | {ACCOUNTS_ACTIONS[m] for m in arm_called}
+    role = _blocks(GRANTS)["discoveryReaderRole"]
+    assert set(_strings(_value(role.body, "actions"))) == needed
+    assert _strings(_value(role.body, "dataActions")) == []
+    # Discovery must never write (rotation/discovery.py): reads only, and the one a refused query names.
+    assert all(action.endswith("/read") for action in needed), needed
+    assert RESOURCE_GRAPH_ACTIONS["resources"] in _read(discovery)
+
+
 def test_custom_roles_exist_only_in_custom_mode_and_the_built_in_mode_names_its_roles() -> None:
     blocks = _blocks(GRANTS)
     text = _strip_comments(_read(GRANTS))
     declaration = re.search(r"@allowed\((\[[^\]]*\])\)\s*param roleMode string = 'Custom'$", text, re.MULTILINE)
     assert declaration and _strings(declaration.group(1)) == ["Custom", "BuiltIn"]
-    for symbol in ("keyRotatorRole", "accountUpdaterRole", "operationStatusRole"):
-        head = re.search(rf"^resource {symbol} '[^']+' = (.*)$", _strip_comments(_read(GRANTS)), re.MULTILINE)
-        assert head and head.group(1).startswith("if (custom)"), symbol
+    definitions = {b.symbol for b in blocks.values() if b.target.startswith("Microsoft.Authorization/roleDefinitions@")}
+    assert definitions == {"keyRotatorRole", "accountUpdaterRole", "operationStatusRole", "discoveryReaderRole"}
+    for symbol in definitions:
+        condition = "if (custom && discovery)" if symbol == "discoveryReaderRole" else "if (custom)"
+        assert _head(GRANTS, symbol).startswith(condition), symbol
         assert _value(blocks[symbol].body, "assignableScopes") == "assignableScopes"
     variables = _vars(GRANTS)
     assert variables["keyVaultCryptoOfficer"] == KEY_VAULT_CRYPTO_OFFICER
     assert variables["cognitiveServicesContributor"] == COGNITIVE_SERVICES_CONTRIBUTOR
+    assert variables["reader"] == READER
     params = _value(blocks["keyAccess"].body, "params")
     assert _value(params, "keyRoleId") == "custom ? keyRotatorRole.name : keyVaultCryptoOfficer"
     assert _value(params, "accountRoleId") == "custom ? accountUpdaterRole.name : cognitiveServicesContributor"
     # No built-in role is wide enough at subscription scope to stand in for the operation-status read without
-    # reading or writing far more: in BuiltIn mode that assignment is left out (the app then verifies by re-reading).
-    head = re.search(r"^module operationStatusAccess '[^']+' = (.*)$", _strip_comments(_read(GRANTS)), re.MULTILINE)
-    assert head and "if (custom && indexOf(accountSubscriptionIds, s) == i)" in head.group(1)
+    # reading or writing far more: in BuiltIn mode that assignment is left out (the app then verifies by re-reading;
+    # with discovery, Reader on the subscription covers it).
+    assert "if (custom && indexOf(operationStatusSubscriptionIds, s) == i)" in _head(GRANTS, "operationStatusAccess")
     assert _value(_value(blocks["operationStatusAccess"].body, "params"), "roleId") == "operationStatusRole.name"
+    discovery = _value(blocks["discoveryAccess"].body, "params")
+    assert _value(discovery, "readerRoleId") == "custom ? discoveryReaderRole.name : reader"
+    assert _value(discovery, "accountRoleId") == "custom ? accountUpdaterRole.name : cognitiveServicesContributor"
 
 
-def test_custom_roles_are_assignable_in_every_subscription_of_a_target_vault_or_account() -> None:
+def test_custom_roles_are_assignable_in_every_subscription_of_a_target_vault_or_account_or_of_discovery() -> None:
     lines = set(_strip_comments(_read(GRANTS)).splitlines())
-    assert "var assignableScopes = union([subscription().id], vaultScopes, accountScopes)" in lines
+    assert "var assignableScopes = union([subscription().id], vaultScopes, accountScopes, searchedScopes)" in lines
     assert "var accountScopes = [for s in accountSubscriptionIds: format('/subscriptions/{0}', s)]" in lines
+    assert "var searchedScopes = [for s in searchedSubscriptionIds: format('/subscriptions/{0}', s)]" in lines
     assert "var accountSubscriptionIds = [for id in accountIds: toLower(split(id, '/')[2])]" in lines
     assert (
         "var vaultScopes = [for t in targets: format('/subscriptions/{0}', toLower(split(t.vaultId, '/')[2]))]" in lines
     )
-    module = _blocks(GRANTS)["operationStatusAccess"]
-    assert _value(module.body, "scope") == "subscription(s)"
+    for symbol in ("operationStatusAccess", "discoveryAccess"):
+        assert _value(_blocks(GRANTS)[symbol].body, "scope") == "subscription(s)", symbol
+
+
+def test_discoverys_read_is_assigned_in_every_searched_subscription_only_when_discovery_is_on() -> None:
+    lines = set(_strip_comments(_read(GRANTS)).splitlines())
+    assert _param_declaration(GRANTS, "discovery")[0] == "param discovery bool = true"
+    assert _param_declaration(GRANTS, "discoverySubscriptionIds")[0] == "param discoverySubscriptionIds array = []"
+    # Every target account's subscription and the extra ones; none with discovery=false.
+    assert "var extraSubscriptionIds = [for s in discoverySubscriptionIds: toLower(s)]" in lines
+    searched = "var searchedSubscriptionIds = discovery ? concat(accountSubscriptionIds, extraSubscriptionIds) : []"
+    assert searched in lines
+    head = "[for (s, i) in searchedSubscriptionIds: if (indexOf(searchedSubscriptionIds, s) == i) {"
+    assert _head(GRANTS, "discoveryAccess") == head
+    assert _blocks(GRANTS)["discoveryAccess"].target == "modules/discovery-access.bicep"
+    # In the module, at its subscription (its target scope, no scope of its own): the read, always.
+    assert "targetScope = 'subscription'" in _strip_comments(_read(DISCOVERY_ACCESS))
+    read = {a.symbol: a for a in _role_assignments(DISCOVERY_ACCESS)}["discoveryReader"]
+    assert _head(DISCOVERY_ACCESS, "discoveryReader") == "{"
+    assert _role_id(read, {}) == "readerRoleId"
+    assert not re.search(r"^\s*scope:", read.body, re.MULTILINE)
+
+
+def test_enrol_widens_the_account_write_and_the_operation_status_read_only_under_enrol() -> None:
+    declaration, allowed = _param_declaration(GRANTS, "unmanagedAccounts")
+    assert declaration == "param unmanagedAccounts string = 'report'"
+    assert allowed == [policy.value for policy in UnmanagedPolicy]
+    lines = set(_strip_comments(_read(GRANTS)).splitlines())
+    assert f"var enrol = discovery && unmanagedAccounts == '{UnmanagedPolicy.ENROL}'" in lines
+    # The operation-status read follows the write: every searched subscription with enrol, else the accounts' own.
+    assert "var operationStatusSubscriptionIds = enrol ? searchedSubscriptionIds : accountSubscriptionIds" in lines
+    assert _head(GRANTS, "operationStatusAccess").startswith("[for (s, i) in operationStatusSubscriptionIds:")
+    assert _value(_value(_blocks(GRANTS)["discoveryAccess"].body, "params"), "enrol") == "enrol"
+    # In the module, everything but the read is under enrol: the account role, at the subscription.
+    beyond_the_read = {a.symbol: a for a in _role_assignments(DISCOVERY_ACCESS) if a.symbol != "discoveryReader"}
+    assert set(beyond_the_read) == {"unmanagedAccountUpdater"}
+    for symbol, assignment in beyond_the_read.items():
+        assert _head(DISCOVERY_ACCESS, symbol).startswith("if (enrol)"), symbol
+        assert _role_id(assignment, {}) == "accountRoleId"
+    outputs = dict(re.findall(r"^output (\w+) \w+ = (.+)$", _strip_comments(_read(DISCOVERY_ACCESS)), re.MULTILINE))
+    assert outputs["accountRoleAssignmentId"] == "enrol ? unmanagedAccountUpdater.id : ''"
 
 
 def test_key_and_account_roles_are_assigned_on_the_key_and_on_each_account() -> None:
@@ -574,11 +702,11 @@ def test_key_and_account_roles_are_assigned_on_the_key_and_on_each_account() -> 
     assert _value(_blocks(KEY_ACCESS)["accountUpdater"].body, "roleId") == "accountRoleId"
 
 
-def test_no_role_is_assigned_wider_than_a_resource_but_the_operation_status_read() -> None:
+def test_no_role_is_assigned_wider_than_a_resource_but_the_operation_status_read_and_discovery() -> None:
     for path in INFRA.rglob("*.bicep"):
         for assignment in _role_assignments(path):
             assert _value(assignment.body, "principalType") == "'ServicePrincipal'"
-            if path == OPERATION_STATUS_ACCESS:
+            if path in {OPERATION_STATUS_ACCESS, DISCOVERY_ACCESS}:  # below, and the discovery tests above
                 continue
             scope = _value(assignment.body, "scope")
             assert scope not in {"rg", "resourceGroup()", "subscription()"}, (path.name, assignment.symbol)
@@ -647,6 +775,18 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
         KEY_ACCESS: {"keyRotator", "accountKeyAccess", "accountUpdater"},
         ACCOUNT_ACCESS: {"accountUpdater"},
         OPERATION_STATUS_ACCESS: {"operationStatusReader"},
+        DISCOVERY_ACCESS: {"discoveryReader", "unmanagedAccountUpdater"},
+        # The custom role definitions and the modules above.
+        GRANTS: {
+            "keyRotatorRole",
+            "accountUpdaterRole",
+            "operationStatusRole",
+            "discoveryReaderRole",
+            "keyAccess",
+            "operationStatusAccess",
+            "discoveryAccess",
+            "keyEventsAccess",
+        },
         # The system topic, its subscription, and (from the alerts work) its delivery alerts and diagnostic setting.
         KEY_EVENTS: {"systemTopic", "keyEvents", "deliveryAlert", "deliveryFailureLogs"},
     }
@@ -663,6 +803,8 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
         "keyRoleAssignments",
         "accountRoleAssignments",
         "operationStatusRoleAssignmentIds",
+        "discoveryRoleAssignmentIds",
+        "unmanagedAccountRoleAssignmentIds",
         "eventSubscriptionIds",
         "createdSystemTopicIds",
         "customRoleDefinitionIds",
@@ -671,8 +813,10 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
         "deliveryDiagnosticSettingIds",
     }
     runbook = _read(RUNBOOK)
-    for name in re.findall(r"properties\.outputs\.(\w+)", runbook):
-        assert name in grants_outputs, name
+    read_by_the_runbook = set(re.findall(r"properties\.outputs\.(\w+)", runbook))
+    assert read_by_the_runbook <= grants_outputs, read_by_the_runbook - grants_outputs
+    # The teardown reads every output that names something to remove.
+    assert grants_outputs - read_by_the_runbook == {"roleMode", "accountKeyAccessAssignments"}
     # The accounts' own access to their key stays: removing it would make their data unreadable.
     assert "accountKeyAccessAssignments" not in "\n".join(
         line for line in runbook.splitlines() if re.search(r"\baz .*\bdelete\b", line)

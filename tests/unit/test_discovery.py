@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import pytest
 
+from rotation import config
+from rotation.config import Settings
 from rotation.discovery import (
     MAX_QUOTA_WAIT,
     QUOTA_REMAINING,
@@ -21,7 +23,6 @@ from rotation.discovery import (
     DiscoveryPath,
     GraphRow,
     ResourceGraph,
-    Scope,
     accounts_on,
     by_key,
     parse_rows,
@@ -30,7 +31,7 @@ from rotation.discovery import (
 )
 from rotation.errors import ConfigError, InvalidRequest, PermissionDenied, RotationError, TransientError
 from rotation.log import LOGGER_NAME, Event
-from rotation.model import AccountRef, KeyRef
+from rotation.model import AccountRef, KeyRef, Scope, UnmanagedPolicy
 from tests.doubles import InMemoryAccounts
 from tests.unit.factories import AOAI_1, AOAI_2, AOAI_3, KEY, OTHER_KEY, SUBSCRIPTION, VAULT_URL, account
 
@@ -184,8 +185,40 @@ def test_a_scope_is_subscriptions_or_a_management_group_or_the_tenant() -> None:
         Scope(subscriptions=(SUBSCRIPTION,), management_group="Production")
     with pytest.raises(ConfigError, match="GUIDs"):
         Scope(subscriptions=("prod",))
-    with pytest.raises(ConfigError, match="management group is empty"):
-        Scope(management_group=" ")
+    for bad in (" ", "Prod Group", "x" * 91):
+        with pytest.raises(ConfigError, match=r"management group id .* is invalid"):
+            Scope(management_group=bad)
+
+
+def test_the_discovery_setting_names_the_scope_or_turns_discovery_off() -> None:
+    def discovery(value: str | None) -> Scope | None:
+        env = {} if value is None else {config.DISCOVERY: value}
+        return Settings.from_env(env, require_targets=False).discovery
+
+    assert discovery(None) == Scope() and discovery("TENANT") == Scope()
+    assert discovery("off") is None
+    assert discovery(f"/subscriptions/{SUB2}, /Subscriptions/{SUBSCRIPTION}") == Scope((SUBSCRIPTION, SUB2))
+    group = "/providers/Microsoft.Management/managementGroups/Production"
+    assert discovery(group) == Scope(management_group="Production")
+    for bad, says in (
+        ("everything", "is not a discovery scope"),
+        (f"{SUBSCRIPTION}", "is not a discovery scope"),  # a bare id: the scope's prefix is required
+        (f"/subscriptions/{SUBSCRIPTION},{group}", "is not a discovery scope"),
+        ("/subscriptions/prod", "GUIDs"),
+        (group + "x/y z", "management group id"),
+    ):
+        with pytest.raises(ConfigError, match=rf"ROTATION_DISCOVERY=.*{says}.*use tenant"):
+            discovery(bad)
+
+
+def test_the_unmanaged_setting_is_report_or_enrol() -> None:
+    def unmanaged(env: dict[str, str]) -> UnmanagedPolicy:
+        return Settings.from_env(env, require_targets=False).unmanaged
+
+    assert unmanaged({}) is UnmanagedPolicy.REPORT
+    assert unmanaged({config.UNMANAGED: "Enrol"}) is UnmanagedPolicy.ENROL
+    with pytest.raises(ConfigError, match=r"ROTATION_UNMANAGED='enroll' must be report .* or enrol"):
+        unmanaged({config.UNMANAGED: "enroll"})
 
 
 def test_page_size_and_concurrency_are_bounded() -> None:
