@@ -67,9 +67,24 @@ def files(root: Path, world: World) -> dict[str, tuple[str, bool]]:
     return found
 
 
+def emulator_files(root: Path, world: World, targets_files: dict[str, tuple[str, bool]]) -> dict[str, tuple[str, bool]]:
+    """``--emulator`` files: (path, usable). The emulator's own endpoints; the same naming a remote ARM; and every
+    targets file, none of which is an endpoints file."""
+    endpoints = world.emulator.endpoints()
+    contents = {"endpoints.json": endpoints, "remote.json": {**endpoints, "arm": "https://management.azure.com"}}
+    found = {f"targets {name}": (path, False) for name, (path, _) in targets_files.items()}
+    for name, content in contents.items():
+        (root / name).write_text(json.dumps(content))
+        found[name] = (str(root / name), name == "endpoints.json")
+    return found
+
+
 @st.composite
 def argument_lists(
-    draw: st.DrawFn, world: World, targets_files: dict[str, tuple[Path, bool]]
+    draw: st.DrawFn,
+    world: World,
+    targets_files: dict[str, tuple[Path, bool]],
+    endpoints_files: dict[str, tuple[str, bool]],
 ) -> tuple[list[str], bool]:
     """An argument list and whether it is known to be bad input. For ``--key`` and ``--targets`` the last one given
     counts, as argparse keeps the last value."""
@@ -92,7 +107,7 @@ def argument_lists(
     bad |= command in NEAR_MISSES and command != "reconcile"
     argv = [command]
     for _ in range(draw(st.integers(0, 3))):
-        option = draw(st.sampled_from(["--key", "--targets", "flag", "flag", "bad", "junk"]))
+        option = draw(st.sampled_from(["--key", "--targets", "--emulator", "flag", "flag", "bad", "junk"]))
         if option == "--key":
             kind = draw(st.sampled_from(["good", "good", "bad", "secret"]))
             if kind == "good":
@@ -108,6 +123,10 @@ def argument_lists(
             path, usable = targets_files[name]
             last["--targets"] = not usable
             argv += draw(st.sampled_from([["--targets", path], [f"--targets={path}"]]))
+        elif option == "--emulator":  # a global option: before the command (after it, argparse refuses it)
+            path, usable = endpoints_files[draw(st.sampled_from(sorted(endpoints_files)))]
+            last["--emulator"] = not usable
+            argv = ["--emulator", path, *argv]
         elif option == "flag":
             argv.append(draw(st.sampled_from(FLAGS)))
         elif option == "bad":
@@ -156,11 +175,12 @@ def judge_cli(
 def test_cli_arguments(world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
     family = tally("cli")
     targets_files = files(tmp_path_factory.mktemp("cli-targets"), world)
+    endpoints_files = emulator_files(tmp_path_factory.mktemp("cli-emulator"), world, targets_files)
     env = dict(world.env)
     with world.capturing():
 
         @settings(max_examples=budget("cli"))
-        @given(case=argument_lists(world, targets_files))
+        @given(case=argument_lists(world, targets_files, endpoints_files))
         def run(case: tuple[list[str], bool]) -> None:
             argv, bad = case
             out, err = io.StringIO(), io.StringIO()
