@@ -65,7 +65,7 @@ param environmentName string
 })
 param location string
 
-@description('The keys to rotate: [{vaultId, keyName, location, accounts: [account resource ids], systemTopicName?, newVersions?}]. See infra/README.md.')
+@description('The keys to rotate: [{vaultId, keyName, location, accounts: [account resource ids], systemTopicName?, newVersions?, rollout?}]. See infra/README.md.')
 param targets array
 
 @description('ROTATION_SCHEDULE: NCRONTAB (six fields, UTC) of the sweep.')
@@ -147,6 +147,7 @@ var rotationTargets = [for t in targets: {
   accounts: t.accounts
   vault_location: t.location
   new_versions: contains(t, 'newVersions') ? t.newVersions : 'service'
+  rollout: contains(t, 'rollout') ? t.rollout : null
 }]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

@@ -903,9 +903,15 @@ def _render_plan(plan: RotationPlan) -> list[str]:
             f"key_ops {','.join(plan.create.key_ops)}"
         )
     lines.append(f"  target: {plan.target_version or ('the new version' if plan.create else 'none')}")
+    staged = any(a.wave > 1 for a in plan.accounts)  # a rollout: each account's wave, in the order they go
+    ordered = sorted(plan.accounts, key=lambda a: a.wave) if staged else plan.accounts
     lines += _table(
-        ("ACCOUNT", "ACTION", "REASON", "DETAIL"),
-        [(_account_label(a.account.id), a.action.value, a.reason.value, a.message) for a in plan.accounts],
+        ("WAVE", "ACCOUNT", "ACTION", "REASON", "DETAIL")[0 if staged else 1 :],
+        [
+            ((str(a.wave),) if staged else ())
+            + (_account_label(a.account.id), a.action.value, a.reason.value, a.message)
+            for a in ordered
+        ],
     )
     lines += [f"  {f.severity.value}: {f.reason.value}: {f.message}" for f in plan.findings]
     return [*lines, ""]
@@ -918,10 +924,12 @@ def _render_outcome(outcome: RotationOutcome) -> list[str]:
         f"  {outcome.message}",
         f"  version: {outcome.from_version or '-'} -> {outcome.to_version or '-'}{created}",
     ]
+    staged = any(a.wave > 1 for a in outcome.accounts)
     lines += _table(
-        ("ACCOUNT", "ACTION", "RESULT", "REASON", "FROM", "TO"),
+        ("WAVE", "ACCOUNT", "ACTION", "RESULT", "REASON", "FROM", "TO")[0 if staged else 1 :],
         [
-            (
+            ((str(a.wave),) if staged else ())
+            + (
                 _account_label(a.account.id),
                 a.action.value,
                 a.status.value,
@@ -929,7 +937,7 @@ def _render_outcome(outcome: RotationOutcome) -> list[str]:
                 a.from_version or "-",
                 a.to_version or "-",
             )
-            for a in outcome.accounts
+            for a in (sorted(outcome.accounts, key=lambda a: a.wave) if staged else outcome.accounts)
         ],
     )
     lines += [f"  warn: {w.reason.value}: {w.message}" for w in outcome.warnings]

@@ -33,6 +33,7 @@ from rotation.model import (
     AccountRef,
     KeyRef,
     RenewalPolicy,
+    Rollout,
     Scope,
     Target,
     UnmanagedPolicy,
@@ -89,9 +90,11 @@ MAX_CONCURRENCY = 256
 MAX_VERIFY_TIMEOUT = timedelta(minutes=20)  # leaves room for the other steps within functionTimeout (30 minutes)
 MIN_EVENTS_KEY = 16  # a topic key has 44 characters; anything this short is a mistake, not a key
 MAX_TARGETS_BYTES = 256 * 1024  # far above any real list; refused before parsing
+MAX_WAVE_SIZE = 1000  # accounts in one wave of a rollout after its canary
 
 _APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TARGET_FIELDS = frozenset({"key", "accounts", "vault_location", "new_versions"})
+TARGET_FIELDS = frozenset({"key", "accounts", "vault_location", "new_versions", "rollout"})
+_ROLLOUT_FIELDS = frozenset({"canary", "wave_size"})
 _MANAGEMENT_GROUP_SCOPE = "/providers/Microsoft.Management/managementGroups/"
 _DISCOVERY_FIX = (
     "use tenant (every subscription the app's identity can read), off, subscription scopes such as "
@@ -285,11 +288,11 @@ def _target(index: int, item: object, cloud: Cloud | None) -> Target:
         # A list is not echoed: it may nest too deeply for json.dumps (loads stopped short of the recursion limit).
         got = "a list" if isinstance(item, list) else _shown(json.dumps(item))
         raise ConfigError(f'{where} must be an object with "key" and "accounts", got {got}')
-    unknown = sorted(set(item) - _TARGET_FIELDS)
+    unknown = sorted(set(item) - TARGET_FIELDS)
     if unknown:
         raise ConfigError(
             f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; allowed: key, accounts, vault_location, "
-            "new_versions"
+            "new_versions, rollout"
         )
     key_text = item.get("key")
     if not isinstance(key_text, str):
@@ -332,7 +335,39 @@ def _target(index: int, item: object, cloud: Cloud | None) -> Target:
         accounts=tuple(accounts),
         vault_location=normalize_location(location) if location else None,
         new_versions=VersionSource(new_versions),
+        rollout=None if item.get("rollout") is None else _rollout(f"{where}.rollout", item["rollout"], accounts),
     )
+
+
+def _rollout(where: str, item: object, accounts: list[AccountRef]) -> Rollout:
+    """A target's ``rollout``: ``{"canary": [account ids], "wave_size": n}``, both optional; each canary must be
+    one of the target's accounts (ids compared without case, as ARM does)."""
+    example = '{"canary": ["/subscriptions/.../accounts/<name>"], "wave_size": 10}'
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be an object such as {example}, or be left out (every account at once)")
+    unknown = sorted(set(item) - _ROLLOUT_FIELDS)
+    if unknown:
+        raise ConfigError(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; allowed: canary, wave_size")
+    size = item.get("wave_size", 1)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_WAVE_SIZE:
+        raise ConfigError(
+            f"{where}.wave_size must be a whole number from 1 to {MAX_WAVE_SIZE} (accounts per wave after the "
+            f"canary), got {_shown(json.dumps(size))}"
+        )
+    canary_raw = item.get("canary", [])
+    if not isinstance(canary_raw, list) or not all(isinstance(a, str) for a in canary_raw):
+        raise ConfigError(f"{where}.canary must be a list of account ARM ids of this target, or be left out")
+    listed = {account.id.lower(): account for account in accounts}
+    canary: list[AccountRef] = []
+    for j, arm_id in enumerate(canary_raw):
+        try:
+            account = listed.get(AccountRef.parse(arm_id).id.lower())
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.canary[{j}]: {redacted(str(exc))}") from None
+        if account is None:
+            raise ConfigError(f"{where}.canary[{j}] {_shown(arm_id)} is not one of this target's accounts")
+        canary.append(account)
+    return Rollout(canary=tuple(dict.fromkeys(canary)), wave_size=size)
 
 
 def _check_cloud(where: str, key: KeyRef, cloud: Cloud | None) -> None:

@@ -435,6 +435,9 @@ class RotationEngine:
         to_version: str | None,
         before_write: Callable[[], None],
     ) -> tuple[AccountResult, ...]:
+        """Each wave's accounts at once (at most ``concurrency``), one wave after the other; after a wave in which an
+        account the rollout acted on failed, the later waves are left as they are (``HaltedAfterFailure``). An
+        account that is blocked (or could not be read) fails without halting: nothing was tried on it."""
         at_once = asyncio.Semaphore(self._settings.concurrency)
 
         async def carry_out(account_plan: AccountPlan) -> AccountResult:
@@ -454,7 +457,21 @@ class RotationEngine:
             async with at_once:
                 return await self._converge_account(arm, obs, account_plan, state, to_version, before_write)
 
-        return tuple(await asyncio.gather(*(carry_out(p) for p in plan.accounts)))
+        results: dict[AccountRef, AccountResult] = {}
+        halted: AccountResult | None = None
+        for wave in sorted({p.wave for p in plan.accounts}):
+            members = [p for p in plan.accounts if p.wave == wave]
+            if halted is not None:
+                why = f"the rollout halted after wave {halted.wave}: {halted.account.id} failed ({halted.reason})"
+                for p in members:
+                    results[p.account] = self._result(p, Status.SKIPPED, Reason.HALTED_AFTER_FAILURE, None, why)
+                continue
+            for p, result in zip(members, await asyncio.gather(*(carry_out(p) for p in members)), strict=True):
+                results[p.account] = result
+                acted = p.action in (AccountAction.REPOINT, AccountAction.WAIT) and p.account in obs.accounts
+                if halted is None and acted and result.status is Status.FAILED:
+                    halted = result
+        return tuple(results[p.account] for p in plan.accounts)
 
     async def _converge_account(
         self,
@@ -553,7 +570,9 @@ class RotationEngine:
         *,
         retryable: bool = False,
     ) -> AccountResult:
-        return AccountResult(plan.account, plan.action, status, reason, plan.from_version, to_version, error, retryable)
+        return AccountResult(
+            plan.account, plan.action, status, reason, plan.from_version, to_version, error, retryable, plan.wave
+        )
 
     def _planned(self, plan: RotationPlan, *, dry_run: bool) -> None:
         emit(
@@ -582,8 +601,10 @@ class RotationEngine:
     ) -> RotationOutcome:
         request = plan.request
         failed = [r for r in results if r.status is Status.FAILED]
+        left = [r for r in results if r.reason is Reason.HALTED_AFTER_FAILURE]
         acted = created or any(r.status is Status.SUCCEEDED for r in results)
         error: str | None = None
+        reason, halted_after = plan.reason, None
         if plan.blocked:
             status, error = Status.FAILED, plan.message
         elif failed:
@@ -591,6 +612,13 @@ class RotationEngine:
             error = f"{len(failed)} of {len(results)} accounts failed: " + "; ".join(
                 f"{r.account.name}: {r.error}" for r in failed
             )
+            if left:
+                reason, halted_after = Reason.HALTED_AFTER_FAILURE, min(r.wave for r in left) - 1
+                error = (
+                    f"the rollout halted after wave {halted_after} of {max(r.wave for r in results)}"
+                    f"{' (the canary)' if halted_after == 1 else ''}: {error}; the {len(left)} accounts of the later "
+                    "waves were not touched and stay on their working version"
+                )
         else:
             status = Status.SUCCEEDED if acted else Status.SKIPPED
         outcome = RotationOutcome(
@@ -598,7 +626,7 @@ class RotationEngine:
             key=request.key,
             trigger=request.trigger,
             status=status,
-            reason=plan.reason,
+            reason=reason,
             message=plan.message,
             from_version=plan.current_version,
             to_version=to_version,
@@ -620,11 +648,12 @@ class RotationEngine:
             key=request.key,
             request_id=request.request_id,
             version=to_version,
-            reason=plan.reason,
+            reason=reason,
             level=level,
             status=status.value,
             created_version=created,
             retryable=outcome.retryable,
+            halted_after_wave=halted_after,
             on_event=self._on_event,
         )
         self._measure(outcome, time.perf_counter() - started)

@@ -494,6 +494,16 @@ class Scope:
         return "tenant"
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """A target's staged rollout (DESIGN §7.4): the ``canary`` accounts first (none named: the first listed account),
+    verified, then the others in waves of ``wave_size``, each verified before the next; the first account that fails
+    halts it."""
+
+    canary: tuple[AccountRef, ...] = ()
+    wave_size: int = 1
+
+
 class UnmanagedPolicy(StrEnum):
     """What the service does with an account that discovery finds on a target key but ROTATION_TARGETS does not list
     (``ROTATION_UNMANAGED``)."""
@@ -511,6 +521,7 @@ class Target:
     accounts: tuple[AccountRef, ...]
     vault_location: str | None = None
     new_versions: VersionSource = VersionSource.SERVICE
+    rollout: Rollout | None = None  # None: every account at once, one wave
 
     def refuses_force(self) -> str | None:
         """Why a forced rotation of this key is refused (its versions come from Key Vault's policy), or None."""
@@ -585,6 +596,7 @@ class AccountPlan:
     reason: Reason
     message: str
     from_version: str | None
+    wave: int = 1  # the rollout's wave, 1 the canary (rotation/rollout.py); every account is in wave 1 without one
 
 
 @dataclass(frozen=True)
@@ -651,6 +663,7 @@ class RotationPlan:
                     "reason": a.reason.value,
                     "message": a.message,
                     "from_version": a.from_version,
+                    "wave": a.wave,
                 }
                 for a in self.accounts
             ],
@@ -673,6 +686,7 @@ class AccountResult:
     to_version: str | None
     error: str | None = None
     retryable: bool = False
+    wave: int = 1
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -683,6 +697,7 @@ class AccountResult:
             "from_version": self.from_version,
             "to_version": self.to_version,
             "error": self.error,
+            "wave": self.wave,
         }
 
 

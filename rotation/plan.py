@@ -13,7 +13,8 @@
     target = the version to be created, or the newest usable, not-due version (for a key whose versions come from
              Key Vault's policy: the newest usable version, due or not; when it is due is the vault's business)
         │
-    per target account: blocked (preflight) | repoint | wait (has the target, not Succeeded) | leave
+    per target account: blocked (preflight) | repoint | wait (has the target, not Succeeded) | leave,
+                        and its wave of the target's rollout (rotation/rollout.py)
 
 Accounts are planned only from the target's own list, and only an account that already uses this key in this vault
 can be repointed or waited for. This module must never read the clock or do I/O: ``now`` comes from the observation.
@@ -22,6 +23,7 @@ can be repointed or waited for. This module must never read the clock or do I/O:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rotation.model import (
     PROVISIONING_SUCCEEDED,
@@ -56,6 +58,7 @@ from rotation.policies import (
 )
 from rotation.preflight import preflight
 from rotation.reasons import Reason
+from rotation.rollout import waves_of
 
 DEFAULT_KEY_OPS = ("wrapKey", "unwrapKey")
 
@@ -93,7 +96,11 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
         target = select_target(obs.versions, obs.now, renewal)
     target_version = target.version if target else None
 
-    accounts = tuple(_plan_account(obs, a, findings, target_version, create is not None) for a in obs.target.accounts)
+    waves = waves_of(obs.target)
+    accounts = tuple(
+        replace(_plan_account(obs, a, findings, target_version, create is not None), wave=waves[a])
+        for a in obs.target.accounts
+    )
     reason, message = _summary(obs, hit, create, adopted, target_version, accounts)
     return RotationPlan(
         request=request,

@@ -125,7 +125,7 @@ def argument_lists(
             argv += draw(st.sampled_from([["--targets", path], [f"--targets={path}"]]))
         elif option == "--emulator":  # a global option: before the command (after it, argparse refuses it)
             path, usable = endpoints_files[draw(st.sampled_from(sorted(endpoints_files)))]
-            last["--emulator"] = not usable
+            last.setdefault("--emulator", not usable)  # each is put first, so the first drawn is the last given
             argv = ["--emulator", path, *argv]
         elif option == "flag":
             argv.append(draw(st.sampled_from(FLAGS)))

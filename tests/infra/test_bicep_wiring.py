@@ -904,7 +904,7 @@ def test_rotation_targets_setting_has_the_apps_format() -> None:
     text = _strip_comments(_read(MAIN))
     start = text.index("[", re.search(r"^var rotationTargets\s*=", text, re.MULTILINE).end() - 1)
     entry = _balanced(text, text.index("{", start))
-    assert _object_keys("{" + entry + "}") == {"key", "accounts", "vault_location", "new_versions"}
+    assert _object_keys("{" + entry + "}") == config.TARGET_FIELDS  # every field of a target reaches the app
     assert "format('https://{0}{1}/keys/{2}'" in entry
     assert "environment().suffixes.keyvaultDns" in entry
 

@@ -68,6 +68,7 @@ def make_world(
     concurrency: int = 8,
     update_seconds: float = 0.0,
     on_event: EventHook | None = None,
+    rollout: Mapping[str, object] | None = None,
 ) -> World:
     clock = FixedClock()
     vault = InMemoryKeyVault(clock, recovery_level=recovery_level)
@@ -77,7 +78,9 @@ def make_world(
         accounts.add(account(ref, key_version="v1"))
     settings = Settings.from_env(
         {
-            "ROTATION_TARGETS": json.dumps([{"key": KEY.id, "accounts": [a.id for a in ACCOUNTS]}]),
+            "ROTATION_TARGETS": json.dumps(
+                [{"key": KEY.id, "accounts": [a.id for a in ACCOUNTS], **({"rollout": rollout} if rollout else {})}]
+            ),
             "ROTATION_CONCURRENCY": str(concurrency),
             "ROTATION_APP_NAME": "test-app",
         }
@@ -574,3 +577,83 @@ def test_bounded_map_runs_workers_calls_at_once_and_keeps_the_order() -> None:
 
     assert bounded_map(call, range(9), workers=3) == [n * n for n in range(9)]
     assert most == 3
+
+
+# Staged rollout --------------------------------------------------------------------------------------------------
+
+
+def test_a_rollout_converges_the_canary_then_each_wave_in_order() -> None:
+    world = make_world(rollout={"canary": [AOAI_3.id], "wave_size": 1})
+
+    outcome = world.reconcile()
+
+    [created] = world.vault.created
+    assert outcome.status is Status.SUCCEEDED
+    assert [(r.account, r.wave) for r in outcome.accounts] == [(AOAI_1, 2), (AOAI_2, 3), (AOAI_3, 1)]
+    assert [a for a, _ in world.accounts.updates] == [AOAI_3, AOAI_1, AOAI_2]  # canary, wave 2, wave 3
+    assert world.account_versions() == {a.name: created.version for a in ACCOUNTS}
+
+
+def test_a_failed_canary_halts_the_rollout_and_the_next_request_resumes_without_repeating_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = make_world(rollout={"wave_size": 1})
+    denied = PermissionDenied("the account's identity cannot use the new version")
+    world.accounts.fail(AOAI_1, "update_key_version", denied)
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        halted = world.reconcile()
+
+    [created] = world.vault.created
+    assert (halted.status, halted.reason, halted.retryable) == (Status.FAILED, Reason.HALTED_AFTER_FAILURE, False)
+    assert halted.error is not None and halted.error.startswith("the rollout halted after wave 1 of 3 (the canary): ")
+    assert [(r.account, r.status, r.reason) for r in halted.accounts] == [
+        (AOAI_1, Status.FAILED, Reason.PERMISSION_DENIED),
+        (AOAI_2, Status.SKIPPED, Reason.HALTED_AFTER_FAILURE),
+        (AOAI_3, Status.SKIPPED, Reason.HALTED_AFTER_FAILURE),
+    ]
+    assert world.account_versions() == {a.name: "v1" for a in ACCOUNTS}  # nobody moved: all on the working version
+    [failed] = [r for r in caplog.records if getattr(r, "event", None) == Event.FAILED]
+    assert (failed.reason, failed.halted_after_wave) == (Reason.HALTED_AFTER_FAILURE, 1)  # type: ignore[attr-defined]
+
+    resumed = world.reconcile(request_id="req-2")  # the cause is gone (the fault was one call)
+
+    assert resumed.status is Status.SUCCEEDED and world.vault.created == [created]  # the version is reused
+    assert world.account_versions() == {a.name: created.version for a in ACCOUNTS}
+    assert [a for a, _ in world.accounts.updates] == [AOAI_1, AOAI_2, AOAI_3]
+
+
+def test_a_resumed_rollout_never_touches_a_wave_that_converged() -> None:
+    world = make_world(rollout={"wave_size": 1})
+    busy = PermissionDenied("refused")
+    world.accounts.fail(AOAI_2, "update_key_version", busy)
+    first = world.reconcile()
+    [created] = world.vault.created
+    assert first.reason is Reason.HALTED_AFTER_FAILURE and first.error is not None
+    assert "halted after wave 2 of 3:" in first.error
+    assert world.account_versions() == {"aoai-1": created.version, "aoai-2": "v1", "aoai-3": "v1"}
+
+    resumed = world.reconcile(request_id="req-2")
+
+    assert [(r.account, r.action) for r in resumed.accounts] == [
+        (AOAI_1, AccountAction.LEAVE),
+        (AOAI_2, AccountAction.REPOINT),
+        (AOAI_3, AccountAction.REPOINT),
+    ]
+    assert [a for a, _ in world.accounts.updates] == [AOAI_1, AOAI_2, AOAI_3]  # aoai-1 once, in the first run
+
+
+def test_a_blocked_account_fails_without_halting_the_rollout() -> None:
+    world = make_world(rollout={"wave_size": 1})
+    world.accounts.add(account(AOAI_1, key=OTHER_KEY))  # the canary moved to another key: blocked, never written
+
+    outcome = world.reconcile()
+
+    [created] = world.vault.created
+    assert outcome.reason is not Reason.HALTED_AFTER_FAILURE and outcome.status is Status.FAILED
+    assert [(r.account, r.status) for r in outcome.accounts] == [
+        (AOAI_1, Status.FAILED),
+        (AOAI_2, Status.SUCCEEDED),
+        (AOAI_3, Status.SUCCEEDED),
+    ]
+    assert world.account_versions()["aoai-3"] == created.version
