@@ -98,6 +98,17 @@ param discovery string = 'tenant'
 ])
 param unmanagedAccounts string = 'report'
 
+@description('ROTATION_RETIREMENT: which old key versions the sweep disables once no account has used them for retireAfter: off (none), own (only versions this app created) or all. own and all need the grants with retirement=true (keys/update/action on each target key).')
+@allowed([
+  'off'
+  'own'
+  'all'
+])
+param retirement string = 'off'
+
+@description('ROTATION_RETIRE_AFTER: ISO 8601 duration, how long no account may have used an old version before the sweep disables it (the soak).')
+param retireAfter string = 'P30D'
+
 @description('Create an Event Grid custom topic for the outcome events (sets ROTATION_EVENTS_ENDPOINT).')
 param outcomeEventsTopic bool = false
 
@@ -173,6 +184,8 @@ module app 'modules/app.bicep' = {
     forceCooldown: forceCooldown
     discovery: discovery
     unmanagedAccounts: unmanagedAccounts
+    retirement: retirement
+    retireAfter: retireAfter
     outcomeEventsTopic: outcomeEventsTopic
     maximumInstanceCount: maximumInstanceCount
     vnetEnabled: vnetEnabled

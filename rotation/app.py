@@ -58,10 +58,13 @@ from rotation.events import EventRejected, parse_key_event
 from rotation.log import Event, emit
 from rotation.model import (
     AccountAction,
+    AccountEncryption,
     AccountRef,
     AccountResult,
     Clock,
     KeyRef,
+    Observation,
+    Retirement,
     RotationOutcome,
     RotationPlan,
     RotationRequest,
@@ -74,9 +77,12 @@ from rotation.model import (
     request_id_for,
     system_clock,
 )
+from rotation.reasons import Reason
 from rotation.redact import clipped, described, quoted
-from rotation.status import discover_targets, enrolled, fleet_status, unmanaged_on
+from rotation.retirement import Verdict, review
+from rotation.status import discover_targets, enrolled, fleet_status, searched_everywhere, unmanaged_on
 from rotation.storage import (
+    EVIDENCE_TABLE,
     LEDGER_TABLE,
     MAX_ACCOUNTS_JSON_CHARS,
     KeyLock,
@@ -85,6 +91,7 @@ from rotation.storage import (
     LedgerStatus,
     RotationQueue,
     StorageAccount,
+    VersionEvidence,
 )
 from rotation.telemetry import (
     SpanName,
@@ -156,6 +163,7 @@ class RotationApp:
     lock_for: Callable[[KeyRef], KeyLock]
     publisher: OutcomePublisher | None = None
     discovery: AccountDiscovery | None = None  # None: ROTATION_DISCOVERY=off
+    evidence: VersionEvidence | None = None  # retirement's (ROTATION_RETIREMENT); None: no retirement
     clock: Clock = system_clock
     timings: Timings = field(default_factory=Timings)
 
@@ -169,6 +177,7 @@ class RotationApp:
         timings: Timings | None = None,
         retry: RetrySettings | None = None,
         ledger_table: str = LEDGER_TABLE,
+        evidence_table: str = EVIDENCE_TABLE,
         storage_options: Mapping[str, Any] | None = None,
     ) -> RotationApp:
         """Everything from app settings; ``connection`` replaces the default (managed identity, public cloud), and
@@ -192,6 +201,7 @@ class RotationApp:
             engine=engine,
             queue=storage.rotation_queue(),
             ledger=storage.ledger(table_name=ledger_table),
+            evidence=storage.evidence(table_name=evidence_table),
             lock_for=lock_for,
             publisher=connection.publisher(settings),
             discovery=discovery,
@@ -299,6 +309,7 @@ class RotationApp:
                 level=logging.ERROR,
             )
             return None
+        self._retire(target, obs, plan, unmanaged if searched_everywhere(found) else None)
         drifting = any(a.action in (AccountAction.REPOINT, AccountAction.WAIT) for a in plan.accounts)
         if plan.create is None and not drifting:
             return None
@@ -375,6 +386,65 @@ class RotationApp:
                 level=logging.ERROR,
                 days=account.days_until_expiry,
             )
+
+    def _retire(
+        self, target: Target, obs: Observation, plan: RotationPlan, unmanaged: Sequence[AccountEncryption] | None
+    ) -> None:
+        """Retirement (``ROTATION_RETIREMENT``): keep each old version's evidence (``rotation/retirement.py``) and
+        disable those unused for ``ROTATION_RETIRE_AFTER``: each with a ledger row (reason ``Retired``), a
+        ``rotation.version_retired`` record and a ``CmkRotation.Retired`` outcome event. Not while a worker holds the
+        key: the evidence waits for the next sweep. A failure is reported (``rotation.sweep_failed``, step
+        ``retirement``) and never stops the key's own sweep."""
+        if self.settings.retirement is Retirement.OFF or self.evidence is None:
+            return
+        reviews = review(obs, plan, unmanaged, mode=self.settings.retirement, app_name=self.settings.app_name)
+        try:
+            if not reviews or self.lock_for(target.key).busy():
+                return
+            now, soak = self.clock(), self.settings.retire_after
+            since = self.evidence.unused_since(target.key)
+            for found in reviews:
+                if found.verdict is Verdict.IN_USE and found.version in since:
+                    self.evidence.seen_in_use(target.key, found.version)
+                elif found.verdict is Verdict.UNUSED and found.version not in since:
+                    self.evidence.seen_unused(target.key, found.version, at=now)
+                elif found.verdict is Verdict.UNUSED and now - since[found.version] >= soak:
+                    self.engine.retire(target.key, found.version)
+                    self._record_retirement(target.key, found.version, since[found.version], now)
+        except RotationError as exc:
+            emit(
+                Event.SWEEP_FAILED,
+                f"retiring the key's old versions failed: {exc}",
+                key=target.key,
+                reason=exc.reason,
+                level=logging.ERROR,
+                step="retirement",
+            )
+
+    def _record_retirement(self, key: KeyRef, version: str, unused_since: datetime, now: datetime) -> None:
+        entry = LedgerEntry(
+            request_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"retired:{key.folded_id}/{version}")),
+            key=key,
+            trigger=Trigger.TIMER,
+            created_at=now,
+            updated_at=now,
+            status=LedgerStatus.SUCCEEDED,
+            reason=Reason.RETIRED.value,
+            from_version=version,
+        )
+        self.ledger.get_or_create(entry)
+        emit(
+            Event.VERSION_RETIRED,
+            f"version {version} was disabled: no account has used it since {unused_since.isoformat()}, over "
+            f"{self.settings.retire_after} ago (ROTATION_RETIRE_AFTER); it is not deleted, and can be enabled again",
+            key=key,
+            request_id=entry.request_id,
+            version=version,
+            reason=Reason.RETIRED,
+            level=logging.WARNING,
+            unused_since=unused_since.isoformat(),
+        )
+        self._publish("retired", {**entry.to_dict(), "unused_since": unused_since.isoformat()})
 
     def _watch_poison(self) -> None:
         """Report each poison queue's messages waiting longer than ``poison_alert_after``: as a metric, and as an
@@ -584,7 +654,8 @@ class RotationApp:
     def fleet_status(self) -> Answer:
         """``GET /api/status``: the CLI's ``status -o json``; a target that cannot be read is reported with its
         error, and a discovery that fails with its own."""
-        return Answer(200, fleet_status(self.engine, self.settings, self.discovery, trigger=Trigger.HTTP))
+        report = fleet_status(self.engine, self.settings, self.discovery, trigger=Trigger.HTTP, evidence=self.evidence)
+        return Answer(200, report)
 
     # Queue worker ------------------------------------------------------------------------------------------------
     def work(self, message: str | bytes) -> RotationOutcome | None:

@@ -391,7 +391,8 @@ def _status_command(run: _Run, args: argparse.Namespace) -> int:
     discovery = None
     if run.settings.discovery is not None:
         discovery = run.azure.discovery(scope=run.settings.discovery, concurrency=run.settings.concurrency)
-    report = fleet_status(run.engine, run.settings, discovery, trigger=Trigger.CLI)
+    evidence = StorageAccount.from_settings(run.env).evidence() if _has_storage(run.env) else None
+    report = fleet_status(run.engine, run.settings, discovery, trigger=Trigger.CLI, evidence=evidence)
     keys = _rows(report["keys"])
     if run.structured:
         run.print_data(report)
@@ -856,8 +857,20 @@ def _render_status(report: Mapping[str, object]) -> list[str]:
         ),
         *[f"  blocked: {a['reason']}: {a['message']}" for a in accounts if a["action"] == AccountAction.BLOCKED],
         *_render_drift(report["drift"]),
+        *_render_retirement(report.get("retirement")),
         "",
     ]
+
+
+def _render_retirement(retirement: object) -> list[str]:
+    """Each old version's retirement (``ROTATION_RETIREMENT``), one line each: its verdict, why, and when."""
+    if isinstance(retirement, Mapping):
+        return [f"  retirement: FAILED ({retirement['reason']}): {retirement['error']}"]
+    lines = []
+    for r in _rows(retirement or []):
+        when = f"; retired at {_short_time(r['retire_at'])}" if r["retire_at"] else ""
+        lines.append(f"  retire {str(r['version'])[:8]}: {r['verdict']}: {r['why']}{when}")
+    return lines
 
 
 def _render_drift(drift: object) -> list[str]:

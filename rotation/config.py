@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from rotation.model import (
     AccountRef,
     KeyRef,
     RenewalPolicy,
+    Retirement,
     Rollout,
     Scope,
     Target,
@@ -57,6 +59,8 @@ AZURE_CLOUD = AZURE_CLOUD_SETTING  # ROTATION_AZURE_CLOUD: rotation/clouds.py
 HTTP_AUTH = auth.HTTP_AUTH_SETTING  # ROTATION_HTTP_AUTH: rotation/auth.py
 DISCOVERY = "ROTATION_DISCOVERY"
 UNMANAGED = "ROTATION_UNMANAGED"
+RETIREMENT = "ROTATION_RETIREMENT"
+RETIRE_AFTER = "ROTATION_RETIRE_AFTER"
 # Every setting Settings.from_env reads: the public interface, documented in the README.
 SETTING_NAMES = (
     TARGETS,
@@ -74,6 +78,8 @@ SETTING_NAMES = (
     HTTP_AUTH,
     DISCOVERY,
     UNMANAGED,
+    RETIREMENT,
+    RETIRE_AFTER,
 )
 
 DEFAULT_KEY_LIFETIME = timedelta(days=120)
@@ -84,6 +90,8 @@ DEFAULT_VERIFY_TIMEOUT = timedelta(minutes=10)
 DEFAULT_FORCE_COOLDOWN = timedelta(hours=1)
 MAX_FORCE_COOLDOWN = timedelta(days=7)
 DEFAULT_APP_NAME = "aoai-cmk-rotation"
+DEFAULT_RETIRE_AFTER = timedelta(days=30)
+MIN_RETIRE_AFTER = timedelta(days=1)
 MIN_KEY_LIFETIME = timedelta(days=28)  # Key Vault's minimum expiryTime for a rotation policy
 MAX_KEY_LIFETIME = timedelta(days=3650)  # ten years; also the bound of ROTATION_RENEW_BEFORE
 MAX_CONCURRENCY = 256
@@ -107,6 +115,7 @@ _EVENTS_ENDPOINT_FIX = (
 )
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ class Settings:
     http_auth: HttpAuth = HttpAuth.KEYS  # ROTATION_HTTP_AUTH: Functions keys, or Entra ID app roles
     discovery: Scope | None = None  # ROTATION_DISCOVERY: where accounts on the target keys are searched; None: off
     unmanaged: UnmanagedPolicy = UnmanagedPolicy.REPORT  # ROTATION_UNMANAGED: what happens to the ones not listed
+    retirement: Retirement = Retirement.OFF  # ROTATION_RETIREMENT: which old versions the sweep may disable
+    retire_after: timedelta = DEFAULT_RETIRE_AFTER  # ROTATION_RETIRE_AFTER: how long unused before that
 
     @property
     def renewal(self) -> RenewalPolicy:
@@ -170,6 +181,8 @@ class Settings:
         app_name = check(lambda: _app_name(setting(APP_NAME) or DEFAULT_APP_NAME))
         discovery = check(lambda: parse_discovery(setting(DISCOVERY)))
         unmanaged = check(lambda: _unmanaged(setting(UNMANAGED)))
+        retirement = check(lambda: _retirement(setting(RETIREMENT)))
+        retire_after = check(lambda: _retire_after(setting(RETIRE_AFTER)))
 
         if lifetime is not None and lifetime < MIN_KEY_LIFETIME:
             problems.append(
@@ -198,7 +211,7 @@ class Settings:
             raise ConfigError("invalid app settings:\n- " + "\n- ".join(problems))
         assert targets is not None and lifetime is not None and renew_before is not None
         assert verify_timeout is not None and schedule is not None and concurrency is not None
-        assert force_cooldown is not None
+        assert force_cooldown is not None and retirement is not None and retire_after is not None
         assert app_name is not None and cloud is not None and http_auth is not None and unmanaged is not None
         return cls(
             targets=targets,
@@ -216,6 +229,8 @@ class Settings:
             http_auth=http_auth,
             discovery=discovery,
             unmanaged=unmanaged,
+            retirement=retirement,
+            retire_after=retire_after,
         )
 
 
@@ -497,15 +512,45 @@ def _scope(text: str, build: Callable[[], Scope]) -> Scope:
 
 
 def _unmanaged(text: str | None) -> UnmanagedPolicy:
+    return _member(
+        UNMANAGED,
+        text,
+        UnmanagedPolicy.REPORT,
+        f"report (the default: accounts on a target key that {TARGETS} does not list are reported as drift) or "
+        "enrol (they are rotated too)",
+    )
+
+
+def _retirement(text: str | None) -> Retirement:
+    return _member(
+        RETIREMENT,
+        text,
+        Retirement.OFF,
+        "off (the default: old versions stay enabled), own (disable old versions this app created, once no account "
+        f"has used them for {RETIRE_AFTER}) or all (any old version, whoever created it)",
+    )
+
+
+def _member(name: str, text: str | None, default: E, must_be: str) -> E:
+    """``text`` as a member of ``default``'s enum, in any case; ``default`` when unset."""
     if text is None:
-        return UnmanagedPolicy.REPORT
+        return default
     try:
-        return UnmanagedPolicy(text.lower())
+        return type(default)(text.lower())
     except ValueError:
+        raise ConfigError(f"{name}={_shown(text)} must be {must_be}") from None
+
+
+def _retire_after(text: str | None) -> timedelta:
+    value = _duration(
+        RETIRE_AFTER, text, DEFAULT_RETIRE_AFTER, MAX_KEY_LIFETIME, "a version unused for longer has long expired"
+    )
+    if value < MIN_RETIRE_AFTER:
         raise ConfigError(
-            f"{UNMANAGED}={_shown(text)} must be report (the default: accounts on a target key that "
-            f"{TARGETS} does not list are reported as drift) or enrol (they are rotated too)"
-        ) from None
+            f"{RETIRE_AFTER}={_shown(str(text))} is shorter than a day (P1D): the evidence that no account uses a "
+            f"version must span at least one daily sweep; write e.g. {_iso(DEFAULT_RETIRE_AFTER)}"
+        )
+    return value
 
 
 def _events_endpoint(text: str | None) -> str | None:

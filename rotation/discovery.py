@@ -115,6 +115,12 @@ class Discovery:
     account_failures: Mapping[AccountRef, RotationError] = field(default_factory=dict)
     subscription_failures: Mapping[str, RotationError] = field(default_factory=dict)
     fallback_reason: str | None = None
+    narrowed: bool = False  # the fallback listed only the known subscriptions in place of a tenant or management group
+
+    @property
+    def complete(self) -> bool:
+        """It searched everywhere it was asked to, and nothing failed: no account on a key can be missing."""
+        return not (self.narrowed or self.account_failures or self.subscription_failures)
 
     def to_dict(self) -> dict[str, object]:
         """How the accounts were found, and what failed (the accounts themselves are the caller's to show)."""
@@ -391,6 +397,7 @@ class AccountDiscovery:
             by_key(keys, states),
             subscription_failures=failures,
             fallback_reason=reason,
+            narrowed=not self._scope.subscriptions,
         )
 
     async def _listings(self, subscriptions: Sequence[str]) -> list[list[AccountEncryption] | RotationError]:

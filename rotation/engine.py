@@ -52,6 +52,7 @@ from rotation.model import (
     AccountRef,
     AccountResult,
     Clock,
+    KeyRef,
     KeyVersion,
     Observation,
     RotationOutcome,
@@ -312,6 +313,11 @@ class RotationEngine:
         plan = decide(obs, self._settings.renewal, app_name=self._settings.app_name)
         self._planned(plan, dry_run=True)
         return plan
+
+    def retire(self, key: KeyRef, version: str) -> KeyVersion:
+        """Disable ``version`` of ``key``: retirement's one write (``rotation/retirement.py`` decides it), retried
+        like every Key Vault step (disabling twice is harmless). Never deletes or purges."""
+        return self._step(self._vault.disable_version, key, version)
 
     def reconcile(
         self,

@@ -1,6 +1,12 @@
-"""The Key Vault adapter: reads a key's versions and creates new RSA-2048 versions. Nothing else.
+"""The Key Vault adapter: reads a key's versions, creates new RSA-2048 versions, and disables an old version for
+retirement. Nothing else.
 
-It never deletes, disables, expires or purges anything, and it never touches a secret or a certificate.
+It never deletes, expires or purges anything, and it never touches a secret or a certificate. It disables a version
+only through ``disable_version``, which only retirement calls (``ROTATION_RETIREMENT``, off by default): one named,
+existing version, never the current one by omission (an empty version is refused, since ``PATCH /keys/{name}/``
+would update the current version), and nothing but ``enabled`` is sent. That PATCH is the one call that needs
+``keys/update`` (``Microsoft.KeyVault/vaults/keys/update/action``), which the grants' custom roles give only with
+``retirement=true`` (in roleMode BuiltIn, Key Vault Crypto Officer always holds it).
 
 Why ``create_version`` turns azure-core's retries off: ``POST /keys/{name}/create`` takes no idempotency token, and
 azure-core retries a POST on 500/503/504 and on any answer with ``Retry-After``, so one call could create two versions.
@@ -18,6 +24,7 @@ version's key (403 ``KeyDisabled``), so only enabled versions are read.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +43,7 @@ if TYPE_CHECKING:  # the SDK itself is imported on first use: a trigger that nev
 
 RSA_SIZE = 2048
 RSA, RSA_HSM = "RSA", "RSA-HSM"  # azure.keyvault.keys.KeyType's values
+_VERSION = re.compile(r"[0-9A-Za-z]+")  # a version id (32 hex digits in Key Vault); never empty, never a path
 
 
 class KeyVaultAdapter:
@@ -170,6 +178,23 @@ class KeyVaultAdapter:
                 f"Key Vault created version {created.properties.version} of {key.id} with {material.size} bits"
             )
         return _to_model(created.properties, material, latest=True)
+
+    def disable_version(self, key: KeyRef, version: str) -> KeyVersion:
+        """Disable ``version`` of ``key`` (``PATCH /keys/{name}/{version}`` with only ``enabled: false``) and return it
+        as Key Vault answers. Setting ``enabled`` is idempotent, so azure-core's retries stay on. ``latest`` is False:
+        the answer does not say whether the version is Key Vault's current one (retirement never disables that)."""
+        if not _VERSION.fullmatch(version):
+            raise InvalidRequest(f"cannot disable version {version!r} of {key.id}: name one existing version")
+        try:
+            updated = self._client(key).update_key_properties(key.name, version, enabled=False)
+        except AzureError as exc:
+            raise translate(
+                exc,
+                action=f"disable version {version}",
+                resource=key.id,
+                permission=f"keys/update (Microsoft.KeyVault/vaults/keys/update/action) on key {key.id}",
+            ) from exc
+        return _to_model(updated.properties, self._remember(updated), latest=False)
 
     def _remember(self, key: KeyVaultKey) -> _Material:
         material = _Material.of(key)

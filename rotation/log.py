@@ -147,6 +147,9 @@ class Event(StrEnum):
     # ERROR: an account on a target key that ROTATION_TARGETS does not list (and the service does not enrol) is on a
     # version that expires within 7 days: it loses access to its data then unless someone repoints it.
     UNMANAGED_EXPIRY_NEAR = "rotation.unmanaged_expiry_near"
+    # WARNING: the sweep disabled an old version of a key that no account had used for ROTATION_RETIRE_AFTER
+    # (rotation/retirement.py); its ledger row has reason Retired.
+    VERSION_RETIRED = "rotation.version_retired"
     # ERROR: the sweep found messages waiting in a poison queue (key-events-poison, rotation-requests-poison) for
     # more than 5 minutes: events or requests that no delivery could handle.
     POISON_WAITING = "rotation.poison_waiting"

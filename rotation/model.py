@@ -504,6 +504,14 @@ class Rollout:
     wave_size: int = 1
 
 
+class Retirement(StrEnum):
+    """Which old versions of a target key the sweep may disable once unused for the soak (``ROTATION_RETIREMENT``)."""
+
+    OFF = "off"  # none: old versions stay enabled
+    OWN = "own"  # only versions this app created (tagged rotation-app with its ROTATION_APP_NAME)
+    ALL = "all"  # any old version, whoever created it
+
+
 class UnmanagedPolicy(StrEnum):
     """What the service does with an account that discovery finds on a target key but ROTATION_TARGETS does not list
     (``ROTATION_UNMANAGED``)."""

@@ -5,7 +5,8 @@ of any kind (an ``AzureError``, or a ``ValueError`` the transport raises for a U
 ``rotation.publish_failed`` and never fails the rotation, whose truth is the ledger row.
 
 Event types: ``CmkRotation.Planned`` (the plan, before acting), ``CmkRotation.Succeeded``, ``CmkRotation.Failed``,
-``CmkRotation.Skipped``, and ``CmkRotation.Drift`` (a sweep found drift on a key). ``source`` is
+``CmkRotation.Skipped``, ``CmkRotation.Drift`` (a sweep found drift on a key) and ``CmkRotation.Retired`` (a sweep
+disabled an old version). ``source`` is
 ``/aoai-cmk-rotation/<app name>``, ``subject`` the key's URL, and ``data`` the plan, the outcome or the drift as the
 HTTP API shows them (request id, key, trigger, reason, versions, per-account actions or results, error; a drift's
 unmanaged, left and off-target accounts). No tokens or keys.
@@ -39,6 +40,7 @@ EVENT_TYPES = {
     "failed": "CmkRotation.Failed",
     "skipped": "CmkRotation.Skipped",
     "drift": "CmkRotation.Drift",
+    "retired": "CmkRotation.Retired",
 }
 
 

@@ -39,6 +39,13 @@ class KeyVaultPort(Protocol):
         """Create a new RSA 2048 version of ``key`` (``kty`` is "RSA" or "RSA-HSM"). Not idempotent."""
         ...
 
+    def disable_version(self, key: KeyRef, version: str) -> KeyVersion:
+        """Disable one existing ``version`` of ``key`` and return it as read back (``enabled`` False). Idempotent: an
+        already disabled version stays disabled. Only retirement calls it. ``NotFound`` when the version does not
+        exist; ``InvalidRequest`` for an empty version (Key Vault would update the current version instead). It never
+        deletes, expires or purges, and changes nothing but ``enabled``."""
+        ...
+
 
 class AccountsSession(Protocol):
     async def get(self, account: AccountRef) -> AccountEncryption:

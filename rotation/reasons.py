@@ -46,6 +46,7 @@ class Reason(StrEnum):
     ACCOUNT_PROVISIONING = "AccountProvisioning"  # the account has the target version but is not Succeeded: wait
     ACCOUNT_UP_TO_DATE = "AccountUpToDate"  # the account has the target version and is Succeeded: leave alone
     VERIFY_TIMED_OUT = "VerifyTimedOut"  # the account did not report the target version and Succeeded in time
+    RETIRED = "Retired"  # the sweep disabled an old version that no account had used for ROTATION_RETIRE_AFTER
     HALTED_AFTER_FAILURE = "HaltedAfterFailure"  # an account of an earlier wave failed: this one was left as it was
 
     # Errors (rotation/errors.py): the reason of a step that raised.

@@ -30,6 +30,7 @@ from rotation.model import (
     AccountRef,
     KeyRef,
     Observation,
+    Retirement,
     RotationPlan,
     RotationRequest,
     Target,
@@ -38,9 +39,11 @@ from rotation.model import (
 )
 from rotation.plan import decide
 from rotation.reasons import Reason
+from rotation.retirement import review
 
 if TYPE_CHECKING:
     from rotation.discovery import AccountDiscovery, Discovery
+    from rotation.storage import VersionEvidence
 
 MAX_UNEXPECTED_DETAIL = 200
 
@@ -119,6 +122,11 @@ def unmanaged_on(found: Discovery | RotationError | None, target: Target) -> tup
     return unmanaged_of(target, found.accounts.get(target.key, ()))
 
 
+def searched_everywhere(found: Discovery | RotationError | None) -> bool:
+    """The discovery searched everywhere it was asked to and nothing failed: no account on a key can be missing."""
+    return found is not None and not isinstance(found, RotationError) and found.complete
+
+
 def enrolled(settings: Settings, unmanaged: Sequence[AccountEncryption] | None) -> tuple[AccountRef, ...]:
     """The unmanaged accounts the service rotates too: all of them under ``ROTATION_UNMANAGED=enrol``, else none."""
     if settings.unmanaged is not UnmanagedPolicy.ENROL or not unmanaged:
@@ -136,13 +144,26 @@ def discovery_status(found: Discovery | RotationError | None) -> dict[str, objec
 
 
 def fleet_status(
-    engine: RotationEngine, settings: Settings, discovery: AccountDiscovery | None, *, trigger: Trigger
+    engine: RotationEngine,
+    settings: Settings,
+    discovery: AccountDiscovery | None,
+    *,
+    trigger: Trigger,
+    evidence: VersionEvidence | None = None,
 ) -> dict[str, object]:
     """``GET /api/status`` and the CLI's ``status``: the discovery's summary and every target's ``target_status``,
-    ``KEYS_AT_ONCE`` keys at a time."""
+    ``KEYS_AT_ONCE`` keys at a time. ``evidence``: retirement's, to say when each old version would be retired."""
     found = discover_targets(discovery, settings.targets)
     keys = bounded_map(
-        lambda t: target_status(engine, settings, t, trigger=trigger, unmanaged=unmanaged_on(found, t)),
+        lambda t: target_status(
+            engine,
+            settings,
+            t,
+            trigger=trigger,
+            unmanaged=unmanaged_on(found, t),
+            complete=searched_everywhere(found),
+            evidence=evidence,
+        ),
         settings.targets,
         workers=KEYS_AT_ONCE,
     )
@@ -164,15 +185,47 @@ def target_status(
     *,
     trigger: Trigger,
     unmanaged: Sequence[AccountEncryption] | None = None,
+    complete: bool = False,
+    evidence: VersionEvidence | None = None,
 ) -> dict[str, object]:
-    """``key_status`` of one target read now, with its drift; a target that cannot be read is ``failed_status``,
-    never raised. ``unmanaged``: discovery's accounts on the key that the target does not list (None: not searched)."""
+    """``key_status`` of one target read now, with its drift and, under ``ROTATION_RETIREMENT``, its retirement; a
+    target that cannot be read is ``failed_status``, never raised. ``unmanaged``: discovery's accounts on the key that
+    the target does not list (None: not searched); ``complete``: the discovery missed nothing."""
     request = RotationRequest(request_id=f"status-{uuid.uuid4()}", key=target.key, trigger=trigger)
     found = observe(engine, request, enrolled=enrolled(settings, unmanaged))
     if isinstance(found, TargetFailure):
         return failed_status(found)
     plan = decide(found, settings.renewal, app_name=settings.app_name)
-    return key_status(found, plan, drift_of(target, found, plan, unmanaged))
+    report = key_status(found, plan, drift_of(target, found, plan, unmanaged))
+    if settings.retirement is not Retirement.OFF:
+        report["retirement"] = retirement_status(settings, found, plan, unmanaged if complete else None, evidence)
+    return report
+
+
+def retirement_status(
+    settings: Settings,
+    obs: Observation,
+    plan: RotationPlan,
+    unmanaged: Sequence[AccountEncryption] | None,
+    evidence: VersionEvidence | None,
+) -> list[dict[str, object]] | dict[str, str]:
+    """Each old version's retirement verdict (``rotation/retirement.py``), since when it has been unused (None
+    without the app's storage, or before a sweep recorded it) and when the sweep would disable it; the error instead
+    when the evidence cannot be read."""
+    try:
+        since = {} if evidence is None else evidence.unused_since(obs.target.key)
+    except RotationError as exc:
+        return {"reason": exc.reason.value, "error": str(exc)}
+    return [
+        {
+            "version": r.version,
+            "verdict": r.verdict.value,
+            "why": r.why,
+            "unused_since": iso(since.get(r.version)),
+            "retire_at": iso(r.retire_at(since.get(r.version), settings.retire_after)),
+        }
+        for r in review(obs, plan, unmanaged, mode=settings.retirement, app_name=settings.app_name)
+    ]
 
 
 def failed_status(failure: TargetFailure) -> dict[str, object]:

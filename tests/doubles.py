@@ -46,6 +46,7 @@ class InMemoryKeyVault:
         self.created: list[KeyVersion] = []
         self.create_calls = 0
         self.reads: list[str] = []  # every read call by name: latest_version, list_versions, describe
+        self.disabled: list[tuple[KeyRef, str]] = []  # every disable_version that took effect, in order
 
     def add_version(
         self,
@@ -95,8 +96,8 @@ class InMemoryKeyVault:
         return any(v.version == version for v in self.versions(key))
 
     def fail(self, operation: str, *errors: RotationError) -> None:
-        """The next calls of ``operation`` ("latest_version", "list_versions", "describe" or "create_version") raise
-        ``errors``, in order."""
+        """The next calls of ``operation`` ("latest_version", "list_versions", "describe", "create_version" or
+        "disable_version") raise ``errors``, in order."""
         self._faults[operation].extend(errors)
 
     def lose_create_response(self, error: RotationError) -> None:
@@ -181,6 +182,19 @@ class InMemoryKeyVault:
         if lost is not None:
             raise lost
         return created
+
+    def disable_version(self, key: KeyRef, version: str) -> KeyVersion:
+        """The port's disable: like the adapter, an empty version is refused and a missing one is ``NotFound``;
+        recorded in ``disabled``."""
+        self._fault("disable_version")
+        if not (version.isascii() and version.isalnum()):
+            raise InvalidRequest(f"cannot disable version {version!r} of {key.id}: name one existing version")
+        if not any(v.version == version for v in self.versions(key)):
+            raise NotFound(f"version {version} of {key.id} was not found while trying to disable it")
+        self.disable(key, version)
+        with self._lock:
+            self.disabled.append((key, version))
+        return next(v for v in self.versions(key) if v.version == version)
 
 
 class InMemoryAccounts:

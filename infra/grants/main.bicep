@@ -4,10 +4,12 @@
 // in docs/runbook.md, section 7, which delete exactly what its outputs name, never a resource group.
 //
 // What it creates, and where:
-//   subscription of this deployment - roleMode Custom only: the custom role definitions below, three, and a fourth
-//                                      with discovery (tenant objects, assignable in every target subscription and
-//                                      every subscription discovery searches; not in any resource group);
-//   each vault's resource group     - the app's role on each target KEY; optionally each account's Crypto Service
+//   subscription of this deployment - roleMode Custom only: the custom role definitions below, three, a fourth with
+//                                      discovery and a fifth with retirement (tenant objects, assignable in every
+//                                      target subscription and every subscription discovery searches; not in any
+//                                      resource group);
+//   each vault's resource group     - the app's role on each target KEY (and, roleMode Custom with retirement, the
+//                                      key retirer role there too); optionally each account's Crypto Service
 //                                      Encryption User on its key; the vault's Event Grid system topic and one event
 //                                      subscription for the target keys, with the metric alerts on its dead-lettered,
 //                                      dropped and failed deliveries and a diagnostic setting for its DeliveryFailures
@@ -20,11 +22,14 @@
 //   discoverySubscriptionIds)          roleMode Custom, the operation-status read.
 //
 // Roles per mode (infra/README.md explains each):
-//   Custom  - key: keys/read, keys/create/action (exactly what rotation/keyvault.py calls; never keys/update/action,
-//             which would let a stolen identity disable or expire the version every account uses);
+//   Custom  - key: keys/read, keys/create/action (exactly what rotation/keyvault.py calls to rotate; never
+//             keys/update/action, which would let a stolen identity disable or expire the version every account
+//             uses); with retirement=true a separate key retirer role on each key: keys/update/action only, the
+//             adapter's disable_version (ROTATION_RETIREMENT own or all);
 //             account: accounts/read, accounts/write; subscription: locations/operationresults/read;
 //             discovery (subscription): accounts/read, Microsoft.ResourceGraph/resources/read.
-//   BuiltIn - key: Key Vault Crypto Officer; account: Cognitive Services Contributor; discovery (subscription):
+//   BuiltIn - key: Key Vault Crypto Officer (which already holds keys/update/action: retirement adds nothing);
+//             account: Cognitive Services Contributor; discovery (subscription):
 //             Reader (which also covers the operation-status read there); enrol (subscription): Cognitive Services
 //             Contributor.
 //
@@ -110,6 +115,9 @@ param discoverySubscriptionIds array = []
 ])
 param unmanagedAccounts string = 'report'
 
+@description('For the app\'s ROTATION_RETIREMENT own or all: give the app keys/update/action on each target key, so that the sweep may disable old versions no account uses. roleMode Custom: a separate key retirer role with only that action; BuiltIn: nothing more (Key Vault Crypto Officer holds it). false (default): the app cannot disable or expire any version.')
+param retirement bool = false
+
 var appName = last(split(functionAppId, '/'))
 var custom = roleMode == 'Custom'
 var tags = {
@@ -142,9 +150,10 @@ var enrol = discovery && unmanagedAccounts == 'enrol'
 var operationStatusSubscriptionIds = enrol ? searchedSubscriptionIds : accountSubscriptionIds
 var assignableScopes = union([subscription().id], vaultScopes, accountScopes, searchedScopes)
 
-// The key role: exactly the data actions of the Key Vault calls in rotation/keyvault.py (tests/infra checks it):
-// list_properties_of_key_versions and get_key need keys/read; create_rsa_key (POST /keys/{name}/create) needs
-// keys/create/action. Nothing else: no update (disable, expire), delete, purge, backup, import, crypto, rotation policy.
+// The key role: exactly the data actions of the Key Vault calls in rotation/keyvault.py but retirement's
+// (tests/infra checks it): list_properties_of_key_versions and get_key need keys/read; create_rsa_key
+// (POST /keys/{name}/create) needs keys/create/action. Nothing else: no update (disable, expire: the key retirer role
+// below, only with retirement), delete, purge, backup, import, crypto, rotation policy.
 resource keyRotatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (custom) {
   name: guid(functionAppId, 'cmk-rotation-key-rotator')
   properties: {
@@ -158,6 +167,30 @@ resource keyRotatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = i
         dataActions: [
           'Microsoft.KeyVault/vaults/keys/read'
           'Microsoft.KeyVault/vaults/keys/create/action'
+        ]
+        notDataActions: []
+      }
+    ]
+    assignableScopes: assignableScopes
+  }
+}
+
+// Retirement (ROTATION_RETIREMENT own or all, only with retirement=true): the one data action of the adapter's
+// disable_version, update_key_properties (PATCH /keys/{name}/{version}), kept out of the key rotator role so that a
+// deployment without retirement never holds it. With it a stolen identity could disable the version every account
+// uses; that is why it is off by default and a role of its own (tests/infra checks both roles against the adapter).
+resource keyRetirerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (custom && retirement) {
+  name: guid(functionAppId, 'cmk-rotation-key-retirer')
+  properties: {
+    roleName: 'CMK rotation key retirer (${appName})'
+    description: 'Update a Key Vault key version\'s attributes: the rotation app disables old versions no account uses. Nothing else.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.KeyVault/vaults/keys/update/action'
         ]
         notDataActions: []
       }
@@ -250,6 +283,8 @@ module keyAccess 'modules/key-access.bicep' = [for (t, i) in targets: {
     accounts: t.accounts
     principalId: principalId
     keyRoleId: custom ? keyRotatorRole.name : keyVaultCryptoOfficer
+    retirement: custom && retirement
+    retirerRoleId: keyRetirerRole.name
     accountRoleId: custom ? accountUpdaterRole.name : cognitiveServicesContributor
     grantAccountsKeyAccess: grantAccountsKeyAccess
   }
@@ -309,6 +344,11 @@ output keyRoleAssignments array = [for (t, i) in targets: {
   key: '${t.vaultId}/keys/${t.keyName}'
   roleAssignmentId: keyAccess[i].outputs.keyRoleAssignmentId
 }]
+// With retirement in roleMode Custom: the key retirer role on each key ('' elsewhere).
+output keyRetirerRoleAssignments array = [for (t, i) in targets: {
+  key: '${t.vaultId}/keys/${t.keyName}'
+  roleAssignmentId: keyAccess[i].outputs.keyRetirerRoleAssignmentId
+}]
 output accountRoleAssignments array = [for (t, i) in targets: {
   key: '${t.vaultId}/keys/${t.keyName}'
   accounts: keyAccess[i].outputs.accountRoleAssignments
@@ -320,7 +360,7 @@ output unmanagedAccountRoleAssignmentIds array = [for (s, i) in searchedSubscrip
 output eventSubscriptionIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.eventSubscriptionId : '']
 // Only the topics this step created (no systemTopicName given); a topic named in systemTopicName was the vault's own.
 output createdSystemTopicIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i && !contains(t, 'systemTopicName')) ? keyEventsAccess[i].outputs.systemTopicId : '']
-output customRoleDefinitionIds array = custom ? concat([keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id], discovery ? [discoveryReaderRole.id] : []) : []
+output customRoleDefinitionIds array = custom ? concat([keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id], discovery ? [discoveryReaderRole.id] : [], retirement ? [keyRetirerRole.id] : []) : []
 // The metric alert rules next to each system topic (ids, '' where not created), and each topic's diagnostic setting.
 output deliveryAlertIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.deliveryAlertIds : []]
 output deliveryDiagnosticSettingIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.diagnosticSettingId : '']

@@ -45,6 +45,17 @@ param discovery string
 ])
 param unmanagedAccounts string
 
+@description('ROTATION_RETIREMENT: which old key versions the sweep disables once unused for retireAfter: off, own (only versions this app created) or all.')
+@allowed([
+  'off'
+  'own'
+  'all'
+])
+param retirement string
+
+@description('ROTATION_RETIRE_AFTER: ISO 8601 duration, how long no account may have used an old version before the sweep disables it.')
+param retireAfter string
+
 @description('ROTATION_FORCE_COOLDOWN: ISO 8601 duration, the least time between two forced rotations of one key over HTTP.')
 param forceCooldown string
 
@@ -330,6 +341,15 @@ var baseSettings = [
   {
     name: 'ROTATION_UNMANAGED'
     value: unmanagedAccounts
+  }
+  {
+    // own or all also need the grants' retirement=true: keys/update/action on each target key (infra/README.md).
+    name: 'ROTATION_RETIREMENT'
+    value: retirement
+  }
+  {
+    name: 'ROTATION_RETIRE_AFTER'
+    value: retireAfter
   }
   {
     // AzureCloud, AzureUSGovernment or AzureChinaCloud: the app derives its ARM endpoint, token scopes and authority.

@@ -6,6 +6,7 @@
     queue  key-events-poison (watched only)         RotationQueue   rotation/storage/queue.py
     blob   rotation-locks/<vault host>/<key name>   KeyLock         rotation/storage/lock.py
     table  rotationledger                           Ledger          rotation/storage/ledger.py
+    table  rotationevidence                         VersionEvidence rotation/storage/evidence.py
     the account behind the settings                 StorageAccount  rotation/storage/account.py
 
 Each part takes ``KeyRef`` and ``RotationRequest``, never key URLs as strings, and raises only the classes of
@@ -15,11 +16,13 @@ retries in a loop of its own; and never read the clock for a stored timestamp (c
 """
 
 from rotation.storage.account import StorageAccount
+from rotation.storage.evidence import EVIDENCE_TABLE, VersionEvidence
 from rotation.storage.ledger import LEDGER_TABLE, MAX_ACCOUNTS_JSON_CHARS, Ledger, LedgerEntry, LedgerStatus
 from rotation.storage.lock import LOCKS_CONTAINER, KeyLock
 from rotation.storage.queue import KEY_EVENTS_QUEUE, POISON_QUEUE, REQUESTS_QUEUE, RotationQueue
 
 __all__ = [
+    "EVIDENCE_TABLE",
     "KEY_EVENTS_QUEUE",
     "LEDGER_TABLE",
     "LOCKS_CONTAINER",
@@ -32,4 +35,5 @@ __all__ = [
     "LedgerStatus",
     "RotationQueue",
     "StorageAccount",
+    "VersionEvidence",
 ]

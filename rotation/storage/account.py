@@ -27,6 +27,7 @@ from rotation.config import AZURE_CLOUD, parse_cloud
 from rotation.errors import ConfigError
 from rotation.model import KeyRef
 from rotation.redact import clipped
+from rotation.storage.evidence import EVIDENCE_TABLE, VersionEvidence
 from rotation.storage.ledger import LEDGER_TABLE, Ledger
 from rotation.storage.lock import LOCKS_CONTAINER, MAX_LEASE, KeyLock
 from rotation.storage.queue import RotationQueue
@@ -124,6 +125,9 @@ class StorageAccount:
 
     def ledger(self, *, table_name: str = LEDGER_TABLE) -> Ledger:
         return Ledger(self.tables.get_table_client(table_name))
+
+    def evidence(self, *, table_name: str = EVIDENCE_TABLE) -> VersionEvidence:
+        return VersionEvidence(self.tables.get_table_client(table_name))
 
     def key_lock(self, key: KeyRef, *, duration: int = MAX_LEASE, renew_every: float | None = None) -> KeyLock:
         return KeyLock(

@@ -24,6 +24,7 @@ from emulator.azurite import Azurite
 from emulator.core import Emulator
 from emulator.functions_host import FunctionsHost
 from rotation.app import RotationApp, configure
+from rotation.model import AccountRef
 from rotation.storage import REQUESTS_QUEUE, LedgerEntry
 from tests.functional.wiring import app_settings, build_app
 
@@ -66,22 +67,9 @@ class Fleet:
             )
         return found
 
-    def repoint(self, name: str, key: str, version: str, *, subscription_id: str | None = None) -> None:
+    def repoint(self, name: str, key: str, version: str) -> None:
         """Someone else (another identity, through ARM) points account ``name`` at ``key``'s ``version``."""
-        arm = CognitiveServicesManagementClient(
-            self.emulator.credential("someone"),
-            subscription_id or self.emulator.subscription_id,
-            base_url=self.emulator.arm_url,
-            connection_verify=self.emulator.ca_bundle,
-            polling_interval=0,
-        )
-        properties = KeyVaultProperties(key_name=key, key_version=version, key_vault_uri=self.vault.url)
-        update = Account(
-            properties=AccountProperties(
-                encryption=Encryption(key_source="Microsoft.KeyVault", key_vault_properties=properties)
-            )
-        )
-        arm.accounts.begin_update("rg-ai", name, update).result()
+        repoint(self.emulator, self.emulator.arm.account_id("rg-ai", name), self.vault.url, key, version)
 
     def assert_converged(self, version: str) -> None:
         assert self.accounts() == dict.fromkeys(ACCOUNT_NAMES, (version, "Succeeded"))
@@ -110,6 +98,23 @@ class Fleet:
     def outcome_events(self) -> list[dict[str, Any]]:
         """The CloudEvents the app published to the emulator's custom topic."""
         return [r["event"] for r in self.emulator.eventgrid.received]
+
+
+def repoint(emulator: Emulator, account_id: str, vault_url: str, key: str, version: str) -> None:
+    """Someone else (another identity, through ARM) points the account at ``key``'s ``version`` in ``vault_url``."""
+    account = AccountRef.parse(account_id)
+    arm = CognitiveServicesManagementClient(
+        emulator.credential("someone"),
+        account.subscription_id,
+        base_url=emulator.arm_url,
+        connection_verify=emulator.ca_bundle,
+        polling_interval=0,
+    )
+    properties = KeyVaultProperties(key_name=key, key_version=version, key_vault_uri=vault_url)
+    encryption = Encryption(key_source="Microsoft.KeyVault", key_vault_properties=properties)
+    arm.accounts.begin_update(
+        account.resource_group, account.name, Account(properties=AccountProperties(encryption=encryption))
+    ).result()
 
 
 def empty_queues(host: FunctionsHost) -> None:

@@ -11,7 +11,6 @@ its version nears expiry; reports a listed account that left the key; and, under
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from rotation.app import RotationApp, configure
 from rotation.log import Event
 from rotation.model import AccountRef
 from rotation.telemetry import MetricName
+from tests.function.test_openapi import assert_documented
 from tests.functional.conftest import ACCOUNT_NAMES, KEY, OTHER_KEY, Fleet
 from tests.functional.wiring import build_app
 from tests.otel import Telemetry, capture
@@ -109,8 +109,7 @@ def test_the_sweep_reports_an_unmanaged_account_in_another_subscription_and_neve
     assert (off["account"], off["key_version"], off["managed"]) == (unmanaged.id, fleet.initial_version, False)
     assert off["days_until_expiry"] in (18, 19)
 
-    answer = fleet.host.http("fleet_status", "GET", "/api/status")
-    status = json.loads(answer.get_body())
+    status = assert_documented(fleet.host.http("fleet_status", "GET", "/api/status"), "fleet_status")
     assert (status["discovery"]["path"], status["discovery"]["failures"]) == ("resource_graph", [])
     [key] = status["keys"]
     assert key["drift"]["target_version"] == new and [a["account"] for a in key["drift"]["unmanaged"]] == [unmanaged.id]

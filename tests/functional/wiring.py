@@ -19,7 +19,8 @@ from emulator.credential import EmulatorCredential
 from rotation.app import RotationApp, Timings
 from rotation.connection import AzureConnection
 from rotation.engine import RetrySettings
-from rotation.storage import LEDGER_TABLE
+from rotation.model import Clock, system_clock
+from rotation.storage import EVIDENCE_TABLE, LEDGER_TABLE
 
 QUICK_RETRIES = RetrySettings(
     attempts=2,
@@ -56,6 +57,8 @@ def build_app(
     ledger_table: str = LEDGER_TABLE,
     timings: Timings | None = None,
     settings: Mapping[str, str] | None = None,
+    evidence_table: str = EVIDENCE_TABLE,
+    clock: Clock = system_clock,
 ) -> RotationApp:
     """A ``RotationApp`` on the emulator and Azurite; ``identity`` is the oid the emulator's call log records, and
     ``settings`` add to (or replace) the app settings."""
@@ -73,6 +76,8 @@ def build_app(
         retry=QUICK_RETRIES,
         timings=timings or Timings(lease=lock_duration),
         ledger_table=ledger_table,
+        evidence_table=evidence_table,
+        clock=clock,
     )
     app.queue.ensure()
     app.ledger.ensure()

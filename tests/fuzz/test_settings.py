@@ -217,6 +217,7 @@ def setting_values(world: World, name: str) -> st.SearchStrategy[str | None]:
             ]
         ),
         "ROTATION_UNMANAGED": st.sampled_from(["report", "ENROL", "enroll", "ignore", "report,enrol"]),
+        "ROTATION_RETIREMENT": st.sampled_from(["off", "OWN", "all", "on", "true", "own,all"]),
         STORAGE: storage_values(world),
         f"{STORAGE}__accountName": st.sampled_from(["rotationstate", "UPPER", "ab", "a" * 25, "a-b", ""]),
         f"{STORAGE}__clientId": st.sampled_from([*GUIDS, "x"]),
@@ -224,6 +225,7 @@ def setting_values(world: World, name: str) -> st.SearchStrategy[str | None]:
     for duration in ("ROTATION_KEY_LIFETIME", "ROTATION_RENEW_BEFORE", "ROTATION_VERIFY_TIMEOUT"):
         targeted[duration] = st.sampled_from(DURATIONS)
     targeted["ROTATION_FORCE_COOLDOWN"] = st.sampled_from(DURATIONS)
+    targeted["ROTATION_RETIRE_AFTER"] = st.sampled_from([*DURATIONS, "PT23H", "P1D"])
     for service in ("blob", "queue", "table"):
         url = f"https://rotationstate.{service}.core.windows.net"
         targeted[f"{STORAGE}__{service}ServiceUri"] = weighted(

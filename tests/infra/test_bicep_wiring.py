@@ -9,7 +9,8 @@ Two deployments, two owners: what `azd up` and `azd down` manage (`infra/main.bi
 the app's own resource group, because azd deletes every resource group its deployment touched; everything on the
 customers' keys, accounts and vaults is the separate grants step (`infra/grants/main.bicep`), which azd never runs. The
 key, account and discovery roles are derived from the SDK calls of the adapters and of discovery, so a role can hold
-no action the code does not call.
+no action the code does not call; the Key Vault write that only retirement makes (``disable_version``) is a role of
+its own, assigned only when the grants enable retirement.
 
 They must never call Azure or need the network.
 """
@@ -34,7 +35,7 @@ from emulator.functions_worker import FunctionsWorker
 from rotation import config
 from rotation.accounts import AccountsSession
 from rotation.events import KEY_EVENT_TYPES
-from rotation.model import UnmanagedPolicy
+from rotation.model import Retirement, UnmanagedPolicy
 from rotation.storage import LEDGER_TABLE, LOCKS_CONTAINER, REQUESTS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +121,14 @@ KEY_CLIENT_DATA_ACTIONS = {
     "import_key": "Microsoft.KeyVault/vaults/keys/import/action",
     "backup_key": "Microsoft.KeyVault/vaults/keys/backup/action",
 }
+# The adapter's methods that only retirement calls (ROTATION_RETIREMENT own or all): their Key Vault calls belong to the
+# key retirer role, which the grants assign only with retirement=true; every other method's to the key rotator role.
+RETIREMENT_METHODS = {"disable_version"}
+KEY_UPDATE = "Microsoft.KeyVault/vaults/keys/update/action"
+# The app settings of retirement (rotation/config.py), wired like ROTATION_UNMANAGED.
+RETIREMENT_SETTING = "ROTATION_RETIREMENT"
+RETIRE_AFTER_SETTING = "ROTATION_RETIRE_AFTER"
+
 # The ARM action each `CognitiveServicesManagementClient.accounts` method needs (Microsoft's provider operations list).
 ACCOUNTS_ACTIONS = {
     "get": "Microsoft.CognitiveServices/accounts/read",
@@ -359,6 +368,32 @@ def test_discovery_settings_come_from_parameters_with_the_codes_defaults() -> No
         assert _param_declaration(path, "unmanagedAccounts")[1] == [policy.value for policy in UnmanagedPolicy]
 
 
+def test_retirement_settings_come_from_parameters_with_the_codes_defaults() -> None:
+    """ROTATION_RETIREMENT and ROTATION_RETIRE_AFTER, wired like ROTATION_UNMANAGED: an azd variable with a default in
+    main.parameters.json, a parameter of main.bicep passed to app.bicep, and the app setting of that parameter. The
+    deployment's defaults (off, P30D) mean what the settings' absence means to the app."""
+    app = _strip_comments(_read(APP))
+    passed = _value(_blocks(MAIN)["app"].body, "params")
+    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
+    defaults = {}
+    for setting, param in ((RETIREMENT_SETTING, "retirement"), (RETIRE_AFTER_SETTING, "retireAfter")):
+        declaration = re.fullmatch(rf"param {param} string = '([^']*)'", _param_declaration(MAIN, param)[0])
+        assert declaration, param
+        defaults[setting] = declaration.group(1)
+        assert parameters[param]["value"] == f"${{{setting}={defaults[setting]}}}"
+        assert _value(passed, param) == param
+        assert _param_declaration(APP, param)[0] == f"param {param} string"
+        assert re.search(rf"name: '{setting}'\s*\n\s*value: {param}\s*\n", app), setting
+    assert defaults == {RETIREMENT_SETTING: Retirement.OFF, RETIRE_AFTER_SETTING: "P30D"}
+    for path in (MAIN, APP):
+        assert _param_declaration(path, "retirement")[1] == [mode.value for mode in Retirement]
+    # The code reads both, and the deployment's defaults parse to the code's own.
+    assert {RETIREMENT_SETTING, RETIRE_AFTER_SETTING} <= set(config.SETTING_NAMES)
+    unset = config.Settings.from_env({}, require_targets=False)
+    deployed = config.Settings.from_env(defaults, require_targets=False)
+    assert (deployed.retirement, deployed.retire_after) == (unset.retirement, unset.retire_after)
+
+
 def test_storage_is_reached_by_the_user_assigned_identity_without_keys() -> None:
     text = _strip_comments(_read(APP))
     assert re.search(r"name: 'AzureWebJobsStorage__credential'\s*\n\s*value: 'managedidentity'", text)
@@ -529,18 +564,77 @@ def test_only_the_two_adapters_call_key_vault_and_arm() -> None:
         ), path.name
 
 
+def _key_vault_calls_per_adapter_method() -> dict[str, set[str]]:
+    """The `KeyClient` methods each method of `KeyVaultAdapter` calls (nothing outside its methods calls one)."""
+    tree = ast.parse(_read(ROOT / "rotation" / "keyvault.py"))
+    (adapter,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KeyVaultAdapter"]
+    key_client_methods = _public_methods(KeyClient)
+    per_method = {
+        n.name: _sdk_method_calls(n, key_client_methods) for n in adapter.body if isinstance(n, ast.FunctionDef)
+    }
+    assert set().union(*per_method.values()) == _sdk_method_calls(tree, key_client_methods)
+    return per_method
+
+
 def test_the_key_role_has_exactly_the_data_actions_of_the_adapters_key_vault_calls() -> None:
     key_client_methods = _public_methods(KeyClient)
     assert set(KEY_CLIENT_DATA_ACTIONS) <= key_client_methods, set(KEY_CLIENT_DATA_ACTIONS) - key_client_methods
-    called = _sdk_method_calls(ROOT / "rotation" / "keyvault.py", key_client_methods)
+    per_method = _key_vault_calls_per_adapter_method()
+    called = set().union(*per_method.values())
     assert called, "found no KeyClient call in rotation/keyvault.py"
     assert called <= set(KEY_CLIENT_DATA_ACTIONS), f"map {sorted(called - set(KEY_CLIENT_DATA_ACTIONS))} to an action"
-    needed = {KEY_CLIENT_DATA_ACTIONS[method] for method in called}
+    rotating = set().union(*(calls for method, calls in per_method.items() if method not in RETIREMENT_METHODS))
+    needed = {KEY_CLIENT_DATA_ACTIONS[method] for method in rotating}
     role = _blocks(GRANTS)["keyRotatorRole"]
     assert set(_strings(_value(role.body, "dataActions"))) == needed
     assert _strings(_value(role.body, "actions")) == []
-    # What a stolen identity would need to disable or expire the version every account uses: never called, never held.
-    assert "Microsoft.KeyVault/vaults/keys/update/action" not in needed
+    assert needed == {"Microsoft.KeyVault/vaults/keys/read", "Microsoft.KeyVault/vaults/keys/create/action"}
+    # What a stolen identity would need to disable or expire the version every account uses: no rotation call needs
+    # it, so the key rotator role never holds it (retirement's role below does, only where the grants enable it).
+    assert KEY_UPDATE not in needed
+
+
+def test_the_key_retirer_role_has_exactly_the_data_actions_of_retirements_key_vault_calls() -> None:
+    per_method = _key_vault_calls_per_adapter_method()
+    assert set(per_method) >= RETIREMENT_METHODS, RETIREMENT_METHODS - set(per_method)
+    retiring = set().union(*(per_method[method] for method in RETIREMENT_METHODS))
+    assert retiring == {"update_key_properties"}, retiring
+    role = _blocks(GRANTS)["keyRetirerRole"]
+    assert set(_strings(_value(role.body, "dataActions"))) == {KEY_CLIENT_DATA_ACTIONS[m] for m in retiring}
+    assert set(_strings(_value(role.body, "dataActions"))) == {KEY_UPDATE}
+    assert _strings(_value(role.body, "actions")) == []
+    # The one PATCH sends only `enabled=False`: never an expiry, operations, tags or a release policy.
+    tree = ast.parse(_read(ROOT / "rotation" / "keyvault.py"))
+    patches = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in retiring
+    ]
+    assert len(patches) == 1, [ast.unparse(p) for p in patches]
+    (patch,) = patches
+    assert [(k.arg, ast.literal_eval(k.value)) for k in patch.keywords] == [("enabled", False)], ast.unparse(patch)
+    assert len(patch.args) == 2, ast.unparse(patch)  # the key's name and one version, never the current by omission
+
+
+def test_the_key_retirer_role_is_defined_and_assigned_on_each_key_only_with_retirement() -> None:
+    assert _param_declaration(GRANTS, "retirement")[0] == "param retirement bool = false"
+    assert _head(GRANTS, "keyRetirerRole").startswith("if (custom && retirement)")
+    params = _value(_blocks(GRANTS)["keyAccess"].body, "params")
+    # In BuiltIn mode Key Vault Crypto Officer already holds keys/update/action: nothing more is assigned.
+    assert _value(params, "retirement") == "custom && retirement"
+    assert _value(params, "retirerRoleId") == "keyRetirerRole.name"
+    assert _param_declaration(KEY_ACCESS, "retirement")[0] == "param retirement bool"
+    assignments = {a.symbol: a for a in _role_assignments(KEY_ACCESS)}
+    retirer = assignments["keyRetirer"]
+    assert _head(KEY_ACCESS, "keyRetirer").startswith("if (retirement)")
+    assert _value(retirer.body, "scope") == "key"
+    assert _value(retirer.body, "principalId") == "principalId"
+    assert _role_id(retirer, {}) == "retirerRoleId"
+    # The key rotator role's assignment is unconditional and never the retirer role.
+    assert _head(KEY_ACCESS, "keyRotator") == "{"
+    assert _role_id(assignments["keyRotator"], {}) == "keyRoleId"
+    outputs = dict(re.findall(r"^output (\w+) \w+ = (.+)$", _strip_comments(_read(KEY_ACCESS)), re.MULTILINE))
+    assert outputs["keyRetirerRoleAssignmentId"] == "retirement ? keyRetirer.id : ''"
 
 
 def test_the_account_roles_have_exactly_the_actions_of_the_adapters_arm_calls() -> None:
@@ -617,9 +711,16 @@ def test_custom_roles_exist_only_in_custom_mode_and_the_built_in_mode_names_its_
     declaration = re.search(r"@allowed\((\[[^\]]*\])\)\s*param roleMode string = 'Custom'$", text, re.MULTILINE)
     assert declaration and _strings(declaration.group(1)) == ["Custom", "BuiltIn"]
     definitions = {b.symbol for b in blocks.values() if b.target.startswith("Microsoft.Authorization/roleDefinitions@")}
-    assert definitions == {"keyRotatorRole", "accountUpdaterRole", "operationStatusRole", "discoveryReaderRole"}
+    assert definitions == {
+        "keyRotatorRole",
+        "accountUpdaterRole",
+        "operationStatusRole",
+        "discoveryReaderRole",
+        "keyRetirerRole",
+    }
+    conditions = {"discoveryReaderRole": "if (custom && discovery)", "keyRetirerRole": "if (custom && retirement)"}
     for symbol in definitions:
-        condition = "if (custom && discovery)" if symbol == "discoveryReaderRole" else "if (custom)"
+        condition = conditions.get(symbol, "if (custom)")
         assert _head(GRANTS, symbol).startswith(condition), symbol
         assert _value(blocks[symbol].body, "assignableScopes") == "assignableScopes"
     variables = _vars(GRANTS)
@@ -772,7 +873,7 @@ def test_the_grants_never_carry_the_azd_environment_tag() -> None:
 def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
     """The runbook removes exactly what the grants deployment's outputs name; so every resource it creates is named."""
     outputs = {
-        KEY_ACCESS: {"keyRotator", "accountKeyAccess", "accountUpdater"},
+        KEY_ACCESS: {"keyRotator", "keyRetirer", "accountKeyAccess", "accountUpdater"},
         ACCOUNT_ACCESS: {"accountUpdater"},
         OPERATION_STATUS_ACCESS: {"operationStatusReader"},
         DISCOVERY_ACCESS: {"discoveryReader", "unmanagedAccountUpdater"},
@@ -782,6 +883,7 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
             "accountUpdaterRole",
             "operationStatusRole",
             "discoveryReaderRole",
+            "keyRetirerRole",
             "keyAccess",
             "operationStatusAccess",
             "discoveryAccess",
@@ -801,6 +903,7 @@ def test_every_grant_is_named_in_an_output_for_the_teardown() -> None:
     assert grants_outputs == {
         "roleMode",
         "keyRoleAssignments",
+        "keyRetirerRoleAssignments",
         "accountRoleAssignments",
         "operationStatusRoleAssignmentIds",
         "discoveryRoleAssignmentIds",

@@ -281,6 +281,7 @@ def test_a_failed_query_falls_back_to_listing_the_known_subscriptions(caplog: py
         OTHER_KEY: [AOAI_2],
     }
     assert sorted(arm.listings) == [SUBSCRIPTION, SUB2] and arm.calls == []  # listed, never read again
+    assert found.narrowed and not found.complete  # the tenant was asked for; only the known subscriptions were listed
     [fallback] = [r for r in caplog.records if getattr(r, "event", "") == Event.DISCOVERY_FALLBACK]
     assert (fallback.levelno, fallback.reason, fallback.searched) == (
         logging.WARNING,
@@ -304,6 +305,7 @@ def test_the_fallback_lists_the_configured_subscriptions_and_reports_each_failed
     assert sorted(arm.listings) == [SUBSCRIPTION, SUB2]  # the configured ones, not the known one
     assert [s.account for s in found.accounts[KEY]] == [AOAI_1]
     assert list(found.subscription_failures) == [SUB2]
+    assert not found.narrowed and not found.complete  # searched as configured, but one listing failed
     assert found.summary().endswith(f"; failed: subscription {SUB2} (PermissionDenied)")
 
 
@@ -311,8 +313,14 @@ def test_a_fallback_that_knows_no_subscription_says_so(caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
         found = AccountDiscovery(FakeGraph(error=PermissionDenied("no graph")), InMemoryAccounts()).discover([KEY])
     assert found == Discovery(
-        DiscoveryPath.ARM, "no subscription", {KEY: ()}, fallback_reason="no graph", subscription_failures={}
+        DiscoveryPath.ARM,
+        "no subscription",
+        {KEY: ()},
+        fallback_reason="no graph",
+        subscription_failures={},
+        narrowed=True,
     )
+    assert not found.complete
     [fallback] = [r for r in caplog.records if getattr(r, "event", "") == Event.DISCOVERY_FALLBACK]
     assert fallback.getMessage() == (
         "rotation.discovery_fallback: reason=PermissionDenied: Resource Graph could not be used for the tenant "

@@ -3,7 +3,8 @@
 // deployed into the vault's resource group, whatever subscription it is in.
 //
 // It must never grant more than the key: no vault-wide role, no secrets, no certificates, no purge or delete (in
-// roleMode Custom; Key Vault Crypto Officer in BuiltIn mode is wider, see infra/README.md). Every role assignment it
+// roleMode Custom; Key Vault Crypto Officer in BuiltIn mode is wider, see infra/README.md), and keys/update/action
+// (disable) only through the separate key retirer role, only with retirement. Every role assignment it
 // creates is an output, so that the runbook's teardown can remove exactly these and nothing else.
 
 @description('Name of the vault that holds the key.')
@@ -20,6 +21,12 @@ param principalId string
 
 @description('Role definition id (a GUID) the app gets on the key: the custom key rotator role or Key Vault Crypto Officer.')
 param keyRoleId string
+
+@description('roleMode Custom with retirement: also give the app the key retirer role (keys/update/action only) on the key.')
+param retirement bool
+
+@description('Role definition id (a GUID) of the custom key retirer role; assigned only with retirement (never in roleMode BuiltIn, whose Key Vault Crypto Officer already holds keys/update/action).')
+param retirerRoleId string
 
 @description('Role definition id (a GUID) the app gets on each account: the custom account-updater role or Cognitive Services Contributor.')
 param accountRoleId string
@@ -50,6 +57,19 @@ resource keyRotator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Only for ROTATION_RETIREMENT own or all: disabling an old version (PATCH /keys/{name}/{version}) needs
+// keys/update/action, which the key rotator role must not hold.
+resource keyRetirer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (retirement) {
+  name: guid(key.id, principalId, retirerRoleId)
+  scope: key
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', retirerRoleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'CMK rotation: disable old key versions that no account uses (ROTATION_RETIREMENT).'
+  }
+}
+
 resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' existing = [for id in accounts: {
   name: last(split(id, '/'))
   scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
@@ -77,6 +97,7 @@ module accountUpdater 'account-access.bicep' = [for id in accounts: {
 }]
 
 output keyRoleAssignmentId string = keyRotator.id
+output keyRetirerRoleAssignmentId string = retirement ? keyRetirer.id : ''
 output accountRoleAssignments array = [for (id, i) in accounts: {
   account: id
   roleAssignmentId: accountUpdater[i].outputs.roleAssignmentId
