@@ -3,10 +3,10 @@
 
     on_key_event        Event Grid  Key Vault key events, both schemas     → record + enqueue
     on_queued_key_event queue       key-events (Event Grid's storage-queue delivery, for apps without a public endpoint)
-    rotation_sweep      timer       %ROTATION_SCHEDULE%                     → enqueue due or drifting keys
+    rotation_sweep      timer       %ROTATION_SCHEDULE%                     → drift, retirement, enqueue due keys
     submit_rotation     HTTP POST   /api/rotations                          → 202 + status URL (200 plan on dry run)
     get_rotation        HTTP GET    /api/rotations/{request_id}             → the ledger row
-    fleet_status        HTTP GET    /api/status                             → versions and accounts of every target
+    fleet_status        HTTP GET    /api/status                             → versions, accounts, drift of each target
     rotation_worker     queue       rotation-requests                       → lock, reconcile, ledger, outcome event
     rotation_poison     queue       rotation-requests-poison                → ledger row failed, failure event
 

@@ -1,8 +1,9 @@
 """The Functions app's use cases: one method per trigger, with no ``azure.functions`` import.
 
     on_key_event   parse the event, check ROTATION_TARGETS, record and enqueue a request         (< 1 s)
-    sweep          discover the accounts on the target keys; plan every target and report its drift; enqueue the
-                   keys that are due or whose accounts are behind; re-send stuck requests
+    sweep          discover the accounts on the target keys; plan every target and report its drift; retire old
+                   versions (ROTATION_RETIREMENT); enqueue the keys that are due or whose accounts are behind;
+                   re-send stuck requests
     submit         validate an HTTP body; answer the plan (dry run) or record and enqueue      (202)
     request        the ledger row of one request
     fleet_status   every target's versions, accounts and drift, as the CLI's ``status -o json`` prints

@@ -5,9 +5,13 @@
     gather   list the key's versions; read every target account (one event loop)    no writes
     decide   rotation.plan.decide on the frozen Observation                          pure
     act      create the version (or adopt one tagged with this request id), then
-             update each account that must be repointed (one event loop)             the only writes
+             update each account that must be repointed (one event loop), one wave of
+             the target's rollout at a time                                          the only writes
     verify   re-read each account until keyVersion == target and Succeeded,
-             with a deadline ("Accepted" lingers after the operation completes)
+             with a deadline ("Accepted" lingers after the operation completes);
+             a failed account of a wave halts the later waves (HaltedAfterFailure)
+
+``retire`` (the sweep's retirement) disables one old version: the only other write.
 
 Each account's read, update and verify is a coroutine on one event loop (``asyncio.run`` in the calling thread), at most
 ROTATION_CONCURRENCY at once: waiting on ARM's operations and between verify reads holds no thread, and ARM's own rate
@@ -19,11 +23,12 @@ the per-key lock.
 
 Errors: a key-level step (listing versions, creating a version) that still fails after its retries raises its
 ``RotationError`` (the class tells the caller what to do; ``RotationOutcome.from_error`` builds the ledger row). An
-account-level failure never stops the other accounts: it is recorded in the outcome, which is ``failed`` and
-``retryable`` when every failure is transient. Step retries use stamina with the explicit predicate ``is_transient``
-and bounded attempts and time. They re-run a whole step, re-reading Azure first where the step writes, for what
-azure-core's HTTP retries cannot fix: a 409 conflict, an operation that ran and failed, a create (sent with azure-core's
-retries off), or a throttle or outage that outlasted azure-core's own few retries. Anything that is not a
+account-level failure never stops the other accounts of its wave (with a rollout, it halts the later waves): it is
+recorded in the outcome, which is ``failed`` and ``retryable`` when every failure is transient. Step retries use
+stamina with the explicit predicate ``is_transient`` and bounded attempts and time. They re-run a whole step,
+re-reading Azure first where the step writes, for what azure-core's HTTP retries cannot fix: a 409 conflict, an
+operation that ran and failed, a create (sent with azure-core's retries off), or a throttle or outage that outlasted
+azure-core's own few retries. Anything that is not a
 ``RotationError`` is a bug and propagates.
 """
 
