@@ -69,7 +69,7 @@ from typing import Any, NoReturn, TextIO
 
 from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
-from rotation.discovery import Discovery, DiscoveryPath
+from rotation.discovery import AccountDiscovery, Discovery, DiscoveryPath
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
 from rotation.errors import ConfigError, RotationError, StorageUnavailable
 from rotation.fleet import check_vault_id, with_app_target, with_azd_target
@@ -90,6 +90,7 @@ from rotation.model import (
     Status,
     Target,
     Trigger,
+    UnmanagedPolicy,
     normalize_location,
     shown,
     system_clock,
@@ -97,7 +98,16 @@ from rotation.model import (
 from rotation.plan import decide
 from rotation.preflight import preflight
 from rotation.redact import clipped
-from rotation.status import TargetFailure, fleet_status, iso, observe, would_fail
+from rotation.status import (
+    TargetFailure,
+    discover_targets,
+    enrolled,
+    fleet_status,
+    iso,
+    observe,
+    unmanaged_on,
+    would_fail,
+)
 from rotation.storage import StorageAccount
 
 EXIT_OK = 0
@@ -367,12 +377,31 @@ def _targets(run: _Run, key_text: str | None) -> tuple[Target, ...]:
 
 
 def _observe(run: _Run, targets: Sequence[Target], *, force: bool = False) -> list[Observation | TargetFailure]:
-    """Gather each target's key and accounts (reads only), each on its own: a target that cannot be read is returned
-    as its failure. A key that does not exist is an observation without versions (its plan is blocked), an account
-    that cannot be read is in ``unreadable`` (that account is blocked)."""
+    """Gather each target's key and accounts (reads only; enrolled ones too, as the app would), each on its own: a
+    target that cannot be read is returned as its failure. A key that does not exist is an observation without
+    versions (its plan is blocked), an account that cannot be read is in ``unreadable`` (that account is blocked)."""
+    extra = _enrolled(run, targets)
     return bounded_map(
-        lambda target: observe(run.engine, run.request(target.key, force=force)), targets, workers=KEYS_AT_ONCE
+        lambda target: observe(run.engine, run.request(target.key, force=force), enrolled=extra.get(target.key, ())),
+        targets,
+        workers=KEYS_AT_ONCE,
     )
+
+
+def _discovery(run: _Run) -> AccountDiscovery | None:
+    """Discovery as the app runs it (``ROTATION_DISCOVERY``), on the engine's connection; None when it is off."""
+    if run.settings.discovery is None:
+        return None
+    return run.azure.discovery(scope=run.settings.discovery, concurrency=run.settings.concurrency)
+
+
+def _enrolled(run: _Run, targets: Sequence[Target]) -> dict[KeyRef, tuple[AccountRef, ...]]:
+    """Under ``ROTATION_UNMANAGED=enrol``, the accounts one discovery finds on each target's key that it does not
+    list: the CLI plans and rotates them as the app's worker does. Nothing (and no discovery) otherwise."""
+    if run.settings.unmanaged is not UnmanagedPolicy.ENROL:
+        return {}
+    found = discover_targets(_discovery(run), targets)
+    return {t.key: enrolled(run.settings, unmanaged_on(found, t)) for t in targets}
 
 
 def _plan(run: _Run, obs: Observation) -> RotationPlan:
@@ -388,11 +417,8 @@ def _would_fail(plan: RotationPlan) -> bool:
 
 
 def _status_command(run: _Run, args: argparse.Namespace) -> int:
-    discovery = None
-    if run.settings.discovery is not None:
-        discovery = run.azure.discovery(scope=run.settings.discovery, concurrency=run.settings.concurrency)
     evidence = StorageAccount.from_settings(run.env).evidence() if _has_storage(run.env) else None
-    report = fleet_status(run.engine, run.settings, discovery, trigger=Trigger.CLI, evidence=evidence)
+    report = fleet_status(run.engine, run.settings, _discovery(run), trigger=Trigger.CLI, evidence=evidence)
     keys = _rows(report["keys"])
     if run.structured:
         run.print_data(report)
@@ -663,9 +689,12 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
     """Reconcile the keys, ``KEYS_AT_ONCE`` at a time; a key that fails (or cannot be read, or has an account that
     cannot) is reported and does not stop the others. Only a problem of the command itself (its storage settings)
     stops them all."""
+    extra = _enrolled(run, targets)
     with _records_off_stderr():
         outcomes = bounded_map(
-            lambda t: _reconcile_key(run, run.request(t.key, force=force)), targets, workers=KEYS_AT_ONCE
+            lambda t: _reconcile_key(run, run.request(t.key, force=force), extra.get(t.key, ())),
+            targets,
+            workers=KEYS_AT_ONCE,
         )
     if run.structured:
         run.print_data(outcomes[0].to_dict() if single else [o.to_dict() for o in outcomes])
@@ -674,12 +703,12 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
     return EXIT_FAILED if any(o.status is Status.FAILED for o in outcomes) else EXIT_OK
 
 
-def _reconcile_key(run: _Run, request: RotationRequest) -> RotationOutcome:
+def _reconcile_key(run: _Run, request: RotationRequest, extra: Sequence[AccountRef]) -> RotationOutcome:
     """The outcome of reconciling one key; a ``RotationError`` of this key is its outcome, never raised (only a
     ``ConfigError`` of the command's own settings is)."""
     try:
         with _key_lock(run.env, request.key) as still_held:
-            return run.engine.reconcile(request, before_write=still_held)
+            return run.engine.reconcile(request, enrolled=extra, before_write=still_held)
     except ConfigError:
         raise
     except RotationError as exc:

@@ -180,3 +180,17 @@ def test_status_names_the_unmanaged_accounts_as_drift_and_says_when_nothing_was_
     assert code == 0 and out.startswith("discovery: off")
     assert "  unmanaged: not searched" in out and fleet.unmanaged.id not in out
     assert fleet.writes() == []
+
+
+def test_under_enrol_a_forced_rotation_repoints_the_unmanaged_accounts_too(fleet: Fleet) -> None:
+    code, out, _ = fleet.run("rotate", "--key", fleet.key, "--force", "--yes", "-o", "json", ROTATION_UNMANAGED="enrol")
+
+    outcome = json.loads(out)
+    assert code == 0 and outcome["status"] == "succeeded"
+    moved = {a["account"] for a in outcome["accounts"] if a["status"] == "succeeded"}
+    assert moved == {fleet.listed.id, fleet.unmanaged.id, fleet.elsewhere.id}
+    for account in (fleet.listed, fleet.unmanaged, fleet.elsewhere):
+        found = fleet.emulator.arm.account(
+            account.resource_group, account.name, subscription_id=account.subscription_id
+        )
+        assert found["properties"]["encryption"]["keyVaultProperties"]["keyVersion"] == outcome["to_version"]
