@@ -103,7 +103,7 @@ def main() -> int:
             verify_challenge_resource=False,
             polling_interval=0.1,
         )
-        app = RotationApp.build(env, connection=connection)
+        app = RotationApp.build(env, connection=connection, clock=azure.clock.now)  # the emulator's: it can move
         app.queue.ensure()
         app.ledger.ensure()
         configure(app)
@@ -128,6 +128,7 @@ def main() -> int:
             drift.append(record) if getattr(record, "event", None) == Event.DRIFT_FOUND else None
         )
         logging.getLogger("rotation").addHandler(watch)
+        logging.getLogger("stamina").addHandler(logging.NullHandler())  # the verify step's waits, not news
 
         print(f"Seeded vault {vault.url} with key {KEY} (expires in 20 days), {len(names)} accounts on it in two")
         print(f"subscriptions, {UNMANAGED} on it that ROTATION_TARGETS does not list, and one account on {OTHER_KEY}.")
@@ -209,12 +210,57 @@ def main() -> int:
         expect(other_props["keyVersion"] == other.version, f"the account on {OTHER_KEY} was never touched")
         expect(len(vault.versions(OTHER_KEY)) == 1, f"{OTHER_KEY} has no new version")
 
-        step("6. Final status and ledger")
-        cli.main(["status"], env=env, connection=connection)
+        step("6. A staged rollout, 100 days later: the canary's identity cannot use the key")
+        staged = [{**targets[0], "rollout": {"wave_size": 2}}]  # the canary (the first account), then two waves
+        settings = {
+            "ROTATION_TARGETS": json.dumps(staged),
+            "ROTATION_RETIREMENT": "own",
+            "ROTATION_RETIRE_AFTER": "P1D",
+        }
+        app = RotationApp.build({**env, **settings}, connection=connection, clock=azure.clock.now)
+        configure(app)
+        canary = names[0][1]
+        principal = azure.arm.identity_principal("rg-ai", canary)
+        vault.deny(str(principal), ["wrapKey"])  # ARM refuses to point the canary at the key: KeyVaultAccessDenied
+        azure.clock.advance(timedelta(days=100))  # the forced version is due for renewal now
+        before = account_versions()
+        host.fire_timer("rotation_sweep")
+        host.pump("rotation_worker")
+        [halted] = [e for e in app.ledger.list_requests() if e.status == "failed"]
+        expect(halted.reason == "HaltedAfterFailure", f"the rollout halted: {halted.error[:96]}…")
+        expect(account_versions() == before, "no account moved: all still work on the version they had")
+        rollout_version = versions()[-1]
+        vault.allow(str(principal))
+        host.fire_timer("rotation_sweep")  # the cause is fixed: the sweep sees the accounts behind and resumes
+        host.pump("rotation_worker")
+        expect(account_versions() == {rollout_version}, "the resumed rollout converged every wave, canary first")
+        expect(len(versions()) == 4, "on the version the halted run created: none more")
+
+        step("7. Retirement of the service's own old versions, after a day unused")
+        old, left = versions()[1:3]  # unused since the rollout's first sweep; and the one the rollout moved off
+        azure.clock.advance(timedelta(days=1, minutes=1))
+        host.fire_timer("rotation_sweep")
+
+        def retired() -> list[str]:
+            return sorted(e.from_version for e in app.ledger.list_requests() if e.reason == "Retired")
+
+        def enabled(version: str) -> bool:
+            return next(v.enabled for v in vault.versions(KEY) if v.version == version)
+
+        expect(retired() == [old] and not enabled(old), f"{old[:8]}…, unused for a day, was disabled (ledger: Retired)")
+        expect(enabled(left), f"{left[:8]}…, which the accounts left only at the resumed rollout, waits its own day")
+        azure.clock.advance(timedelta(days=1, minutes=1))
+        host.fire_timer("rotation_sweep")
+        expect(retired() == sorted([old, left]) and not enabled(left), f"a day later {left[:8]}… was disabled too")
+        expect(enabled(current.version), f"the first version stays: {UNMANAGED} still uses it, and it is not ours")
+        expect(enabled(rollout_version), "the target stays enabled; nothing was deleted")
+
+        step("8. Final status and ledger")
+        cli.main(["status"], env={**env, **settings}, connection=connection, clock=azure.clock.now)
         print()
         for entry in app.ledger.list_requests():
             print(
-                f"  {entry.created_at:%H:%M:%S}  {entry.trigger:<22} {entry.status:<10} {entry.reason:<16} "
+                f"  {entry.created_at:%m-%d %H:%M}  {entry.trigger:<22} {entry.status:<10} {entry.reason:<18} "
                 f"{(entry.from_version or '-')[:8]:<9} -> {(entry.to_version or '-')[:8]:<9} {entry.request_id}"
             )
     print(f"\nDemo passed in {time.monotonic() - started:.1f} s.")
