@@ -452,7 +452,8 @@ class Run:
 
     @property
     def targets(self) -> list[dict[str, Any]]:
-        return [{"key": self.key_url, "accounts": self.account_ids}]
+        rollout = {} if self.setup.wave_size is None else {"rollout": {"wave_size": self.setup.wave_size}}
+        return [{"key": self.key_url, "accounts": self.account_ids, **rollout}]
 
     @property
     def app_settings(self) -> dict[str, str]:

@@ -102,6 +102,7 @@ class Setup:
     blip_rate: float  # the storage transport's starting blip rate
     storage_retries: int  # the storage clients' retry_total
     processes: bool  # whether the schedule runs worker processes
+    wave_size: int | None  # the target's staged rollout (a canary, then waves of this size); None: all at once
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def generate(seed: int) -> Schedule:
         # About 8% of schedules run worker processes (a spawn costs about a second): a seeded 5%, and every 25th, so
         # the short profile has at least one.
         processes=rng.random() < 0.05 or seed % 25 == 1,
+        wave_size=rng.choice((None, None, 1, 2)),
     )
     steps: list[Step] = []
     advanced = False
