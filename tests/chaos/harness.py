@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,6 +126,7 @@ class Counters:
     http: int = 0
     deliveries: int = 0
     versions_created: int = 0
+    versions_retired: int = 0
     advances: int = 0
     slowest: tuple[float, int] = (0.0, -1)
     durations: list[float] = field(default_factory=list)
@@ -146,6 +147,7 @@ class Counters:
             "http",
             "deliveries",
             "versions_created",
+            "versions_retired",
             "advances",
         ):
             setattr(self, name, getattr(self, name) + getattr(result, name))
@@ -161,8 +163,8 @@ class Counters:
             f"chaos: {self.steps} steps, {self.deliveries} queue deliveries, {self.events} events, {self.http} HTTP "
             f"requests, {self.faults} fault rules, {self.blips} storage blips, {self.process_schedules} schedules with "
             f"worker processes, {self.kills} workers killed at a step boundary, {self.leases_broken} leases broken "
-            f"(expiry fast-forwarded), {self.advances} clock advances, {self.versions_created} versions created by "
-            "the app"
+            f"(expiry fast-forwarded), {self.advances} clock advances, {self.versions_created} versions created and "
+            f"{self.versions_retired} retired by the app"
         )
 
 
@@ -181,6 +183,7 @@ class RunResult:
     http: int = 0
     deliveries: int = 0
     versions_created: int = 0
+    versions_retired: int = 0
     advances: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -457,9 +460,11 @@ class Run:
 
     @property
     def app_settings(self) -> dict[str, str]:
+        retirement = {"ROTATION_RETIREMENT": "all", "ROTATION_RETIRE_AFTER": "P1D"} if self.setup.retirement else {}
         return {
             "ROTATION_CONCURRENCY": str(self.setup.concurrency),
             "ROTATION_FORCE_COOLDOWN": self.setup.cooldown,
+            **retirement,
         }
 
     def _tear_down(self) -> None:
@@ -802,6 +807,17 @@ class Run:
         except (HttpResponseError, AzureError) as exc:
             self.result.notes.append(f"drift of {name} was refused: {type(exc).__name__}")
 
+    def _do_age(self, act: Action) -> None:
+        """Two days pass within the due period, then a sweep (a retiring schedule's soak of one day elapses): only
+        while no version an account needs, nor the newest, comes due or expires in them."""
+        now = self.emulator.clock.timestamp()
+        later = now + 2 * 86400
+        records = [self.vault.latest(self.key), *(r for r in self._account_versions() if r is not None)]
+        if any(is_due(r, later) or (r.exp is not None and r.exp <= later) for r in records):
+            return
+        self.emulator.clock.advance(timedelta(days=2))
+        self._do_sweep(act)
+
     def _do_advance(self, act: Action) -> None:
         """The next due period: settle, check convergence, then move the clock to 25 days before the target version
         expires (5 days past its renewal time), so Key Vault sends KeyNearExpiry and the target must be replaced."""
@@ -927,6 +943,7 @@ class Run:
         records = self.vault.versions(self.key)
         created = [r for r in records if TAG_REQUEST_ID in r.tags]
         self.result.versions_created = len(created)
+        self.result.versions_retired = len(self._retired_versions())
         # 1. one version per due period, one more per accepted forced request
         forced = {e.request_id for e in self.ledger.list_requests(self.key_ref, limit=10_000) if e.force}
         periods = self.due_periods + self._foreign_due_periods(records)
@@ -946,9 +963,11 @@ class Run:
 
     def _foreign_due_periods(self, records: list[Any]) -> int:
         """Versions someone else added that opened a due period: one that cannot serve as the target, added right
-        after a version that was usable and not due (the key was at rest, and now needs a new version)."""
+        after a version that was usable and not due (the key was at rest, and now needs a new version). Each version
+        is judged as it was then: one that retirement disabled since was enabled at the time."""
+        retired = self._retired_versions()
         order = [r.version for r in records]
-        by_version = {r.version: r for r in records}
+        by_version = {r.version: replace(r, enabled=True) if r.version in retired else r for r in records}
         periods = 0
         for version, at in self.foreign:
             record = by_version[version]
@@ -959,6 +978,15 @@ class Run:
             if unusable(before, at) is None and not is_due(before, at):
                 periods += 1
         return periods
+
+    def _retired_versions(self) -> set[str]:
+        """The versions of the schedule's key that the app disabled (retirement's PATCH)."""
+        prefix = f"/keys/{self.key.lower()}/"
+        return {
+            call.path.rstrip("/")[len(prefix) :]
+            for call in self.emulator.control.calls("keyvault.update_key")
+            if call.identity in (APP_IDENTITY, PROCESS_IDENTITY) and call.path.lower().startswith(prefix)
+        }
 
     def _check_converged(self, where: str) -> Any | None:
         """Invariant 2: every account on the target version and Succeeded; the target, or None."""
@@ -1003,6 +1031,10 @@ class Run:
             path = call.path.rstrip("/").lower()
             if call.service == "keyvault":
                 ok = call.operation == "keyvault.create_key" and path == f"/keys/{self.key.lower()}/create"
+                # Retirement disables an old version of the schedule's key, and nothing else (invariant 3 checks that
+                # no account was ever on a disabled version).
+                retired = call.operation == "keyvault.update_key" and path.startswith(f"/keys/{self.key.lower()}/")
+                ok = ok or (self.setup.retirement and retired)
             elif call.service == "arm":
                 # Resource Graph's query is a POST that only reads (discovery, on every sweep).
                 ok = call.operation == "graph.resources" or (

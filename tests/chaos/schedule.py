@@ -103,6 +103,7 @@ class Setup:
     storage_retries: int  # the storage clients' retry_total
     processes: bool  # whether the schedule runs worker processes
     wave_size: int | None  # the target's staged rollout (a canary, then waves of this size); None: all at once
+    retirement: bool  # ROTATION_RETIREMENT=all with a one-day soak: the sweep disables old versions nobody uses
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def generate(seed: int) -> Schedule:
         # the short profile has at least one.
         processes=rng.random() < 0.05 or seed % 25 == 1,
         wave_size=rng.choice((None, None, 1, 2)),
+        retirement=rng.random() < 0.3,
     )
     steps: list[Step] = []
     advanced = False
@@ -163,8 +165,9 @@ def generate(seed: int) -> Schedule:
                 "portal",
                 "drift",
                 "advance",
+                "age",
             ),
-            weights=(18, 12, 3, 9, 20, 3, 12, 3, 2, 4, 3, 3, 4, 3, 2),
+            weights=(18, 12, 3, 9, 20, 3, 12, 3, 2, 4, 3, 3, 4, 3, 2, 3),
         )[0]
         if kind == "advance":
             if advanced:
@@ -208,7 +211,7 @@ def _random_action(rng: random.Random, kind: str) -> Action:
         )
     if kind == "get":
         return action("get", what=rng.choice(("known", "unknown", "status")), pick=pick)
-    if kind in ("sweep", "clear", "advance"):
+    if kind in ("sweep", "clear", "advance", "age"):
         return action(kind)
     if kind == "pump":
         return action("pump", n=rng.randint(1, 6), batch=rng.randint(1, 4))

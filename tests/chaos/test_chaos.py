@@ -1,12 +1,13 @@
 """The chaos suite: randomized schedules against the Functions app, each checked against the service's invariants.
 
 Each schedule (``schedule.py``) takes a fresh key with fresh accounts on the session's one emulator and Azurite (half
-of them rolled out in stages: a canary, then waves of one or two), and throws at it duplicate and reordered Key Vault
-events, sweeps, HTTP requests, workers racing on threads, worker processes killed at step boundaries, clock advances
-into the next due period, versions added by someone else, and faults: 409, 429 (with and without Retry-After), 500
-and 503 and dropped connections from Key Vault and ARM, latency, calls that time out (answered after the client's read
-timeout, and carried out anyway), slow and lingering ARM operations, and storage blips. Then it settles (faults
-cleared; queues pumped; poison handler; a final sweep and pump)
+of them rolled out in stages: a canary, then waves of one or two; a third retiring unused old versions after a day),
+and throws at it duplicate and reordered Key Vault events, sweeps, HTTP requests, workers racing on threads, worker
+processes killed at step boundaries, clock advances into the next due period (and two days within one), versions
+added by someone else, and
+faults: 409, 429 (with and without Retry-After), 500 and 503 and dropped connections from Key Vault and ARM, latency,
+calls that time out (answered after the client's read timeout, and carried out anyway), slow and lingering ARM
+operations, and storage blips. Then it settles (faults cleared; queues pumped; poison handler; a final sweep and pump)
 and ``harness.Run.check`` checks:
 
 1. at most one new version per key per due period (versions the app created carry ``rotation-request-id``), plus one
