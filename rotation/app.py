@@ -81,7 +81,7 @@ from rotation.model import (
 from rotation.reasons import Reason
 from rotation.redact import clipped, described, quoted
 from rotation.retirement import Verdict, review
-from rotation.status import discover_targets, enrolled, fleet_status, searched_everywhere, unmanaged_on
+from rotation.status import discover_targets, enrolled, enrolments, fleet_status, searched_everywhere, unmanaged_on
 from rotation.storage import (
     EVIDENCE_TABLE,
     LEDGER_TABLE,
@@ -746,12 +746,9 @@ class RotationApp:
             )
 
     def _enrolled(self, key: KeyRef) -> tuple[AccountRef, ...]:
-        """Under ``ROTATION_UNMANAGED=enrol``, the accounts a discovery finds now on ``key`` that its target does not
-        list (found afresh, never carried in a message: Azure's state decides); nothing otherwise."""
+        """The accounts ``key``'s rotation enrols (``status.enrolments``)."""
         target = self.settings.target_for(key)
-        if self.settings.unmanaged is not UnmanagedPolicy.ENROL or target is None:
-            return ()
-        return enrolled(self.settings, unmanaged_on(discover_targets(self.discovery, [target]), target))
+        return () if target is None else enrolments(self.settings, self.discovery, [target]).get(target.key, ())
 
     def give_up(self, message: str | bytes, *, reason: str) -> None:
         """The poison handler: the request will not be retried again; mark it failed and say so.

@@ -90,7 +90,7 @@ from rotation.model import (
     Status,
     Target,
     Trigger,
-    UnmanagedPolicy,
+    iso,
     normalize_location,
     shown,
     system_clock,
@@ -100,12 +100,9 @@ from rotation.preflight import preflight
 from rotation.redact import clipped
 from rotation.status import (
     TargetFailure,
-    discover_targets,
-    enrolled,
+    enrolments,
     fleet_status,
-    iso,
     observe,
-    unmanaged_on,
     would_fail,
 )
 from rotation.storage import StorageAccount
@@ -380,7 +377,7 @@ def _observe(run: _Run, targets: Sequence[Target], *, force: bool = False) -> li
     """Gather each target's key and accounts (reads only; enrolled ones too, as the app would), each on its own: a
     target that cannot be read is returned as its failure. A key that does not exist is an observation without
     versions (its plan is blocked), an account that cannot be read is in ``unreadable`` (that account is blocked)."""
-    extra = _enrolled(run, targets)
+    extra = enrolments(run.settings, _discovery(run), targets)
     return bounded_map(
         lambda target: observe(run.engine, run.request(target.key, force=force), enrolled=extra.get(target.key, ())),
         targets,
@@ -393,15 +390,6 @@ def _discovery(run: _Run) -> AccountDiscovery | None:
     if run.settings.discovery is None:
         return None
     return run.azure.discovery(scope=run.settings.discovery, concurrency=run.settings.concurrency)
-
-
-def _enrolled(run: _Run, targets: Sequence[Target]) -> dict[KeyRef, tuple[AccountRef, ...]]:
-    """Under ``ROTATION_UNMANAGED=enrol``, the accounts one discovery finds on each target's key that it does not
-    list: the CLI plans and rotates them as the app's worker does. Nothing (and no discovery) otherwise."""
-    if run.settings.unmanaged is not UnmanagedPolicy.ENROL:
-        return {}
-    found = discover_targets(_discovery(run), targets)
-    return {t.key: enrolled(run.settings, unmanaged_on(found, t)) for t in targets}
 
 
 def _plan(run: _Run, obs: Observation) -> RotationPlan:
@@ -689,7 +677,7 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
     """Reconcile the keys, ``KEYS_AT_ONCE`` at a time; a key that fails (or cannot be read, or has an account that
     cannot) is reported and does not stop the others. Only a problem of the command itself (its storage settings)
     stops them all."""
-    extra = _enrolled(run, targets)
+    extra = enrolments(run.settings, _discovery(run), targets)
     with _records_off_stderr():
         outcomes = bounded_map(
             lambda t: _reconcile_key(run, run.request(t.key, force=force), extra.get(t.key, ())),

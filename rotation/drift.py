@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from rotation.model import AccountEncryption, AccountRef, KeyRef, Observation, RotationPlan, Target
+from rotation.model import AccountEncryption, AccountRef, KeyRef, Observation, RotationPlan, Target, iso
 
 
 class DriftKind(StrEnum):
@@ -46,7 +46,7 @@ class OnVersion:
             "account": self.account.id,
             "key_version": self.key_version,
             "managed": self.managed,
-            "expires_on": None if self.expires_on is None else self.expires_on.isoformat().replace("+00:00", "Z"),
+            "expires_on": iso(self.expires_on),
             "days_until_expiry": self.days_until_expiry,
         }
 

@@ -74,6 +74,11 @@ TAG_APP = "rotation-app"
 TAG_REASON = "rotation-reason"
 
 
+def iso(moment: datetime | None) -> str | None:
+    """``moment`` as the API and the ledger show times: ISO 8601 with ``Z`` for UTC; None stays None."""
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
 def shown(value: str, limit: int = 200) -> str:
     """A user-supplied value quoted for an error message: redacted (a secret pasted into it is not repeated) and cut
     to ``limit`` characters."""

@@ -36,6 +36,7 @@ from rotation.model import (
     Target,
     Trigger,
     UnmanagedPolicy,
+    iso,
 )
 from rotation.plan import decide
 from rotation.reasons import Reason
@@ -132,6 +133,18 @@ def enrolled(settings: Settings, unmanaged: Sequence[AccountEncryption] | None) 
     if settings.unmanaged is not UnmanagedPolicy.ENROL or not unmanaged:
         return ()
     return tuple(state.account for state in unmanaged)
+
+
+def enrolments(
+    settings: Settings, discovery: AccountDiscovery | None, targets: Sequence[Target]
+) -> dict[KeyRef, tuple[AccountRef, ...]]:
+    """Under ``ROTATION_UNMANAGED=enrol``, the accounts one discovery finds now on each target's key that it does not
+    list (found afresh, never carried in a message: Azure's state decides), for the worker, the HTTP dry run and the
+    CLI alike; nothing, and no discovery, otherwise."""
+    if settings.unmanaged is not UnmanagedPolicy.ENROL:
+        return {}
+    found = discover_targets(discovery, targets)
+    return {t.key: enrolled(settings, unmanaged_on(found, t)) for t in targets}
 
 
 def discovery_status(found: Discovery | RotationError | None) -> dict[str, object] | None:
@@ -286,7 +299,3 @@ def key_status(obs: Observation, plan: RotationPlan, drift: Drift) -> dict[str, 
 def _days(moment: datetime | None, now: datetime) -> int | None:
     """Whole days from ``now`` to ``moment`` (negative once it has passed), as a version's ``days_left`` counts."""
     return None if moment is None else (moment - now).days
-
-
-def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")

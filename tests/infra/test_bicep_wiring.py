@@ -346,21 +346,28 @@ def test_settings_reach_the_function_app() -> None:
     )
 
 
+def _wired_from_parameter(setting: str, param: str) -> str:
+    """Check that app setting ``setting`` is wired like ROTATION_CONCURRENCY: an azd variable with a default in
+    main.parameters.json, a string parameter ``param`` of main.bicep passed to app.bicep, and the app setting of that
+    parameter; return the parameter's default in main.bicep."""
+    declaration = re.fullmatch(rf"param {param} string = '([^']*)'", _param_declaration(MAIN, param)[0])
+    assert declaration, param
+    default = declaration.group(1)
+    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
+    assert parameters[param]["value"] == f"${{{setting}={default}}}"
+    assert _value(_value(_blocks(MAIN)["app"].body, "params"), param) == param
+    assert _param_declaration(APP, param)[0] == f"param {param} string"
+    assert re.search(rf"name: '{setting}'\s*\n\s*value: {param}\s*\n", _strip_comments(_read(APP))), setting
+    return default
+
+
 def test_discovery_settings_come_from_parameters_with_the_codes_defaults() -> None:
     """ROTATION_DISCOVERY and ROTATION_UNMANAGED, wired like ROTATION_CONCURRENCY: an azd variable with a default in
     main.parameters.json, a parameter of main.bicep passed to app.bicep, and the app setting of that parameter."""
-    app = _strip_comments(_read(APP))
-    passed = _value(_blocks(MAIN)["app"].body, "params")
-    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
-    defaults = {}
-    for setting, param in ((config.DISCOVERY, "discovery"), (config.UNMANAGED, "unmanagedAccounts")):
-        declaration = re.fullmatch(rf"param {param} string = '([^']*)'", _param_declaration(MAIN, param)[0])
-        assert declaration, param
-        defaults[param] = declaration.group(1)
-        assert parameters[param]["value"] == f"${{{setting}={defaults[param]}}}"
-        assert _value(passed, param) == param
-        assert _param_declaration(APP, param)[0] == f"param {param} string"
-        assert re.search(rf"name: '{setting}'\s*\n\s*value: {param}\s*\n", app), setting
+    defaults = {
+        param: _wired_from_parameter(setting, param)
+        for setting, param in ((config.DISCOVERY, "discovery"), (config.UNMANAGED, "unmanagedAccounts"))
+    }
     # Unset, the app discovers across the tenant and reports; the deployment's defaults mean the same.
     assert config.parse_discovery(defaults["discovery"]) == config.parse_discovery(None)
     assert defaults["unmanagedAccounts"] == UnmanagedPolicy.REPORT
@@ -372,18 +379,10 @@ def test_retirement_settings_come_from_parameters_with_the_codes_defaults() -> N
     """ROTATION_RETIREMENT and ROTATION_RETIRE_AFTER, wired like ROTATION_UNMANAGED: an azd variable with a default in
     main.parameters.json, a parameter of main.bicep passed to app.bicep, and the app setting of that parameter. The
     deployment's defaults (off, P30D) mean what the settings' absence means to the app."""
-    app = _strip_comments(_read(APP))
-    passed = _value(_blocks(MAIN)["app"].body, "params")
-    parameters = json.loads(_read(INFRA / "main.parameters.json"))["parameters"]
-    defaults = {}
-    for setting, param in ((RETIREMENT_SETTING, "retirement"), (RETIRE_AFTER_SETTING, "retireAfter")):
-        declaration = re.fullmatch(rf"param {param} string = '([^']*)'", _param_declaration(MAIN, param)[0])
-        assert declaration, param
-        defaults[setting] = declaration.group(1)
-        assert parameters[param]["value"] == f"${{{setting}={defaults[setting]}}}"
-        assert _value(passed, param) == param
-        assert _param_declaration(APP, param)[0] == f"param {param} string"
-        assert re.search(rf"name: '{setting}'\s*\n\s*value: {param}\s*\n", app), setting
+    defaults = {
+        setting: _wired_from_parameter(setting, param)
+        for setting, param in ((RETIREMENT_SETTING, "retirement"), (RETIRE_AFTER_SETTING, "retireAfter"))
+    }
     assert defaults == {RETIREMENT_SETTING: Retirement.OFF, RETIRE_AFTER_SETTING: "P30D"}
     for path in (MAIN, APP):
         assert _param_declaration(path, "retirement")[1] == [mode.value for mode in Retirement]
