@@ -5,7 +5,9 @@ No Azure account and no Functions host: the demo drives the app's own trigger fu
 to the real Python worker (``emulator.functions_worker``), which decodes it and runs the function as in Azure.
 
 The fleet spans two subscriptions: three accounts on the key in the first, one in the second, and one more in the
-second that ROTATION_TARGETS does not list, which ``discover`` finds and every sweep reports as drift, untouched.
+second that ROTATION_TARGETS does not list, which ``discover`` finds and every sweep reports as drift, untouched. It
+goes on to a staged rollout halted by its canary and resumed, the retirement of old versions, and break-glass for a
+compromised version: one every account can leave, and one the unlisted account keeps enabled.
 
 Every step states what it expects; the demo stops with exit code 1 at the first expectation that fails. The trace
 of the first rotation is printed from OpenTelemetry's SDK, as Application Insights would receive it in Azure.
@@ -255,7 +257,58 @@ def main() -> int:
         expect(enabled(current.version), f"the first version stays: {UNMANAGED} still uses it, and it is not ours")
         expect(enabled(rollout_version), "the target stays enabled; nothing was deleted")
 
-        step("8. Final status and ledger")
+        step("8. Break-glass: the current version is believed compromised")
+        key_url = f"{vault.url}/keys/{KEY}"
+
+        def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            answer = host.http("submit_rotation", "POST", "/api/rotations", body=json.dumps(body).encode())
+            return answer.status_code, json.loads(answer.get_body())
+
+        def break_glass(version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            """The plan, then its confirmation, then the worker: the plan and the ledger row."""
+            status, plan = post({"key": key_url, "compromised_version": version})
+            expect(
+                status == 200 and len(versions()) == len(known), "the first call answered the plan, writing nothing:"
+            )
+            for account in plan["accounts"]:
+                name, movable = account["account"].rsplit("/", 1)[-1], "movable" if account["movable"] else "stays"
+                print(f"     {name:<18} {movable:<8} {account['why'][:80]}")
+            print(f"     the version: {plan['version_outlook'][:100]}")
+            status, accepted = post(
+                {"key": key_url, "compromised_version": version, "confirmation": plan["confirmation"]}
+            )
+            expect(status == 202, "the second call, with the plan's confirmation, was accepted (202)")
+            host.pump("rotation_worker")
+            return plan, next(e for e in app.ledger.list_requests() if e.request_id == accepted["request_id"]).to_dict()
+
+        known = versions()
+        plan, row = break_glass(rollout_version)
+        expect(len(plan["accounts"]) == 4 and all(a["movable"] for a in plan["accounts"]), "all four accounts may move")
+        expect(len(versions()) == len(known) + 1, "one new version was created at once")
+        glass_version = versions()[-1]
+        expect(account_versions() == {glass_version}, "all four moved in one go, whatever the rollout's waves")
+        expect(
+            not enabled(rollout_version) and row["reason"] == "CompromisedVersionDisabled",
+            f"nobody is left on {rollout_version[:8]}…: it was disabled (ledger: CompromisedVersionDisabled)",
+        )
+
+        step("9. Break-glass for the first version, which the unlisted account still uses")
+        known = versions()
+        plan, row = break_glass(current.version)
+        [stranded] = plan["accounts"]
+        expect(
+            UNMANAGED in stranded["account"] and not stranded["movable"],
+            f"the plan names {UNMANAGED}, not ours to move",
+        )
+        expect(len(versions()) == len(known), "no version was created: the accounts are on a newer one already")
+        expect(
+            enabled(current.version) and row["reason"] == "CompromisedVersionInUse",
+            f"the version stays enabled while {UNMANAGED} uses it (ledger: CompromisedVersionInUse):",
+        )
+        print(f"     {row['error'][:110]}…")
+        expect(version_of(FLEET_SUBSCRIPTION, UNMANAGED) == current.version, f"{UNMANAGED} was never touched")
+
+        step("10. Final status and ledger")
         cli.main(["status"], env={**env, **settings}, connection=connection, clock=azure.clock.now)
         print()
         for entry in app.ledger.list_requests():

@@ -36,12 +36,14 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
+from rotation.breakglass import TOKEN_PATTERN, UnknownVersion
 from rotation.config import Settings
 from rotation.connection import AzureConnection
 from rotation.drift import Drift, DriftKind, drift_of
@@ -58,6 +60,7 @@ from rotation.errors import (
 from rotation.events import EventRejected, parse_key_event
 from rotation.log import Event, emit
 from rotation.model import (
+    KEY_VERSION_PATTERN,
     AccountAction,
     AccountEncryption,
     AccountRef,
@@ -81,7 +84,16 @@ from rotation.model import (
 from rotation.reasons import Reason
 from rotation.redact import clipped, described, quoted
 from rotation.retirement import Verdict, review
-from rotation.status import discover_targets, enrolled, enrolments, fleet_status, searched_everywhere, unmanaged_on
+from rotation.status import (
+    break_glass_plan,
+    census,
+    discover_targets,
+    enrolled,
+    enrolments,
+    fleet_status,
+    searched_everywhere,
+    unmanaged_on,
+)
 from rotation.storage import (
     EVIDENCE_TABLE,
     LEDGER_TABLE,
@@ -114,7 +126,7 @@ MAX_BODY_BYTES = 16 * 1024
 # version still current this long after it became due, and one this close to its expiry.
 RENEWAL_OVERDUE_AFTER = timedelta(days=1)
 EXPIRY_NEAR_WITHIN = timedelta(days=7)
-_SUBMIT_FIELDS = frozenset({"key", "force", "dry_run"})
+_SUBMIT_FIELDS = frozenset({"key", "force", "dry_run", "compromised_version", "accept_breakage", "confirmation"})
 
 
 @dataclass(frozen=True)
@@ -498,6 +510,8 @@ class RotationApp:
                 trigger=entry.trigger,
                 force=entry.force,
                 requested_at=entry.created_at,
+                compromised_version=entry.compromised_version or None,
+                accept_breakage=entry.accept_breakage,
             )
             try:
                 if self.lock_for(entry.key).busy():
@@ -540,7 +554,9 @@ class RotationApp:
         parsed = self._submission(body, idempotency_key)
         if isinstance(parsed, Answer):
             return parsed
-        request, dry_run = parsed
+        request, dry_run, confirmation = parsed
+        if request.compromised_version is not None:
+            return self._break_glass(request, confirmation)
         if dry_run:
             try:
                 return Answer(200, self.engine.dry_run(request, enrolled=self._enrolled(request.key)).to_dict())
@@ -566,6 +582,10 @@ class RotationApp:
                 f"Idempotency-Key {quoted(idempotency_key, 80)} was first used with force={str(entry.force).lower()} "
                 f"for request {entry.request_id}; use a new key for a different request",
             )
+        return self._queued(entry, request, send=send)
+
+    def _queued(self, entry: LedgerEntry, request: RotationRequest, *, send: bool) -> Answer:
+        """202 with the request's row and status URL, once its message is sent (when ``send``)."""
         if send:
             try:
                 self.queue.enqueue(request)
@@ -574,8 +594,45 @@ class RotationApp:
         location = f"/api/rotations/{request.request_id}"
         return Answer(202, {**entry.to_dict(), "status_url": location}, {"Location": location})
 
-    def _submission(self, body: bytes, idempotency_key: str | None) -> tuple[RotationRequest, bool] | Answer:
-        """The request a POST body describes and whether it is a dry run, or the 4xx answer naming what is wrong."""
+    def _break_glass(self, request: RotationRequest, confirmation: str | None) -> Answer:
+        """A break-glass request (rotation/breakglass.py): without ``confirmation``, 200 with the plan and its token;
+        with the plan's token, 202 (the same request for a repeated call); with any other, 409 and the fresh plan."""
+        if confirmation is not None:
+            # The token names the plan: a repeated confirmation is the same request, answered from its row.
+            derived = uuid.uuid5(uuid.NAMESPACE_URL, f"break-glass:{request.key.folded_id}:{confirmation}")
+            request = replace(request, request_id=str(derived))
+            try:
+                entry = self.ledger.get(request.request_id)
+            except StorageUnavailable as exc:
+                return _storage_answer(exc, None)
+            if entry is not None and entry.describes(request):
+                return self._queued(entry, request, send=entry.status is LedgerStatus.QUEUED)
+        try:
+            found, plan = break_glass_plan(self.engine, self.settings, self.discovery, request)
+        except UnknownVersion as exc:
+            return error_answer(404, "VersionNotFound", str(exc))
+        except RotationError as exc:
+            return error_answer(502, exc.reason.value, str(exc))
+        if plan.blocked:
+            return error_answer(409, "KeyBlocked", f"no new version can be created: {plan.message}")
+        now = self.clock()
+        answer = found.to_dict(at=now)
+        if confirmation is None:
+            return Answer(200, answer)
+        refusal = found.refusal(confirmation, now)
+        if refusal is not None:
+            return Answer(409, {"error": {"code": "ConfirmationRefused", "message": refusal}, "plan": answer})
+        try:
+            entry, send = self._record(request)
+        except StorageUnavailable as exc:
+            return _storage_answer(exc, None)
+        return self._queued(entry, request, send=send)
+
+    def _submission(
+        self, body: bytes, idempotency_key: str | None
+    ) -> tuple[RotationRequest, bool, str | None] | Answer:
+        """The request a POST body describes, whether it is a dry run and a break-glass confirmation, or the 4xx answer
+        naming what is wrong."""
         if len(body) > MAX_BODY_BYTES:
             return error_answer(413, "BodyTooLarge", f"the body has {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
         try:
@@ -589,12 +646,16 @@ class RotationApp:
         unknown = sorted(clipped(name, 40) for name in set(data) - _SUBMIT_FIELDS)
         if unknown:
             return error_answer(400, "UnknownField", f"unknown field(s) {unknown}; allowed: {sorted(_SUBMIT_FIELDS)}")
-        flags = {name: data.get(name, False) for name in ("force", "dry_run")}
+        flags = {name: data.get(name, False) for name in ("force", "dry_run", "accept_breakage")}
         for name, value in flags.items():
             if not isinstance(value, bool):
                 return error_answer(
                     400, "InvalidField", f"{name} must be true or false, not {clipped(json.dumps(value), 40)}"
                 )
+        break_glass = _break_glass_fields(data, flags)
+        if isinstance(break_glass, Answer):
+            return break_glass
+        compromised, confirmation = break_glass
         if not isinstance(data.get("key"), str):
             return error_answer(
                 400, "InvalidField", 'key is required: the versionless key URL, "https://<vault>/keys/<name>"'
@@ -608,7 +669,7 @@ class RotationApp:
             return error_answer(
                 403, "KeyNotAllowed", f"key {key.id} is not in ROTATION_TARGETS; the service never acts on it"
             )
-        refusal = target.refuses_force() if flags["force"] else None
+        refusal = target.refuses_force() if flags["force"] or compromised else None
         if refusal is not None:
             return error_answer(409, "ForceNotAllowed", refusal)
         try:
@@ -616,9 +677,15 @@ class RotationApp:
         except InvalidInput as exc:
             return error_answer(400, "InvalidIdempotencyKey", str(exc))
         request = RotationRequest(
-            request_id=request_id, key=key, trigger=Trigger.HTTP, force=flags["force"], requested_at=self.clock()
+            request_id=request_id,
+            key=key,
+            trigger=Trigger.HTTP,
+            force=flags["force"] or compromised is not None,
+            requested_at=self.clock(),
+            compromised_version=compromised,
+            accept_breakage=flags["accept_breakage"],
         )
-        return request, flags["dry_run"]
+        return request, flags["dry_run"], confirmation
 
     def _force_cooldown(self, request: RotationRequest) -> Answer | None:
         """429 when another forced request for the key is younger than ROTATION_FORCE_COOLDOWN (the caller has made sure
@@ -724,11 +791,13 @@ class RotationApp:
 
     def _reconcile(self, request: RotationRequest, lock: KeyLock) -> RotationOutcome:
         try:
+            target = self.settings.target_for(request.key)
             return self.engine.reconcile(
                 request,
                 enrolled=self._enrolled(request.key),
                 before_write=lock.raise_if_lost,
                 on_plan=self._publish_plan,
+                census=partial(census, self.discovery, target) if request.compromised_version and target else None,
             )
         except RotationError as exc:
             return RotationOutcome.from_error(request, exc)
@@ -822,7 +891,8 @@ class RotationApp:
             existing = self.ledger.get(request.request_id)
             if existing is not None and not existing.describes(request):
                 raise InvalidInput(
-                    f"request id {request.request_id} belongs to key {existing.key.id}, not {request.key.id}"
+                    f"request id {request.request_id} belongs to another request (of key {existing.key.id}), not to "
+                    f"this one for {request.key.id}"
                 )
         except InvalidInput as exc:
             _refused(Event.MESSAGE_REJECTED, "a rotation-requests message", exc)
@@ -918,6 +988,42 @@ def _refused(
     emit(event, f"{what} was refused: {why}", level=logging.WARNING, why=why, event_id=event_id, event_type=event_type)
 
 
+def _break_glass_fields(data: Mapping[str, Any], flags: Mapping[str, bool]) -> tuple[str | None, str | None] | Answer:
+    """A POST body's ``compromised_version`` and ``confirmation`` (both None for an ordinary request), or the 400
+    answer naming what is wrong with them."""
+    compromised, confirmation = data.get("compromised_version"), data.get("confirmation")
+    if compromised is None:
+        if flags["accept_breakage"] or confirmation is not None:
+            return error_answer(
+                400,
+                "InvalidField",
+                "accept_breakage and confirmation belong to a break-glass request: name its compromised_version",
+            )
+        return None, None
+    if not isinstance(compromised, str) or KEY_VERSION_PATTERN.fullmatch(compromised) is None:
+        return error_answer(
+            400,
+            "InvalidField",
+            f"compromised_version must be a version id of the key (32 hex digits), not "
+            f"{clipped(json.dumps(compromised), 60)}",
+        )
+    if flags["force"] or flags["dry_run"]:
+        return error_answer(
+            400,
+            "InvalidField",
+            "a break-glass request (compromised_version) is always forced, and its first call, without a "
+            "confirmation, is its dry run: send neither force nor dry_run",
+        )
+    if confirmation is not None and not (isinstance(confirmation, str) and TOKEN_PATTERN.fullmatch(confirmation)):
+        return error_answer(
+            400,
+            "InvalidConfirmation",
+            f"confirmation {clipped(json.dumps(confirmation), 60)} is not a token this service issued: send the "
+            "confirmation the plan (the same body without one) answered",
+        )
+    return compromised, confirmation
+
+
 def _days(delta: timedelta) -> float:
     """A duration in days, to a tenth."""
     return round(delta.total_seconds() / 86400, 1)
@@ -944,6 +1050,7 @@ def _ledger_fields(outcome: RotationOutcome, *, final: bool) -> dict[str, Any]:
         "to_version": outcome.to_version or "",
         "accounts": _account_results(outcome.accounts),
         "error": outcome.error or "",
+        "blast_radius": outcome.blast_radius,
     }
 
 

@@ -11,6 +11,8 @@
     rotate      reconcile one key now (--key; --force creates a version even if none is due, after a
                 yes on the terminal or with --yes; --dry-run only plans)                                writes
     reconcile   reconcile every target                                                                  writes
+    break-glass move every account off a compromised version (--key, --version), then disable it when
+                none is left (or with --accept-breakage); shows who is on it first and asks, or --yes      writes
     history     the Functions app's ledger: its latest requests (--key, --limit) and how each ended       reads
     discover    every account on a key (--key), across subscriptions, through Resource Graph or ARM;
                 --write-targets / --write-azd put the key's entry into the app's and azd's target files  reads
@@ -63,15 +65,17 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from rotation.breakglass import BreakGlassPlan, Census, UnknownVersion
 from rotation.config import TARGETS, Settings, parse_targets
 from rotation.connection import AzureConnection
 from rotation.discovery import AccountDiscovery, Discovery, DiscoveryPath
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
-from rotation.errors import ConfigError, RotationError, StorageUnavailable
+from rotation.errors import ConfigError, InvalidInput, RotationError, StorageUnavailable
 from rotation.fleet import check_vault_id, with_app_target, with_azd_target
 from rotation.log import LOGGER_NAME, Event, FieldValue, install_redaction
 from rotation.model import (
@@ -100,6 +104,8 @@ from rotation.preflight import preflight
 from rotation.redact import clipped
 from rotation.status import (
     TargetFailure,
+    break_glass_plan,
+    census,
     enrolments,
     fleet_status,
     observe,
@@ -188,6 +194,26 @@ def _parser() -> _Parser:
     rotate.add_argument("--dry-run", action="store_true", help="only print the plan; change nothing")
     rotate.add_argument(
         "--yes", action="store_true", help="do not ask before --force creates a version (needed without a terminal)"
+    )
+    glass = commands.add_parser(
+        "break-glass",
+        parents=[common],
+        help="move every account off a compromised version, then disable it",
+        description="For a version believed compromised: every account on it (listed, enrolled, and found by "
+        "discovery), and whether the service may move it; then, once confirmed, every account the service may touch "
+        "moves at once (to a new version when the compromised one is the target), and the version is disabled only "
+        "when discovery finds no account left on it, or with --accept-breakage. It is never deleted. Exits 1 when the "
+        "version stays enabled or an account failed.",
+    )
+    glass.add_argument("--key", metavar="URL", required=True, help="https://<vault>.vault.azure.net/keys/<name>")
+    glass.add_argument("--version", metavar="ID", required=True, help="the compromised version's id (32 hex digits)")
+    glass.add_argument(
+        "--accept-breakage",
+        action="store_true",
+        help="disable the version even while accounts the service may not move are on it: they lose access",
+    )
+    glass.add_argument(
+        "--yes", action="store_true", help="do not ask before acting on the plan (needed without a terminal)"
     )
     commands.add_parser(
         "reconcile",
@@ -431,17 +457,17 @@ def _rotate_command(run: _Run, args: argparse.Namespace) -> int:
         raise ConfigError(f"--force: {refusal}")
     if args.dry_run:
         return _dry_run(run, targets, single=True, force=args.force)
-    if args.force and not args.yes and not _confirmed(run, targets[0]):
+    question = (
+        f"--force creates a new version of {targets[0].key.id} now, whatever its expiry, and repoints its "
+        f"{len(targets[0].accounts)} accounts"
+    )
+    if args.force and not args.yes and not _confirmed(run, question):
         return EXIT_BAD_INPUT
     return _reconcile(run, targets, single=True, force=args.force)
 
 
-def _confirmed(run: _Run, target: Target) -> bool:
-    """The operator's yes to a forced rotation, asked on the terminal; without one, a refusal that names ``--yes``."""
-    question = (
-        f"--force creates a new version of {target.key.id} now, whatever its expiry, and repoints its "
-        f"{len(target.accounts)} accounts"
-    )
+def _confirmed(run: _Run, question: str) -> bool:
+    """The operator's yes to ``question``, asked on the terminal; without one, a refusal that names ``--yes``."""
     if not run.inp.isatty():
         run.err.write(f"error: {question}: add --yes to confirm (there is no terminal to ask on); nothing was done\n")
         return False
@@ -451,6 +477,49 @@ def _confirmed(run: _Run, target: Target) -> bool:
         return True
     run.err.write("not confirmed; nothing was done\n")
     return False
+
+
+def _break_glass_command(run: _Run, args: argparse.Namespace) -> int:
+    """Break-glass (rotation/breakglass.py): the plan, the operator's yes (or --yes), then the rotation and the
+    containment, as the worker runs them (under the key's lock when the app's storage is configured)."""
+    (target,) = _targets(run, args.key)
+    refusal = target.refuses_force()
+    if refusal is not None:
+        raise ConfigError(f"break-glass: {refusal}")
+    try:
+        request = replace(
+            run.request(target.key, force=True), compromised_version=args.version, accept_breakage=args.accept_breakage
+        )
+    except InvalidInput as exc:
+        raise ConfigError(f"--version {shown(args.version)}: {exc}") from exc
+    discovery = _discovery(run)
+    try:
+        found, plan = break_glass_plan(run.engine, run.settings, discovery, request)
+    except UnknownVersion as exc:
+        raise ConfigError(f"--version: {exc}") from exc
+    except RotationError as exc:
+        run.print(_render_failure(TargetFailure(target.key, exc.reason, str(exc)).to_dict()))
+        return EXIT_FAILED
+    if plan.blocked:
+        run.err.write(f"error: no new version can be created: {plan.message}; nothing was done\n")
+        return EXIT_FAILED
+    if not run.structured:
+        run.print(_render_break_glass(found))
+    movable = len(found.accounts) - len(found.stranded)
+    then = "disabled" if found.disables else "left enabled"
+    question = f"break-glass moves {movable} accounts off version {found.version} now, then the version is {then}"
+    if not args.yes and not _confirmed(run, question):
+        if run.structured:
+            run.print_data(found.to_dict())
+        return EXIT_BAD_INPUT
+    extra = enrolments(run.settings, discovery, [target]).get(target.key, ())
+    with _records_off_stderr():
+        outcome = _reconcile_key(run, request, extra, census=partial(census, discovery, target))
+    if run.structured:
+        run.print_data(outcome.to_dict())
+    else:
+        run.print(_render_outcome(outcome))
+    return EXIT_FAILED if outcome.status is Status.FAILED else EXIT_OK
 
 
 def _reconcile_command(run: _Run, args: argparse.Namespace) -> int:
@@ -648,6 +717,7 @@ COMMANDS = {
     "plan": _plan_command,
     "rotate": _rotate_command,
     "reconcile": _reconcile_command,
+    "break-glass": _break_glass_command,
     "preflight": _preflight_command,
     "discover": _discover_command,
     "history": _history_command,
@@ -691,12 +761,14 @@ def _reconcile(run: _Run, targets: Sequence[Target], *, single: bool, force: boo
     return EXIT_FAILED if any(o.status is Status.FAILED for o in outcomes) else EXIT_OK
 
 
-def _reconcile_key(run: _Run, request: RotationRequest, extra: Sequence[AccountRef]) -> RotationOutcome:
-    """The outcome of reconciling one key; a ``RotationError`` of this key is its outcome, never raised (only a
-    ``ConfigError`` of the command's own settings is)."""
+def _reconcile_key(
+    run: _Run, request: RotationRequest, extra: Sequence[AccountRef], census: Callable[[], Census] | None = None
+) -> RotationOutcome:
+    """The outcome of reconciling one key (a break-glass request's with its ``census``); a ``RotationError`` of this
+    key is its outcome, never raised (only a ``ConfigError`` of the command's own settings is)."""
     try:
         with _key_lock(run.env, request.key) as still_held:
-            return run.engine.reconcile(request, enrolled=extra, before_write=still_held)
+            return run.engine.reconcile(request, enrolled=extra, before_write=still_held, census=census)
     except ConfigError:
         raise
     except RotationError as exc:
@@ -971,9 +1043,30 @@ def _render_outcome(outcome: RotationOutcome) -> list[str]:
         ],
     )
     lines += [f"  warn: {w.reason.value}: {w.message}" for w in outcome.warnings]
+    if outcome.blast_radius is not None:
+        radius = outcome.blast_radius
+        lines.append(f"  compromised version {radius['compromised_version']}: {radius['version_state']}")
+        lines += _exposed("LEFT ON IT", _rows(radius["left"]))
     if outcome.error:
         lines.append(f"  error: {outcome.error}")
     return [*lines, ""]
+
+
+def _render_break_glass(plan: BreakGlassPlan) -> list[str]:
+    state = "enabled" if plan.enabled else "disabled"
+    lines = [
+        f"{plan.key.id}: break-glass for version {plan.version} ({state})",
+        f"  moves to: {plan.moves_to or 'a new version, created at once'}",
+        f"  discovery: {'complete' if plan.census.complete else 'incomplete'}: {plan.census.searched}",
+    ]
+    lines += _exposed("ON THE VERSION", [e.to_dict() for e in plan.accounts]) or ["  no account is on the version"]
+    return [*lines, f"  the version: {plan.outlook()}", ""]
+
+
+def _exposed(title: str, accounts: Sequence[Mapping[str, object]]) -> list[str]:
+    """Break-glass's accounts on the compromised version (``Exposed.to_dict``): whether each may move, and why."""
+    rows = [(_account_label(str(a["account"])), "yes" if a["movable"] else "no", str(a["why"])) for a in accounts]
+    return _table((title, "MOVABLE", "WHY"), rows)
 
 
 def _render_findings(target: Target, findings: Sequence[Finding]) -> list[str]:

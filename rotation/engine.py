@@ -11,7 +11,12 @@
              with a deadline ("Accepted" lingers after the operation completes);
              a failed account of a wave halts the later waves (HaltedAfterFailure)
 
-``retire`` (the sweep's retirement) disables one old version: the only other write.
+``retire`` (the sweep's retirement) disables one old version: the only other write, with break-glass's.
+
+A break-glass request (``compromised_version``, rotation/breakglass.py) is a forced reconcile whose accounts converge
+all at once (the rollout's waves are not waited for), followed by ``contain``: a fresh discovery (the caller's
+``census``), the accounts still on the compromised version, and its disabling only when none is left (or the operator
+accepted the breakage). Its outcome carries the blast radius.
 
 Each account's read, update and verify is a coroutine on one event loop (``asyncio.run`` in the calling thread), at most
 ROTATION_CONCURRENCY at once: waiting on ARM's operations and between verify reads holds no thread, and ARM's own rate
@@ -45,6 +50,7 @@ from typing import Any, TypeVar
 
 import stamina
 
+from rotation.breakglass import BlastRadius, Census, blast_radius
 from rotation.config import Settings
 from rotation.errors import ConfigError, OutcomeUnknown, PermanentError, RotationError, TransientError
 from rotation.log import Event, EventHook, emit
@@ -212,6 +218,8 @@ class RotationEngine:
         target = self._settings.target_for(request.key)
         if target is None:
             raise ConfigError(f"key {request.key.id} is not in ROTATION_TARGETS; the service never acts on it")
+        if request.compromised_version is not None:
+            target = replace(target, rollout=None)  # break-glass: every account leaves the version at once
         listed = {account.id.lower() for account in target.accounts}
         extra = tuple(a for a in dict.fromkeys(enrolled) if a.id.lower() not in listed)
         return replace(target, accounts=target.accounts + extra) if extra else target
@@ -331,6 +339,7 @@ class RotationEngine:
         enrolled: Sequence[AccountRef] = (),
         before_write: Callable[[], None] = lambda: None,
         on_plan: Callable[[RotationPlan], None] = lambda plan: None,
+        census: Callable[[], Census] | None = None,
     ) -> RotationOutcome:
         """Bring the key and its accounts (``enrolled`` ones too) to the decided state; see the module docstring for
         what raises.
@@ -338,9 +347,13 @@ class RotationEngine:
         ``before_write`` runs before every write (the create, each account update) and may raise to stop them: the
         worker passes its lock's ``raise_if_lost``, so a worker that lost its key's lease writes nothing more.
         ``on_plan`` receives the plan before anything is carried out (the worker publishes it as an outcome event).
-        Both run on the event loop's thread, the caller's.
+        Both run on the event loop's thread, the caller's. ``census``, for a break-glass request, discovers the accounts
+        on the key once its accounts have converged (on a worker thread); without it, nothing beyond the rotated
+        accounts is known, and the compromised version is disabled only if the operator accepted the breakage.
         """
-        return asyncio.run(self._in_session(lambda arm: self._reconcile(arm, request, enrolled, before_write, on_plan)))
+        return asyncio.run(
+            self._in_session(lambda arm: self._reconcile(arm, request, enrolled, before_write, on_plan, census))
+        )
 
     async def _reconcile(
         self,
@@ -349,6 +362,7 @@ class RotationEngine:
         enrolled: Sequence[AccountRef],
         before_write: Callable[[], None],
         on_plan: Callable[[RotationPlan], None],
+        census: Callable[[], Census] | None,
     ) -> RotationOutcome:
         started = time.perf_counter()
         step = "gather"
@@ -370,7 +384,51 @@ class RotationEngine:
             raise
         results = await self._converge(arm, obs, plan, to_version, before_write)
         created = plan.create is not None or plan.adopted
-        return self._finish(plan, to_version, created=created, results=results, started=started)
+        failed = [r for r in results if r.status is Status.FAILED]
+        radius = None
+        if request.compromised_version is not None and not (failed and all(r.retryable for r in failed)):
+            radius = await self._contain(obs, results, census, before_write)
+        return self._finish(plan, to_version, created=created, results=results, started=started, radius=radius)
+
+    async def _contain(
+        self,
+        obs: Observation,
+        results: Sequence[AccountResult],
+        census: Callable[[], Census] | None,
+        before_write: Callable[[], None],
+    ) -> BlastRadius:
+        """Break-glass's end: who is still on the compromised version, and its disabling when it may be. A retry can
+        fix a failed disable (``BlastRadius.failure``): the next delivery finds the accounts moved and disables it."""
+        request = obs.request
+        asked = (request.compromised_version or "").lower()
+        # The version's id as Key Vault lists it (a forced gather lists every version): the request may spell it in
+        # another case.
+        version = next((v.version for v in obs.versions if v.version.lower() == asked), asked)
+        found = await asyncio.to_thread(census) if census else Census((), False, "nothing: no discovery was given")
+        radius = blast_radius(
+            version, results, found, accept_breakage=request.accept_breakage, unmanaged=self._settings.unmanaged
+        )
+        if not radius.disables:
+            return radius
+        try:
+            before_write()
+            self._step(self._vault.disable_version, request.key, version)
+        except RotationError as exc:
+            return replace(radius, failure=exc)
+        radius = replace(radius, disabled=True)
+        emit(
+            Event.COMPROMISED_VERSION_DISABLED,
+            radius.summary(),
+            key=request.key,
+            request_id=request.request_id,
+            version=version,
+            level=logging.ERROR if radius.left else logging.WARNING,
+            moved=len(radius.moved),
+            left=len(radius.left),
+            accept_breakage=request.accept_breakage,
+            on_event=self._on_event,
+        )
+        return radius
 
     def _create_or_adopt(
         self, request: RotationRequest, spec: VersionSpec, reason: Reason, before_write: Callable[[], None]
@@ -609,13 +667,15 @@ class RotationEngine:
         created: bool,
         results: tuple[AccountResult, ...],
         started: float,
+        radius: BlastRadius | None = None,
     ) -> RotationOutcome:
         request = plan.request
         failed = [r for r in results if r.status is Status.FAILED]
         left = [r for r in results if r.reason is Reason.HALTED_AFTER_FAILURE]
-        acted = created or any(r.status is Status.SUCCEEDED for r in results)
+        acted = created or any(r.status is Status.SUCCEEDED for r in results) or bool(radius and radius.disabled)
         error: str | None = None
         reason, halted_after = plan.reason, None
+        retryable = bool(failed) and all(r.retryable for r in failed)
         if plan.blocked:
             status, error = Status.FAILED, plan.message
         elif failed:
@@ -632,6 +692,15 @@ class RotationEngine:
                 )
         else:
             status = Status.SUCCEEDED if acted else Status.SKIPPED
+        if radius is not None:  # break-glass: the compromised version's fate is the outcome
+            if radius.disabled:
+                reason = Reason.COMPROMISED_VERSION_DISABLED
+            else:
+                status, retryable = Status.FAILED, isinstance(radius.failure, TransientError)
+                reason = radius.failure.reason if radius.failure else Reason.COMPROMISED_VERSION_IN_USE
+            error = radius.summary() if error is None else f"{radius.summary()}. {error}"
+            if radius.disabled and not (failed or radius.left):
+                error = None
         outcome = RotationOutcome(
             request_id=request.request_id,
             key=request.key,
@@ -645,7 +714,8 @@ class RotationEngine:
             accounts=results,
             warnings=plan.warnings,
             error=error,
-            retryable=bool(failed) and all(r.retryable for r in failed),
+            retryable=retryable,
+            blast_radius=None if radius is None else radius.to_dict(),
         )
         if status is not Status.FAILED:
             event, level = Event.COMPLETED, logging.INFO

@@ -83,6 +83,9 @@ class Event(StrEnum):
     # ERROR: a final failure, the page: a reconcile failed in a way no retry can fix, or the poison handler gave up
     # on a request after its last delivery.
     FAILED = "rotation.failed"
+    # WARNING: a break-glass request (rotation/breakglass.py) disabled the compromised version, its blast radius in
+    # the fields; ERROR when the operator accepted the breakage of accounts still on it, each named.
+    COMPROMISED_VERSION_DISABLED = "rotation.compromised_version_disabled"
 
     # The adapters.
     # WARNING: ARM refused the status URL of an account update; the accepted update stands, the verify re-reads it.

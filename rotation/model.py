@@ -291,6 +291,10 @@ class RotationRequest:
     requested_at: datetime | None = None
     event_version: str | None = None
     traceparent: str | None = field(default=None, compare=False)
+    # Break-glass (rotation/breakglass.py): the version believed compromised, which the request moves every account it
+    # may touch off and then disables; always forced. ``accept_breakage`` disables it even while accounts remain.
+    compromised_version: str | None = None
+    accept_breakage: bool = False
 
     def __post_init__(self) -> None:
         check_request_id(self.request_id)
@@ -319,6 +323,22 @@ class RotationRequest:
                 "rotation request field 'traceparent' must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>) or "
                 f"absent, got {quoted(self.traceparent)}"
             )
+        if self.compromised_version is not None and (
+            not isinstance(self.compromised_version, str)
+            or KEY_VERSION_PATTERN.fullmatch(self.compromised_version) is None
+        ):
+            raise InvalidInput(
+                "rotation request field 'compromised_version' must be a Key Vault version id (32 hex digits) or "
+                f"absent, got {quoted(self.compromised_version)}"
+            )
+        if not isinstance(self.accept_breakage, bool):
+            raise InvalidInput(
+                f"rotation request field 'accept_breakage' must be true or false, got {quoted(self.accept_breakage)}"
+            )
+        if self.compromised_version is not None and not self.force:
+            raise InvalidInput("a break-glass request (compromised_version) is always forced: set force to true")
+        if self.accept_breakage and self.compromised_version is None:
+            raise InvalidInput("accept_breakage applies only to a break-glass request: name its compromised_version")
 
     def to_message(self) -> str:
         """The queue message: compact JSON, the same fields ``from_message`` reads."""
@@ -331,6 +351,11 @@ class RotationRequest:
                 "requested_at": None if self.requested_at is None else self.requested_at.isoformat(),
                 "event_version": self.event_version,
                 "traceparent": self.traceparent,
+                **(
+                    {"compromised_version": self.compromised_version, "accept_breakage": self.accept_breakage}
+                    if self.compromised_version is not None
+                    else {}
+                ),
             },
             separators=(",", ":"),
             sort_keys=True,
@@ -359,6 +384,12 @@ class RotationRequest:
             ) from exc
         if not isinstance(fields, dict):
             raise InvalidInput(f"rotation request must be a JSON object, got {type(fields).__name__}")
+        glass = ("compromised_version" in fields, "accept_breakage" in fields)
+        if glass[0] != glass[1] or (glass[0] and fields["compromised_version"] is None):
+            raise InvalidInput(
+                "rotation request fields 'compromised_version' (a version id) and 'accept_breakage' come together, in "
+                "a break-glass request only"
+            )
         missing = [name for name in _MESSAGE_REQUIRED if name not in fields]
         unknown = sorted(name[:40] for name in fields if name not in _MESSAGE_REQUIRED + _MESSAGE_OPTIONAL)
         if missing or unknown:
@@ -374,6 +405,8 @@ class RotationRequest:
             requested_at=_time_field(fields["requested_at"]),
             event_version=fields.get("event_version"),
             traceparent=fields.get("traceparent"),
+            compromised_version=fields.get("compromised_version"),
+            accept_breakage=fields.get("accept_breakage", False),
         )
 
 
@@ -386,7 +419,7 @@ def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _MESSAGE_REQUIRED = ("request_id", "key", "trigger", "force", "requested_at")
-_MESSAGE_OPTIONAL = ("event_version", "traceparent")
+_MESSAGE_OPTIONAL = ("event_version", "traceparent", "compromised_version", "accept_breakage")
 
 
 def _text_field(fields: Mapping[str, Any], name: str) -> str:
@@ -732,6 +765,7 @@ class RotationOutcome:
     warnings: tuple[Finding, ...] = ()
     error: str | None = None
     retryable: bool = False
+    blast_radius: Mapping[str, object] | None = None  # a break-glass request's report (breakglass.BlastRadius)
 
     @classmethod
     def from_error(cls, request: RotationRequest, error: RotationError) -> RotationOutcome:
@@ -765,4 +799,5 @@ class RotationOutcome:
             "warnings": [w.to_dict() for w in self.warnings],
             "error": self.error,
             "retryable": self.retryable,
+            **({"blast_radius": dict(self.blast_radius)} if self.blast_radius is not None else {}),
         }

@@ -7,6 +7,7 @@
     adopt a fresh version tagged with this request id (an earlier attempt created it)?
         │ no
     policy chain ── hit? ── trigger is KeyNewVersionCreated, or the key's versions come from Key Vault's policy?
+    (forced: force=true, or a break-glass request whose compromised version would otherwise be the target)
         │                          │ yes: never create (our own echo, or not ours to make)
         │                          │ no
         │                          └──► create a version (RSA 2048, kty of the newest good version, provenance tags)
@@ -84,7 +85,7 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
         )
 
     adopted = _adoptable(obs, renewal)
-    hit = None if adopted else needs_new_version(PolicyInput(current, obs.now, renewal, request.force))
+    hit = None if adopted else needs_new_version(PolicyInput(current, obs.now, renewal, _forced(obs, renewal)))
     create = None
     if hit is not None and may_create(request, obs.target):
         create = _version_spec(obs, renewal, hit[0], app_name)
@@ -115,6 +116,16 @@ def decide(obs: Observation, renewal: RenewalPolicy, *, app_name: str) -> Rotati
         renews_at=renews_at,
         expires_on=expires_on,
     )
+
+
+def _forced(obs: Observation, renewal: RenewalPolicy) -> bool:
+    """Whether the request forces a new version. A break-glass request does so only when the accounts would otherwise
+    converge on the compromised version (or on none): when a newer version is the target, they move to it."""
+    request = obs.request
+    if request.compromised_version is None:
+        return request.force
+    target = select_target(obs.versions, obs.now, renewal)
+    return target is None or target.version.lower() == request.compromised_version.lower()
 
 
 def may_create(request: RotationRequest, target: Target) -> bool:

@@ -69,7 +69,7 @@ def select_target(versions: Iterable[KeyVersion], now: datetime, renewal: Renewa
 
 def forced(i: PolicyInput) -> PolicyHit | None:
     if i.force:
-        return Reason.FORCED, "a new version was requested with force=true"
+        return Reason.FORCED, "a new version was requested (force=true, or break-glass)"
     return None
 
 

@@ -49,6 +49,10 @@ class Reason(StrEnum):
     RETIRED = "Retired"  # the sweep disabled an old version that no account had used for ROTATION_RETIRE_AFTER
     HALTED_AFTER_FAILURE = "HaltedAfterFailure"  # an account of an earlier wave failed: this one was left as it was
 
+    # Break-glass (rotation/breakglass.py): what became of the compromised version.
+    COMPROMISED_VERSION_DISABLED = "CompromisedVersionDisabled"  # every account was off it (or breakage accepted)
+    COMPROMISED_VERSION_IN_USE = "CompromisedVersionInUse"  # an account is (or may be) still on it: kept enabled
+
     # Errors (rotation/errors.py): the reason of a step that raised.
     PERMISSION_DENIED = "PermissionDenied"
     NOT_FOUND = "NotFound"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from rotation.breakglass import BreakGlassPlan, Census, exposure
 from rotation.config import Settings
 from rotation.drift import Drift, drift_of, unmanaged_of
 from rotation.engine import KEYS_AT_ONCE, RotationEngine, bounded_map
@@ -145,6 +146,29 @@ def enrolments(
         return {}
     found = discover_targets(discovery, targets)
     return {t.key: enrolled(settings, unmanaged_on(found, t)) for t in targets}
+
+
+def census(discovery: AccountDiscovery | None, target: Target) -> Census:
+    """A fresh discovery of the accounts on ``target``'s key, for break-glass; it searched nothing when discovery is
+    off or failed (and is then incomplete)."""
+    found = discover_targets(discovery, [target])
+    if found is None:
+        return Census((), False, "nothing: discovery is off (ROTATION_DISCOVERY=off)")
+    if isinstance(found, RotationError):
+        return Census((), False, f"nothing: discovery failed ({found})")
+    return Census(found.accounts.get(target.key, ()), found.complete, found.summary(), tuple(found.account_failures))
+
+
+def break_glass_plan(
+    engine: RotationEngine, settings: Settings, discovery: AccountDiscovery | None, request: RotationRequest
+) -> tuple[BreakGlassPlan, RotationPlan]:
+    """What the break-glass ``request`` would do now (reads only), and its forced rotation's plan: the caller refuses a
+    blocked one. ``UnknownVersion`` when the key has no such version; ``RotationError`` when the key cannot be read."""
+    target = engine.target(request)
+    found = census(discovery, target)
+    obs = engine.gather(request, every_version=True, enrolled=enrolled(settings, unmanaged_of(target, found.accounts)))
+    plan = engine.plan(obs)
+    return exposure(obs, plan, found, unmanaged=settings.unmanaged), plan
 
 
 def discovery_status(found: Discovery | RotationError | None) -> dict[str, object] | None:

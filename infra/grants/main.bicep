@@ -5,15 +5,15 @@
 //
 // What it creates, and where:
 //   subscription of this deployment - roleMode Custom only: the custom role definitions below, three, a fourth with
-//                                      discovery and a fifth with retirement (tenant objects, assignable in every
-//                                      target subscription and every subscription discovery searches; not in any
-//                                      resource group);
-//   each vault's resource group     - the app's role on each target KEY (and, roleMode Custom with retirement, the
-//                                      key retirer role there too); optionally each account's Crypto Service
-//                                      Encryption User on its key; the vault's Event Grid system topic and one event
-//                                      subscription for the target keys, with the metric alerts on its dead-lettered,
-//                                      dropped and failed deliveries and a diagnostic setting for its DeliveryFailures
-//                                      log (to the app's Log Analytics workspace);
+//                                      discovery and a fifth with retirement or breakGlass (tenant objects, assignable
+//                                      in every target subscription and every subscription discovery searches; not in
+//                                      any resource group);
+//   each vault's resource group     - the app's role on each target KEY (and, roleMode Custom with retirement or
+//                                      breakGlass, the key retirer role there too); optionally each account's Crypto
+//                                      Service Encryption User on its key; the vault's Event Grid system topic and one
+//                                      event subscription for the target keys, with the metric alerts on its
+//                                      dead-lettered, dropped and failed deliveries and a diagnostic setting for its
+//                                      DeliveryFailures log (to the app's Log Analytics workspace);
 //   each account's resource group   - the app's role on each target ACCOUNT;
 //   each account's subscription     - roleMode Custom only: the operation-status read, at subscription scope;
 //   each subscription discovery     - unless discovery=false: discovery's read, at subscription scope; with
@@ -24,14 +24,14 @@
 // Roles per mode (infra/README.md explains each):
 //   Custom  - key: keys/read, keys/create/action (exactly what rotation/keyvault.py calls to rotate; never
 //             keys/update/action, which would let a stolen identity disable or expire the version every account
-//             uses); with retirement=true a separate key retirer role on each key: keys/update/action only, the
-//             adapter's disable_version (ROTATION_RETIREMENT own or all);
+//             uses); with retirement=true or breakGlass=true a separate key retirer role on each key:
+//             keys/update/action only, the adapter's disable_version (retirement: ROTATION_RETIREMENT own or all;
+//             break-glass: disabling a compromised version once no account is left on it);
 //             account: accounts/read, accounts/write; subscription: locations/operationresults/read;
 //             discovery (subscription): accounts/read, Microsoft.ResourceGraph/resources/read.
-//   BuiltIn - key: Key Vault Crypto Officer (which already holds keys/update/action: retirement adds nothing);
-//             account: Cognitive Services Contributor; discovery (subscription):
-//             Reader (which also covers the operation-status read there); enrol (subscription): Cognitive Services
-//             Contributor.
+//   BuiltIn - key: Key Vault Crypto Officer (which already holds keys/update/action: retirement and breakGlass add
+//             nothing); account: Cognitive Services Contributor; discovery (subscription): Reader (which also covers
+//             the operation-status read there); enrol (subscription): Cognitive Services Contributor.
 //
 // Why the role definitions are here and not in infra/main.bicep: creating one needs roleDefinitions/write on every
 // assignable scope (Owner or User Access Administrator on each target subscription), the same people and rights as the
@@ -115,11 +115,16 @@ param discoverySubscriptionIds array = []
 ])
 param unmanagedAccounts string = 'report'
 
-@description('For the app\'s ROTATION_RETIREMENT own or all: give the app keys/update/action on each target key, so that the sweep may disable old versions no account uses. roleMode Custom: a separate key retirer role with only that action; BuiltIn: nothing more (Key Vault Crypto Officer holds it). false (default): the app cannot disable or expire any version.')
+@description('For the app\'s ROTATION_RETIREMENT own or all: give the app keys/update/action on each target key, so that the sweep may disable old versions no account uses. roleMode Custom: a separate key retirer role with only that action; BuiltIn: nothing more (Key Vault Crypto Officer holds it). false (default), and breakGlass false too: the app cannot disable or expire any version.')
 param retirement bool = false
+
+@description('For break-glass (POST /api/rotations with compromised_version, or python -m rotation break-glass): give the app keys/update/action on each target key, so that it may disable the compromised version once no account is left on it. roleMode Custom: the same key retirer role as retirement, with only that action; BuiltIn: nothing more (Key Vault Crypto Officer holds it). false (default): break-glass still moves the accounts off the version, but cannot disable it: Key Vault refuses, the version stays enabled and a person must disable it.')
+param breakGlass bool = false
 
 var appName = last(split(functionAppId, '/'))
 var custom = roleMode == 'Custom'
+// Whether the app may disable key versions (keys/update/action): retirement's sweep and break-glass are its only uses.
+var disables = retirement || breakGlass
 var tags = {
   'cmk-rotation-app': appName
 }
@@ -150,10 +155,10 @@ var enrol = discovery && unmanagedAccounts == 'enrol'
 var operationStatusSubscriptionIds = enrol ? searchedSubscriptionIds : accountSubscriptionIds
 var assignableScopes = union([subscription().id], vaultScopes, accountScopes, searchedScopes)
 
-// The key role: exactly the data actions of the Key Vault calls in rotation/keyvault.py but retirement's
+// The key role: exactly the data actions of the Key Vault calls in rotation/keyvault.py but disable_version's
 // (tests/infra checks it): list_properties_of_key_versions and get_key need keys/read; create_rsa_key
 // (POST /keys/{name}/create) needs keys/create/action. Nothing else: no update (disable, expire: the key retirer role
-// below, only with retirement), delete, purge, backup, import, crypto, rotation policy.
+// below, only with retirement or breakGlass), delete, purge, backup, import, crypto, rotation policy.
 resource keyRotatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (custom) {
   name: guid(functionAppId, 'cmk-rotation-key-rotator')
   properties: {
@@ -175,15 +180,18 @@ resource keyRotatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = i
   }
 }
 
-// Retirement (ROTATION_RETIREMENT own or all, only with retirement=true): the one data action of the adapter's
-// disable_version, update_key_properties (PATCH /keys/{name}/{version}), kept out of the key rotator role so that a
-// deployment without retirement never holds it. With it a stolen identity could disable the version every account
-// uses; that is why it is off by default and a role of its own (tests/infra checks both roles against the adapter).
-resource keyRetirerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (custom && retirement) {
+// Retirement and break-glass (only with retirement=true or breakGlass=true): the one data action of the adapter's
+// disable_version, update_key_properties (PATCH /keys/{name}/{version}), which the retirement sweep
+// (ROTATION_RETIREMENT own or all) calls on old versions no account uses and break-glass on a compromised version once
+// no account is left on it. Kept out of the key rotator role so that a deployment with neither never holds it. With it
+// a stolen identity could disable the version every account uses; that is why it is off by default and a role of its
+// own (tests/infra checks both roles against the adapter). Its name (the guid seed) stays 'cmk-rotation-key-retirer',
+// from when retirement alone used it, so that deployed definitions and their assignments are updated, not duplicated.
+resource keyRetirerRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (custom && disables) {
   name: guid(functionAppId, 'cmk-rotation-key-retirer')
   properties: {
     roleName: 'CMK rotation key retirer (${appName})'
-    description: 'Update a Key Vault key version\'s attributes: the rotation app disables old versions no account uses. Nothing else.'
+    description: 'Update a Key Vault key version\'s attributes: the rotation app disables old versions no account uses (retirement) and a compromised version no account is left on (break-glass). Nothing else.'
     type: 'CustomRole'
     permissions: [
       {
@@ -283,7 +291,7 @@ module keyAccess 'modules/key-access.bicep' = [for (t, i) in targets: {
     accounts: t.accounts
     principalId: principalId
     keyRoleId: custom ? keyRotatorRole.name : keyVaultCryptoOfficer
-    retirement: custom && retirement
+    disables: custom && disables
     retirerRoleId: keyRetirerRole.name
     accountRoleId: custom ? accountUpdaterRole.name : cognitiveServicesContributor
     grantAccountsKeyAccess: grantAccountsKeyAccess
@@ -344,7 +352,7 @@ output keyRoleAssignments array = [for (t, i) in targets: {
   key: '${t.vaultId}/keys/${t.keyName}'
   roleAssignmentId: keyAccess[i].outputs.keyRoleAssignmentId
 }]
-// With retirement in roleMode Custom: the key retirer role on each key ('' elsewhere).
+// With retirement or breakGlass in roleMode Custom: the key retirer role on each key ('' elsewhere).
 output keyRetirerRoleAssignments array = [for (t, i) in targets: {
   key: '${t.vaultId}/keys/${t.keyName}'
   roleAssignmentId: keyAccess[i].outputs.keyRetirerRoleAssignmentId
@@ -360,7 +368,7 @@ output unmanagedAccountRoleAssignmentIds array = [for (s, i) in searchedSubscrip
 output eventSubscriptionIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.eventSubscriptionId : '']
 // Only the topics this step created (no systemTopicName given); a topic named in systemTopicName was the vault's own.
 output createdSystemTopicIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i && !contains(t, 'systemTopicName')) ? keyEventsAccess[i].outputs.systemTopicId : '']
-output customRoleDefinitionIds array = custom ? concat([keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id], discovery ? [discoveryReaderRole.id] : [], retirement ? [keyRetirerRole.id] : []) : []
+output customRoleDefinitionIds array = custom ? concat([keyRotatorRole.id, accountUpdaterRole.id, operationStatusRole.id], discovery ? [discoveryReaderRole.id] : [], disables ? [keyRetirerRole.id] : []) : []
 // The metric alert rules next to each system topic (ids, '' where not created), and each topic's diagnostic setting.
 output deliveryAlertIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.deliveryAlertIds : []]
 output deliveryDiagnosticSettingIds array = [for (t, i) in targets: (keyEvents && indexOf(vaultIds, toLower(t.vaultId)) == i) ? keyEventsAccess[i].outputs.diagnosticSettingId : '']

@@ -88,6 +88,9 @@ class LedgerEntry:
     attempts: int = 0
     idempotency_key: str | None = None
     force: bool = False  # the request asked for a new version whether or not one is due
+    compromised_version: str = ""  # a break-glass request's (rotation/breakglass.py); "" for any other
+    accept_breakage: bool = False
+    blast_radius: Mapping[str, Any] = field(default_factory=dict)  # a break-glass request's report, once it ran
     etag: str | None = None
 
     @classmethod
@@ -101,6 +104,8 @@ class LedgerEntry:
             updated_at=at,
             idempotency_key=idempotency_key,
             force=request.force,
+            compromised_version=request.compromised_version or "",
+            accept_breakage=request.accept_breakage,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,11 +124,25 @@ class LedgerEntry:
             "force": self.force,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            **(self._break_glass() if self.compromised_version else {}),
+        }
+
+    def _break_glass(self) -> dict[str, Any]:
+        return {
+            "compromised_version": self.compromised_version,
+            "accept_breakage": self.accept_breakage,
+            "blast_radius": dict(self.blast_radius) or None,
         }
 
     def describes(self, request: RotationRequest) -> bool:
-        """True when this row is ``request``'s: the same id for the same key (a forged message may reuse an id)."""
-        return self.request_id == request.request_id and self.key.folded_id == request.key.folded_id
+        """True when this row is ``request``'s: the same id for the same key and mode (a forged message may reuse an
+        id)."""
+        return (
+            self.request_id == request.request_id
+            and self.key.folded_id == request.key.folded_id
+            and self.compromised_version == (request.compromised_version or "")
+            and self.accept_breakage == request.accept_breakage
+        )
 
 
 class Ledger:
@@ -203,6 +222,7 @@ class Ledger:
         accounts: Mapping[str, Any] | None = None,
         error: str | None = None,
         attempts: int | None = None,
+        blast_radius: Mapping[str, Any] | None = None,
     ) -> LedgerEntry:
         """Change the row ``entry`` was read from, if nobody else changed it since; returns the stored result.
 
@@ -221,6 +241,7 @@ class Ledger:
             "accounts": accounts,
             "error": error,
             "attempts": attempts,
+            "blast_radius": blast_radius,
         }
         updated = replace(entry, updated_at=at, **{name: value for name, value in changes.items() if value is not None})
         row = _to_row(updated)
@@ -344,6 +365,13 @@ def _to_row(entry: LedgerEntry) -> dict[str, Any]:
     }
     if entry.idempotency_key is not None:  # only shown, never compared (the request id is derived from it)
         row["idempotency_key"] = redacted(entry.idempotency_key)
+    if entry.compromised_version:
+        radius = json.dumps(dict(entry.blast_radius), sort_keys=True, separators=(",", ":"))
+        if len(radius) > MAX_ACCOUNTS_JSON_CHARS:
+            raise ValueError(f"a blast radius of {len(radius)} characters as JSON does not fit a ledger row")
+        row.update(
+            compromised_version=entry.compromised_version, accept_breakage=entry.accept_breakage, blast_radius=radius
+        )
     return row
 
 
@@ -363,5 +391,8 @@ def _from_row(row: TableEntity) -> LedgerEntry:
         attempts=int(row.get("attempts", 0)),
         idempotency_key=row.get("idempotency_key"),
         force=bool(row.get("force", False)),
+        compromised_version=row.get("compromised_version", ""),
+        accept_breakage=bool(row.get("accept_breakage", False)),
+        blast_radius=json.loads(row.get("blast_radius") or "{}"),
         etag=row.metadata["etag"],
     )

@@ -542,3 +542,42 @@ def test_history_refuses_bad_input_in_one_line(
 ) -> None:
     result = world.run(*argv, env=env)
     assert (result.code, result.out) == (2, "") and message in result.err and "Traceback" not in result.err
+
+
+def test_break_glass_shows_who_is_on_the_version_asks_moves_them_and_disables_it_only_when_told(world: World) -> None:
+    world.emulator.arm.add_account("aoai-unlisted", encryption=encryption(world.vault.url, world.first))
+    glass = ("break-glass", "--key", world.key, "--version", world.first)
+
+    unasked = world.run(*glass)
+
+    assert unasked.code == 2 and "add --yes to confirm (there is no terminal to ask on)" in unasked.err
+    assert "rg-ai/aoai-unlisted  no       ROTATION_TARGETS does not list it" in unasked.out
+    assert "  the version: left enabled: 1 account is on it that the service may not move." in unasked.out
+    assert world.writes() == []
+
+    kept = world.run(*glass, inp=Terminal("y\n"))
+
+    assert kept.code == 1 and f"compromised version {world.first}: enabled" in kept.out
+    assert "LEFT ON IT" in kept.out and "(CompromisedVersionInUse)" in kept.out
+    new = world.versions()[-1]
+    assert len(world.versions()) == 2 and all(world.key_version(a) == new for a in world.accounts)
+    assert {r.version: r.enabled for r in world.vault.versions("cmk")}[world.first]
+
+    accepted = world.run(*glass, "--accept-breakage", "--yes", "--json")
+
+    assert accepted.code == 0, accepted
+    outcome = accepted.json()
+    assert (outcome["reason"], outcome["blast_radius"]["version_state"]) == ("CompromisedVersionDisabled", "disabled")
+    assert [e["account"].rsplit("/", 1)[-1] for e in outcome["blast_radius"]["left"]] == ["aoai-unlisted"]
+    assert len(world.versions()) == 2  # the accounts were already on a newer version: none is created
+    assert not {r.version: r.enabled for r in world.vault.versions("cmk")}[world.first]
+
+
+@pytest.mark.parametrize(
+    ("version", "fragment"),
+    [("not-a-version", "must be a Key Vault version id (32 hex digits)"), ("0" * 32, "has no version 000")],
+)
+def test_break_glass_refuses_a_bad_version_in_one_line(world: World, version: str, fragment: str) -> None:
+    result = world.run("break-glass", "--key", world.key, "--version", version, "--yes")
+    assert_one_line_error(result, fragment)
+    assert world.writes() == []

@@ -360,3 +360,4 @@ def test_the_readme_block_runs_every_cli_command_on_the_emulator() -> None:
     )
     assert "succeeded (Forced)" in out and "no requests in the ledger" in out
     assert re.search(rf"rg-ai/{FLEET_UNMANAGED}\s+repoint\s+succeeded", out), out
+    assert "succeeded (CompromisedVersionDisabled)" in out and re.search(r"compromised version \w+: disabled", out)

@@ -9,8 +9,8 @@ Two deployments, two owners: what `azd up` and `azd down` manage (`infra/main.bi
 the app's own resource group, because azd deletes every resource group its deployment touched; everything on the
 customers' keys, accounts and vaults is the separate grants step (`infra/grants/main.bicep`), which azd never runs. The
 key, account and discovery roles are derived from the SDK calls of the adapters and of discovery, so a role can hold
-no action the code does not call; the Key Vault write that only retirement makes (``disable_version``) is a role of
-its own, assigned only when the grants enable retirement.
+no action the code does not call; the Key Vault write that only retirement and break-glass make (``disable_version``)
+is a role of its own, assigned only when the grants enable retirement or break-glass.
 
 They must never call Azure or need the network.
 """
@@ -121,9 +121,10 @@ KEY_CLIENT_DATA_ACTIONS = {
     "import_key": "Microsoft.KeyVault/vaults/keys/import/action",
     "backup_key": "Microsoft.KeyVault/vaults/keys/backup/action",
 }
-# The adapter's methods that only retirement calls (ROTATION_RETIREMENT own or all): their Key Vault calls belong to the
-# key retirer role, which the grants assign only with retirement=true; every other method's to the key rotator role.
-RETIREMENT_METHODS = {"disable_version"}
+# The adapter's methods that only retirement (ROTATION_RETIREMENT own or all) and break-glass (a compromised version)
+# call: their Key Vault calls belong to the key retirer role, which the grants assign only with retirement=true or
+# breakGlass=true; every other method's to the key rotator role.
+DISABLING_METHODS = {"disable_version"}
 KEY_UPDATE = "Microsoft.KeyVault/vaults/keys/update/action"
 # The app settings of retirement (rotation/config.py), wired like ROTATION_UNMANAGED.
 RETIREMENT_SETTING = "ROTATION_RETIREMENT"
@@ -582,21 +583,23 @@ def test_the_key_role_has_exactly_the_data_actions_of_the_adapters_key_vault_cal
     called = set().union(*per_method.values())
     assert called, "found no KeyClient call in rotation/keyvault.py"
     assert called <= set(KEY_CLIENT_DATA_ACTIONS), f"map {sorted(called - set(KEY_CLIENT_DATA_ACTIONS))} to an action"
-    rotating = set().union(*(calls for method, calls in per_method.items() if method not in RETIREMENT_METHODS))
+    rotating = set().union(*(calls for method, calls in per_method.items() if method not in DISABLING_METHODS))
     needed = {KEY_CLIENT_DATA_ACTIONS[method] for method in rotating}
     role = _blocks(GRANTS)["keyRotatorRole"]
     assert set(_strings(_value(role.body, "dataActions"))) == needed
     assert _strings(_value(role.body, "actions")) == []
     assert needed == {"Microsoft.KeyVault/vaults/keys/read", "Microsoft.KeyVault/vaults/keys/create/action"}
     # What a stolen identity would need to disable or expire the version every account uses: no rotation call needs
-    # it, so the key rotator role never holds it (retirement's role below does, only where the grants enable it).
+    # it, so the key rotator role never holds it (the key retirer role below does, only where the grants enable
+    # retirement or break-glass).
     assert KEY_UPDATE not in needed
 
 
-def test_the_key_retirer_role_has_exactly_the_data_actions_of_retirements_key_vault_calls() -> None:
+def test_the_key_retirer_role_has_exactly_the_data_actions_of_the_adapters_disable_call() -> None:
+    """Retirement and break-glass disable a version with the same adapter call, so one role serves both."""
     per_method = _key_vault_calls_per_adapter_method()
-    assert set(per_method) >= RETIREMENT_METHODS, RETIREMENT_METHODS - set(per_method)
-    retiring = set().union(*(per_method[method] for method in RETIREMENT_METHODS))
+    assert set(per_method) >= DISABLING_METHODS, DISABLING_METHODS - set(per_method)
+    retiring = set().union(*(per_method[method] for method in DISABLING_METHODS))
     assert retiring == {"update_key_properties"}, retiring
     role = _blocks(GRANTS)["keyRetirerRole"]
     assert set(_strings(_value(role.body, "dataActions"))) == {KEY_CLIENT_DATA_ACTIONS[m] for m in retiring}
@@ -615,17 +618,30 @@ def test_the_key_retirer_role_has_exactly_the_data_actions_of_retirements_key_va
     assert len(patch.args) == 2, ast.unparse(patch)  # the key's name and one version, never the current by omission
 
 
-def test_the_key_retirer_role_is_defined_and_assigned_on_each_key_only_with_retirement() -> None:
+def test_the_key_retirer_role_is_defined_and_assigned_on_each_key_only_with_retirement_or_break_glass() -> None:
     assert _param_declaration(GRANTS, "retirement")[0] == "param retirement bool = false"
-    assert _head(GRANTS, "keyRetirerRole").startswith("if (custom && retirement)")
+    assert _param_declaration(GRANTS, "breakGlass")[0] == "param breakGlass bool = false"
+    # One variable holds the condition, written once: retirement's sweep and break-glass are the only disables.
+    code = re.sub(r"'(?:[^'\\]|\\.)*'", "''", _strip_comments(_read(GRANTS))).splitlines()  # no strings either
+    assert [line for line in code if re.search(r"\bbreakGlass\b", line)] == [
+        "param breakGlass bool = false",
+        "var disables = retirement || breakGlass",
+    ]
+    assert [line for line in code if re.search(r"\bretirement\b", line)] == [
+        "param retirement bool = false",
+        "var disables = retirement || breakGlass",
+    ]
+    assert _head(GRANTS, "keyRetirerRole").startswith("if (custom && disables)")
+    # The role's name (its guid seed) is unchanged, so deployed definitions and assignments are kept, not duplicated.
+    assert _value(_blocks(GRANTS)["keyRetirerRole"].body, "name") == "guid(functionAppId, 'cmk-rotation-key-retirer')"
     params = _value(_blocks(GRANTS)["keyAccess"].body, "params")
     # In BuiltIn mode Key Vault Crypto Officer already holds keys/update/action: nothing more is assigned.
-    assert _value(params, "retirement") == "custom && retirement"
+    assert _value(params, "disables") == "custom && disables"
     assert _value(params, "retirerRoleId") == "keyRetirerRole.name"
-    assert _param_declaration(KEY_ACCESS, "retirement")[0] == "param retirement bool"
+    assert _param_declaration(KEY_ACCESS, "disables")[0] == "param disables bool"
     assignments = {a.symbol: a for a in _role_assignments(KEY_ACCESS)}
     retirer = assignments["keyRetirer"]
-    assert _head(KEY_ACCESS, "keyRetirer").startswith("if (retirement)")
+    assert _head(KEY_ACCESS, "keyRetirer").startswith("if (disables)")
     assert _value(retirer.body, "scope") == "key"
     assert _value(retirer.body, "principalId") == "principalId"
     assert _role_id(retirer, {}) == "retirerRoleId"
@@ -633,7 +649,10 @@ def test_the_key_retirer_role_is_defined_and_assigned_on_each_key_only_with_reti
     assert _head(KEY_ACCESS, "keyRotator") == "{"
     assert _role_id(assignments["keyRotator"], {}) == "keyRoleId"
     outputs = dict(re.findall(r"^output (\w+) \w+ = (.+)$", _strip_comments(_read(KEY_ACCESS)), re.MULTILINE))
-    assert outputs["keyRetirerRoleAssignmentId"] == "retirement ? keyRetirer.id : ''"
+    assert outputs["keyRetirerRoleAssignmentId"] == "disables ? keyRetirer.id : ''"
+    # The role definition is named for the teardown exactly when it exists.
+    grants_outputs = dict(re.findall(r"^output (\w+) \w+ = (.+)$", _strip_comments(_read(GRANTS)), re.MULTILINE))
+    assert "disables ? [keyRetirerRole.id] : []" in grants_outputs["customRoleDefinitionIds"]
 
 
 def test_the_account_roles_have_exactly_the_actions_of_the_adapters_arm_calls() -> None:
@@ -717,7 +736,7 @@ def test_custom_roles_exist_only_in_custom_mode_and_the_built_in_mode_names_its_
         "discoveryReaderRole",
         "keyRetirerRole",
     }
-    conditions = {"discoveryReaderRole": "if (custom && discovery)", "keyRetirerRole": "if (custom && retirement)"}
+    conditions = {"discoveryReaderRole": "if (custom && discovery)", "keyRetirerRole": "if (custom && disables)"}
     for symbol in definitions:
         condition = conditions.get(symbol, "if (custom)")
         assert _head(GRANTS, symbol).startswith(condition), symbol

@@ -265,6 +265,96 @@ def test_the_refusal_names_every_missing_field() -> None:
     assert "['key', 'trigger', 'force', 'requested_at']" in str(error)
 
 
+# --- break-glass requests ----------------------------------------------------------------------------------------
+
+
+def break_glass(**overrides: Any) -> str:
+    """A break-glass message as ``to_message`` writes it: forced, with both break-glass fields."""
+    return body(**{"force": True, "compromised_version": VERSION, "accept_breakage": False, **overrides})
+
+
+@pytest.mark.parametrize("accept_breakage", [False, True])
+def test_a_break_glass_request_survives_the_round_trip_with_both_fields(accept_breakage: bool) -> None:
+    request = RotationRequest(
+        request_id="req-bg",
+        key=KEY,
+        trigger=Trigger.HTTP,
+        force=True,
+        requested_at=datetime(2025, 3, 1, 12, tzinfo=UTC),
+        compromised_version=VERSION.upper(),
+        accept_breakage=accept_breakage,
+    )
+
+    text = request.to_message()
+
+    assert RotationRequest.from_message(text) == request
+    assert json.loads(text)["compromised_version"] == VERSION.upper()
+    assert json.loads(text)["accept_breakage"] is accept_breakage
+
+
+@given(st.from_regex(r"[0-9a-fA-F]{32}", fullmatch=True), st.booleans(), st.sampled_from(Trigger), st.none() | _KEYS)
+def test_every_break_glass_request_survives_the_round_trip(
+    compromised: str, accept_breakage: bool, trigger: Trigger, key: KeyRef | None
+) -> None:
+    request = RotationRequest(
+        request_id="req-bg",
+        key=key or KEY,
+        trigger=trigger,
+        force=True,
+        compromised_version=compromised,
+        accept_breakage=accept_breakage,
+    )
+
+    assert RotationRequest.from_message(request.to_message()) == request
+
+
+def test_an_ordinary_request_has_no_break_glass_fields_on_the_queue() -> None:
+    request = RotationRequest(request_id="req-1", key=KEY, trigger=Trigger.HTTP, force=True)
+
+    fields = json.loads(request.to_message())
+
+    assert "compromised_version" not in fields and "accept_breakage" not in fields
+    assert RotationRequest.from_message(body()).compromised_version is None
+    assert RotationRequest.from_message(body()).accept_breakage is False
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param(break_glass(compromised_version="v1"), "'compromised_version'", id="not-a-version-id"),
+        pytest.param(break_glass(compromised_version="a" * 31), "'compromised_version'", id="31-hex"),
+        pytest.param(break_glass(compromised_version="a" * 33), "'compromised_version'", id="33-hex"),
+        pytest.param(break_glass(compromised_version="g" * 32), "'compromised_version'", id="not-hex"),
+        pytest.param(break_glass(compromised_version=VERSION + "\n"), "'compromised_version'", id="newline"),
+        pytest.param(break_glass(compromised_version=7), "'compromised_version'", id="a-number"),
+        pytest.param(break_glass(compromised_version=[VERSION]), "'compromised_version'", id="a-list"),
+        pytest.param(break_glass(force=False), "always forced: set force to true", id="not-forced"),
+        pytest.param(body(accept_breakage=True), "come together, in a break-glass request only", id="breakage-alone"),
+        pytest.param(
+            body(force=True, accept_breakage=True),
+            "come together, in a break-glass request only",
+            id="breakage-on-a-forced-request",
+        ),
+        pytest.param(break_glass(accept_breakage="yes"), "'accept_breakage' must be true or false", id="text"),
+        pytest.param(break_glass(accept_breakage=1), "'accept_breakage' must be true or false", id="breakage-1"),
+        pytest.param(break_glass(accept_breakage=None), "'accept_breakage' must be true or false", id="null"),
+    ],
+)
+def test_a_malformed_break_glass_message_is_refused_naming_the_problem(text: str, named: str) -> None:
+    assert named in str(refused(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(body(compromised_version=None), id="null-compromised-version"),
+        pytest.param(body(accept_breakage=False), id="accept-breakage-false-alone"),
+    ],
+)
+def test_break_glass_fields_that_to_message_never_writes_are_refused(text: str) -> None:
+    refused(text)
+
+
 # --- request ids for an Idempotency-Key ----------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@
 //
 // It must never grant more than the key: no vault-wide role, no secrets, no certificates, no purge or delete (in
 // roleMode Custom; Key Vault Crypto Officer in BuiltIn mode is wider, see infra/README.md), and keys/update/action
-// (disable) only through the separate key retirer role, only with retirement. Every role assignment it
+// (disable) only through the separate key retirer role, only with retirement or break-glass. Every role assignment it
 // creates is an output, so that the runbook's teardown can remove exactly these and nothing else.
 
 @description('Name of the vault that holds the key.')
@@ -22,10 +22,10 @@ param principalId string
 @description('Role definition id (a GUID) the app gets on the key: the custom key rotator role or Key Vault Crypto Officer.')
 param keyRoleId string
 
-@description('roleMode Custom with retirement: also give the app the key retirer role (keys/update/action only) on the key.')
-param retirement bool
+@description('Whether the app may disable versions of the key (roleMode Custom with retirement or breakGlass): also give it the key retirer role (keys/update/action only) on the key.')
+param disables bool
 
-@description('Role definition id (a GUID) of the custom key retirer role; assigned only with retirement (never in roleMode BuiltIn, whose Key Vault Crypto Officer already holds keys/update/action).')
+@description('Role definition id (a GUID) of the custom key retirer role; assigned only when disables is true (never in roleMode BuiltIn, whose Key Vault Crypto Officer already holds keys/update/action).')
 param retirerRoleId string
 
 @description('Role definition id (a GUID) the app gets on each account: the custom account-updater role or Cognitive Services Contributor.')
@@ -57,16 +57,16 @@ resource keyRotator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Only for ROTATION_RETIREMENT own or all: disabling an old version (PATCH /keys/{name}/{version}) needs
-// keys/update/action, which the key rotator role must not hold.
-resource keyRetirer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (retirement) {
+// Only for retirement (ROTATION_RETIREMENT own or all) and break-glass: disabling an old or a compromised version
+// (PATCH /keys/{name}/{version}) needs keys/update/action, which the key rotator role must not hold.
+resource keyRetirer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (disables) {
   name: guid(key.id, principalId, retirerRoleId)
   scope: key
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', retirerRoleId)
     principalId: principalId
     principalType: 'ServicePrincipal'
-    description: 'CMK rotation: disable old key versions that no account uses (ROTATION_RETIREMENT).'
+    description: 'CMK rotation: disable old key versions that no account uses (ROTATION_RETIREMENT) and compromised ones no account is left on (break-glass).'
   }
 }
 
@@ -97,7 +97,7 @@ module accountUpdater 'account-access.bicep' = [for id in accounts: {
 }]
 
 output keyRoleAssignmentId string = keyRotator.id
-output keyRetirerRoleAssignmentId string = retirement ? keyRetirer.id : ''
+output keyRetirerRoleAssignmentId string = disables ? keyRetirer.id : ''
 output accountRoleAssignments array = [for (id, i) in accounts: {
   account: id
   roleAssignmentId: accountUpdater[i].outputs.roleAssignmentId
