@@ -6,7 +6,7 @@ The fleet's key has one version, which its three listed accounts use; an account
 and writes nothing; the confirmed call moves every listed account at once (the rollout's waves are not waited for),
 names the unlisted one it may not move, and keeps the version enabled for it; once its owner moved it, a second
 break-glass disables the version without creating another; with ``accept_breakage`` the version is disabled at once,
-naming the account that loses access.
+naming the account that loses access; under ``ROTATION_UNMANAGED=enrol`` the unlisted account moves with the others.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from rotation.app import configure
 from rotation.log import Event
 from tests.function.test_openapi import assert_documented
 from tests.functional.conftest import ACCOUNT_NAMES, KEY, Fleet, repoint
 from tests.functional.test_rollout import staged, updates
+from tests.functional.wiring import build_app
 
 UNLISTED = "openai-unlisted"
 
@@ -152,6 +154,28 @@ def test_accepting_the_breakage_disables_the_version_and_names_who_loses_access(
     assert f"The breakage was accepted: {account_id} (ROTATION_TARGETS does not list it" in (row.error or "")
     [disabled] = [r for r in caplog.records if getattr(r, "event", None) == Event.COMPROMISED_VERSION_DISABLED]
     assert disabled.levelno == logging.ERROR and account_id in disabled.getMessage()
+
+
+def test_under_enrol_the_unlisted_account_moves_too_and_the_version_is_disabled(fleet: Fleet) -> None:
+    account_id = unlisted(fleet)
+    fleet.app = build_app(
+        fleet.emulator.endpoints(),
+        fleet.storage,
+        fleet.targets,
+        ledger_table=fleet.ledger_table,
+        settings={"ROTATION_UNMANAGED": "enrol"},
+    )
+    configure(fleet.app)
+
+    plan, request_id = break_glass(fleet, fleet.initial_version)
+    assert fleet.pump() == 1
+
+    assert [a["movable"] for a in plan["accounts"]] == [True] * 4 and plan["accounts"][-1]["account"] == account_id
+    (new,) = fleet.new_versions()
+    fleet.assert_converged(new)
+    assert unlisted_version(fleet) == new and not enabled(fleet, fleet.initial_version)
+    row = fleet.row(request_id)
+    assert (row.status, row.reason, len(row.blast_radius["moved"])) == ("succeeded", "CompromisedVersionDisabled", 4)
 
 
 def test_a_stale_expired_or_foreign_confirmation_is_refused_with_the_fresh_plan(fleet: Fleet) -> None:
