@@ -6,7 +6,7 @@ taking down an account that still needs it. It takes two calls, so that nobody d
     plan   ``exposure``: every account on the version (listed, enrolled, or found by discovery and not the service's
            to move), each with whether the service may move it, and what will become of the version. The plan's
            ``token`` confirms it.
-    act    a forced rotation that moves every account the service may touch to a new version (or to the target,
+    act    a rotation that moves every account the service may touch to a new version (or to the target,
            when that is newer than the compromised one), all at once: a rollout's waves are not waited for. Then
            ``blast_radius`` on a fresh discovery: the accounts moved, the accounts still on the version (or that
            may be: an account no one could read), and so whether it may be disabled: only when none is left and the

@@ -7,7 +7,6 @@
     adopt a fresh version tagged with this request id (an earlier attempt created it)?
         │ no
     policy chain ── hit? ── trigger is KeyNewVersionCreated, or the key's versions come from Key Vault's policy?
-    (forced: force=true, or a break-glass request whose compromised version would otherwise be the target)
         │                          │ yes: never create (our own echo, or not ours to make)
         │                          │ no
         │                          └──► create a version (RSA 2048, kty of the newest good version, provenance tags)
@@ -18,7 +17,9 @@
                         and its wave of the target's rollout (rotation/rollout.py)
 
 Accounts are planned only from the target's own list, and only an account that already uses this key in this vault
-can be repointed or waited for. This module must never read the clock or do I/O: ``now`` comes from the observation.
+can be repointed or waited for. The chain's first policy, ``forced``, hits for ``force=true`` and for a break-glass
+request whose compromised version would otherwise be the target (``_forced``). This module must never read the clock
+or do I/O: ``now`` comes from the observation.
 """
 
 from __future__ import annotations
