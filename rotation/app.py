@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
-from rotation.breakglass import TOKEN_PATTERN, UnknownVersion
+from rotation.breakglass import TOKEN_PATTERN, UnknownVersion, fitted
 from rotation.config import Settings
 from rotation.connection import AzureConnection
 from rotation.drift import Drift, DriftKind, drift_of
@@ -1050,7 +1050,7 @@ def _ledger_fields(outcome: RotationOutcome, *, final: bool) -> dict[str, Any]:
         "to_version": outcome.to_version or "",
         "accounts": _account_results(outcome.accounts),
         "error": outcome.error or "",
-        "blast_radius": outcome.blast_radius,
+        "blast_radius": None if outcome.blast_radius is None else fitted(outcome.blast_radius, MAX_ACCOUNTS_JSON_CHARS),
     }
 
 

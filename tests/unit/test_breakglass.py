@@ -1,8 +1,10 @@
 """Break-glass for a compromised version (rotation/breakglass.py): the plan's token, who is exposed, what becomes of the
-version, and the blast radius once the accounts moved. Pure: observations and plans come from ``decide``."""
+version, the blast radius once the accounts moved, and its shape in a ledger row. Pure: observations and plans come
+from ``decide``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -19,6 +21,7 @@ from rotation.breakglass import (
     UnknownVersion,
     blast_radius,
     exposure,
+    fitted,
 )
 from rotation.errors import InvalidInput, NotFound, PermissionDenied
 from rotation.model import (
@@ -502,3 +505,28 @@ def test_a_listed_account_the_discovery_spells_in_another_case_is_not_named_twic
 
     assert found.accounts == (Exposed(AOAI_1, True, "moves to a new version"),)
     assert found.disables
+
+
+# --- the report in a ledger row --------------------------------------------------------------------------------------
+
+
+def test_a_report_that_fits_a_ledger_row_is_kept_whole() -> None:
+    report = radius([result(AOAI_1, Status.SUCCEEDED)]).to_dict()
+    assert fitted(report, 10_000) == report
+
+
+def test_a_report_too_long_for_a_ledger_row_keeps_the_accounts_left_first_and_counts_them_all() -> None:
+    moved = [
+        f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/a{i}" for i in range(50)
+    ]
+    left = [{"account": f"{account}-left", "movable": False, "why": "x" * 100} for account in moved[:20]]
+    report = {**radius([]).to_dict(), "moved": moved, "left": left}
+
+    cut = fitted(report, 3_000)
+
+    assert len(json.dumps(cut, sort_keys=True, separators=(",", ":"))) <= 3_000
+    assert (cut["left_total"], cut["moved_total"]) == (20, 50)
+    assert cut["left"] == left[: len(cut["left"])] and 0 < len(cut["left"]) < 20  # type: ignore[arg-type]
+    kept = cut["moved"]
+    assert isinstance(kept, list) and kept == moved[: len(kept)] and len(kept) < len(cut["left"])  # type: ignore[arg-type]
+    assert cut["version_state"] == report["version_state"]
