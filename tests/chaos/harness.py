@@ -62,7 +62,8 @@ from rotation.app import configure
 from rotation.errors import InvalidInput, StorageUnavailable
 from rotation.events import KEY_EVENT_TYPES
 from rotation.model import TAG_REQUEST_ID, TAG_TRIGGER, KeyRef, RotationRequest, event_request_id
-from rotation.storage import LOCKS_CONTAINER, POISON_QUEUE, REQUESTS_QUEUE, Ledger
+from rotation.reasons import Reason
+from rotation.storage import LOCKS_CONTAINER, POISON_QUEUE, REQUESTS_QUEUE, Ledger, LedgerEntry
 from rotation.storage.lock import lock_blob_name
 from tests.chaos.processes import ProcessPool
 from tests.chaos.schedule import Action, Schedule, Step
@@ -88,14 +89,17 @@ STEP_TIMEOUT = 90.0  # seconds a step's threads may take before the schedule cou
 SETTLE_ROUNDS = 6
 PUMP_LIMIT = 400  # deliveries in one settle pump before it counts as a livelock
 TIMED_OUT = READ_TIMEOUT + 0.5  # the latency of a call the client gives up on (the emulator answers it late)
+IN_USE = Reason.COMPROMISED_VERSION_IN_USE.value  # a break-glass request's outcome when its version stays enabled
 
 INVARIANTS = {
     0: "the harness's own checks: no step hangs, no HTTP answer outside the documented ones, no lease left held by a "
     "worker that returned (without a failed release), the harness itself never fails",
-    1: "at most one new version per key per due period (+1 per accepted forced request)",
+    1: "at most one new version per key per due period (+1 per accepted forced or break-glass request)",
     2: "every target account converges on the target version and Succeeded",
-    3: "never an account on a disabled, expired, not-yet-valid or non-RSA-2048 version",
-    4: "nothing outside the targets written",
+    3: "never an account on a disabled, expired, not-yet-valid or non-RSA-2048 version (nor the unmanaged account on "
+    "a disabled one); a version break-glass reports disabled is disabled, with no account left on it",
+    4: "nothing outside the targets written (Key Vault: the key's new versions, and disabling an old version by "
+    "retirement or one a break-glass request named)",
     5: "every accepted request ends succeeded, failed or skipped",
     6: "our own KeyNewVersionCreated never creates a version",
     7: "no exception leaves a trigger except Redeliver",
@@ -128,6 +132,11 @@ class Counters:
     versions_created: int = 0
     versions_retired: int = 0
     advances: int = 0
+    break_glass_plans: int = 0
+    break_glass_requests: int = 0
+    break_glass_refused: int = 0
+    break_glass_disabled: int = 0
+    break_glass_in_use: int = 0
     slowest: tuple[float, int] = (0.0, -1)
     durations: list[float] = field(default_factory=list)
 
@@ -149,6 +158,11 @@ class Counters:
             "versions_created",
             "versions_retired",
             "advances",
+            "break_glass_plans",
+            "break_glass_requests",
+            "break_glass_refused",
+            "break_glass_disabled",
+            "break_glass_in_use",
         ):
             setattr(self, name, getattr(self, name) + getattr(result, name))
         self.process_schedules += int(result.kills > 0 or result.processes > 0)
@@ -164,7 +178,10 @@ class Counters:
             f"requests, {self.faults} fault rules, {self.blips} storage blips, {self.process_schedules} schedules with "
             f"worker processes, {self.kills} workers killed at a step boundary, {self.leases_broken} leases broken "
             f"(expiry fast-forwarded), {self.advances} clock advances, {self.versions_created} versions created and "
-            f"{self.versions_retired} retired by the app"
+            f"{self.versions_retired} retired by the app\n"
+            f"chaos: {self.break_glass_plans} break-glass plans, {self.break_glass_requests} break-glass requests "
+            f"({self.break_glass_refused} confirmations refused), {self.break_glass_disabled} versions disabled by "
+            f"break-glass, {self.break_glass_in_use} compromised versions kept enabled (in use)"
         )
 
 
@@ -185,6 +202,11 @@ class RunResult:
     versions_created: int = 0
     versions_retired: int = 0
     advances: int = 0
+    break_glass_plans: int = 0  # 200 answers to a break-glass POST
+    break_glass_requests: int = 0  # the schedule's break-glass ledger rows (accepted confirmations)
+    break_glass_refused: int = 0  # 409 ConfirmationRefused
+    break_glass_disabled: int = 0  # versions a break-glass request disabled
+    break_glass_in_use: int = 0  # compromised versions a break-glass request kept enabled (CompromisedVersionInUse)
     notes: list[str] = field(default_factory=list)
 
 
@@ -346,7 +368,10 @@ class Run:
         self.events_accepted: set[str] = set()
         self.pending_events: list[tuple[dict[str, Any], str]] = []
         self.due_periods = 0
-        self.foreign: list[tuple[str, int]] = []  # (version, created at) of versions someone else added
+        # (version, created at, every version's enabled state just after) of the versions someone else added
+        self.foreign: list[tuple[str, int, dict[str, bool]]] = []
+        self.unmanaged = f"{self.key}-unmanaged"  # on the key, not in the targets: discovery finds it, nobody moves it
+        self.plans: dict[int, tuple[dict[str, Any], str]] = {}  # break-glass plans to confirm later: (body, token)
         self.latency_ops: set[str] = set()
         self.timeouts: list[threading.Timer] = []
         self.late_until = 0.0  # time.monotonic() by which every request a client gave up on has been carried out
@@ -433,9 +458,7 @@ class Run:
             )
             self.account_ids.append(body["id"])
         # An account on the key that the targets do not list: discovery reports it, and invariant 4 holds it untouched.
-        self.emulator.arm.add_account(
-            f"{self.key}-unmanaged", resource_group=RESOURCE_GROUP, encryption=_cmk(self.vault, on[0])
-        )
+        self.emulator.arm.add_account(self.unmanaged, resource_group=RESOURCE_GROUP, encryption=_cmk(self.vault, on[0]))
         self.emulator.eventgrid.scan()  # Key Vault notices what is near expiry now
         self.app = build_chaos_app(
             self.emulator.endpoints(),
@@ -574,6 +597,137 @@ class Run:
         if status == 202:
             with self._lock:
                 self.http_accepted.add(answer["request_id"])
+
+    def _do_break_glass(self, act: Action) -> None:
+        """Break-glass's first call (the plan, which writes nothing), then its confirmation at once, twice, later (a
+        ``confirm`` step) or never."""
+        version = self._compromised(act)
+        missing = act.get("version") == "missing"
+        body = {"key": self.key_url, "compromised_version": version.upper() if act.get("upper") else version}
+        status, answer = self._http("submit_rotation", "POST", "/api/rotations", body=json.dumps(body).encode())
+        # 404: the key lacks the version; 502: Key Vault or ARM could not be read for the plan; 409: no version can be
+        # created (KeyBlocked). Nothing else (a plan reads no storage).
+        expected = {404, 502} if missing else {200, 409, 502}
+        if status not in expected or (status == 409 and _code(answer) != "KeyBlocked"):
+            self.violation(0, f"break-glass plan {body} answered {status} {answer}; expected one of {sorted(expected)}")
+        if status != 200:
+            self.result.notes.append(f"break-glass plan of {version}: {status} {_code(answer)}")
+            return
+        exposed = [
+            f"{str(a.get('account')).rsplit('/', 1)[-1]} {a.get('movable')}" for a in answer.get("accounts") or []
+        ]
+        self.result.notes.append(f"break-glass plan of {version}: {exposed}; {answer.get('version_outlook')}")
+        with self._lock:
+            self.result.break_glass_plans += 1
+        token = self._plan_token(body, answer)
+        if token is None:
+            return
+        fault = act.get("disable_fault")
+        if fault is not None:  # lands on the PATCH that disables the version (or on a retirement's, if one comes first)
+            self.emulator.control.add_fault(
+                FaultRule(
+                    operation="keyvault.update_key",
+                    status=fault or 503,
+                    drop=fault == 0,
+                    retry_after=0.01 if fault == 429 else None,
+                    times=act.get("times"),
+                    act_first=act.get("acted"),
+                )
+            )
+            self.result.faults += 1
+        confirm = act.get("confirm")
+        if confirm == "later":
+            self.plans[act.get("pick")] = (body, token)
+        elif confirm in ("now", "twice"):
+            first = self._confirm(body, token)
+            if confirm == "twice":
+                again = self._confirm(body, token)
+                if first[0] == 202 and (again[0] not in (202, 503) or (again[0] == 202 and again[1] != first[1])):
+                    self.violation(
+                        0, f"a repeated break-glass confirmation of {body} answered {again}, the first {first}"
+                    )
+
+    def _do_confirm(self, act: Action) -> None:
+        """A break-glass plan's confirmation, some steps after the plan; when refused, the fresh plan's, once."""
+        found = self.plans.pop(act.get("plan"), None)
+        if found is None:
+            return  # the plan's call answered no plan
+        body, token = found
+        status, answer = self._confirm(body, token)
+        if status == 409 and _code(answer) == "ConfirmationRefused":
+            fresh = self._plan_token(body, answer.get("plan"))
+            if fresh is not None:
+                self._confirm(body, fresh)
+
+    def _confirm(self, body: dict[str, Any], token: str) -> tuple[int, str | None]:
+        """Break-glass's second call: the status, and the request id of a 202."""
+        confirmed = {**body, "confirmation": token}
+        status, answer = self._http("submit_rotation", "POST", "/api/rotations", body=json.dumps(confirmed).encode())
+        # 202: queued (or the same request again); 409: the plan changed or the token is too old (with the fresh
+        # plan), or no version can be created; 502: Key Vault or ARM could not be read; 503: storage failed.
+        code = _code(answer) if status == 409 else None
+        if status not in (202, 409, 502, 503) or code not in (None, "ConfirmationRefused", "KeyBlocked"):
+            self.violation(0, f"break-glass confirmation of {body} answered {status} {answer}")
+            return status, None
+        if code == "ConfirmationRefused":
+            with self._lock:
+                self.result.break_glass_refused += 1
+            self._plan_token(body, answer.get("plan"))  # the fresh plan, which must be a plan
+        self.result.notes.append(f"break-glass confirmation of {body['compromised_version']}: {status} {code or ''}")
+        if status != 202:
+            return status, None
+        request_id = answer.get("request_id")
+        named = str(answer.get("compromised_version") or "")
+        if not isinstance(request_id, str) or named.lower() != body["compromised_version"].lower():
+            self.violation(0, f"break-glass confirmation of {body} answered 202 with {answer}")
+            return status, None
+        with self._lock:
+            self.http_accepted.add(request_id)
+        return status, request_id
+
+    def _plan_token(self, body: dict[str, Any], plan: Any) -> str | None:
+        """A break-glass plan's confirmation token, after checking that the plan names the version, and names the
+        unmanaged account when it is on it and the discovery searched everywhere (it can never be moved)."""
+        token = plan.get("confirmation") if isinstance(plan, dict) else None
+        version = body["compromised_version"].lower()
+        if not isinstance(token, str) or str(plan.get("compromised_version", "")).lower() != version:
+            self.violation(0, f"break-glass plan of {body} is not a plan with a confirmation: {plan}")
+            return None
+        encryption = self.emulator.arm.account(RESOURCE_GROUP, self.unmanaged)["properties"]["encryption"]
+        on_it = encryption["keyVaultProperties"]["keyVersion"].lower() == version
+        named = {
+            str(a.get("account", "")).rsplit("/", 1)[-1].lower(): a.get("movable")
+            for a in plan.get("accounts") or []
+            if isinstance(a, dict)
+        }
+        complete = (plan.get("discovery") or {}).get("complete") is True
+        if on_it and complete and named.get(self.unmanaged.lower(), True) is not False:
+            self.violation(
+                0, f"break-glass plan of {body} does not name the unmanaged account on it as not movable: {plan}"
+            )
+        return token
+
+    def _compromised(self, act: Action) -> str:
+        """The version a break_glass step names, picked now: the target the accounts must end on (else the newest),
+        the newest, one a target account is on, the unmanaged account's, an older one, or one the key lacks."""
+        what, pick = act.get("version"), act.get("pick")
+        records = self.vault.versions(self.key)
+        latest = self.vault.latest(self.key)
+        if what == "missing":
+            return f"{random.Random(pick).getrandbits(128):032x}"
+        if what == "target":
+            target = expected_target(records, latest.version, self.emulator.clock.timestamp())
+            return (target or latest).version
+        if what == "unmanaged":
+            encryption = self.emulator.arm.account(RESOURCE_GROUP, self.unmanaged)["properties"]["encryption"]
+            return str(encryption["keyVaultProperties"]["keyVersion"])
+        if what == "in_use":
+            pool = sorted({r.version for r in self._account_versions() if r is not None})
+        elif what == "older":
+            pool = [r.version for r in records if r.version != latest.version]
+        else:
+            pool = []
+        return pool[pick % len(pool)] if pool else latest.version
 
     def _do_get(self, act: Action) -> None:
         what = act.get("what")
@@ -777,8 +931,9 @@ class Run:
         kind = act.get("version")
         params = {"fresh": {"exp": now + 100 * DAY}, "due": {"exp": now + 10 * DAY}}.get(kind) or _flawed(kind, now)
         record = self.vault.create_key(self.key, **params)
+        then = {r.version: r.enabled for r in self.vault.versions(self.key)}
         with self._lock:
-            self.foreign.append((record.version, record.created))
+            self.foreign.append((record.version, record.created, then))
 
     def _do_drift(self, act: Action) -> None:
         name = self.accounts[act.get("pick") % len(self.accounts)]
@@ -908,10 +1063,25 @@ class Run:
         return [records.get((e.get("keyVaultProperties") or {}).get("keyVersion")) for e in encryption]
 
     def _observe(self, where: str) -> None:
-        """Invariant 3, and that an account is never moved off its key (part of 4), at this instant."""
+        """Invariant 3, and that an account is never moved off its key (part of 4), at this instant.
+
+        A version is judged enabled or not as it was read before the accounts (break-glass disables a version
+        milliseconds after its accounts left it: a version read disabled before an account was read on it was
+        disabled while the account used it), and by everything else as read after them (versions only grow)."""
+        enabled = {r.version: r.enabled for r in self.vault.versions(self.key)}
         accounts = [self.emulator.arm.account(RESOURCE_GROUP, name) for name in self.accounts]
-        records = {r.version: r for r in self.vault.versions(self.key)}
+        unmanaged = self.emulator.arm.account(RESOURCE_GROUP, self.unmanaged)
+        records = {
+            r.version: replace(r, enabled=enabled.get(r.version, r.enabled)) for r in self.vault.versions(self.key)
+        }
         now = self.emulator.clock.timestamp()
+        # The unmanaged account is never the app's to move: it may end on an expired version, never a disabled one.
+        properties = (unmanaged["properties"].get("encryption") or {}).get("keyVaultProperties") or {}
+        record = records.get(str(properties.get("keyVersion")))
+        if record is not None and not record.enabled:
+            self.violation(
+                3, f"{where}: the unmanaged account {self.unmanaged} is on a disabled version {record.version}"
+            )
         for name, account in zip(self.accounts, accounts, strict=True):
             encryption = account["properties"].get("encryption") or {}
             properties = encryption.get("keyVaultProperties") or {}
@@ -942,51 +1112,98 @@ class Run:
         self._check_finished("after settling")
         records = self.vault.versions(self.key)
         created = [r for r in records if TAG_REQUEST_ID in r.tags]
+        rows = self.ledger.list_requests(self.key_ref, limit=10_000)
+        glass = [e for e in rows if e.compromised_version]
+        named = {e.compromised_version.lower() for e in glass}
+        disabled = {r.version.lower() for r in records if not r.enabled} & self._disabled_by_app()
         self.result.versions_created = len(created)
-        self.result.versions_retired = len(self._retired_versions())
-        # 1. one version per due period, one more per accepted forced request
-        forced = {e.request_id for e in self.ledger.list_requests(self.key_ref, limit=10_000) if e.force}
+        self.result.versions_retired = len(disabled - named)
+        self.result.break_glass_requests = len(glass)
+        self.result.break_glass_disabled = len(disabled & named)
+        self.result.break_glass_in_use = len(
+            {e.compromised_version.lower() for e in glass if e.reason == IN_USE} - disabled
+        )
+        # 1. one version per due period, one more per accepted forced request (a break-glass request is forced)
+        forced = {e.request_id for e in rows if e.force or e.compromised_version}
         periods = self.due_periods + self._foreign_due_periods(records)
         if len(created) > periods + len(forced):
             listed = ", ".join(f"{r.version} ({r.tags.get(TAG_TRIGGER)} {r.tags.get(TAG_REQUEST_ID)})" for r in created)
             self.violation(
                 1,
-                f"{len(created)} versions created for {periods} due period(s) and {len(forced)} forced request(s): "
-                f"{listed}",
+                f"{len(created)} versions created for {periods} due period(s) and {len(forced)} forced or break-glass "
+                f"request(s): {listed}",
             )
+        for entry in glass:  # and a break-glass request, like any forced one, creates at most one
+            mine = [r.version for r in created if r.tags.get(TAG_REQUEST_ID) == entry.request_id]
+            if len(mine) > 1:
+                self.violation(1, f"break-glass request {entry.request_id} created {len(mine)} versions: {mine}")
+        self._check_break_glass(glass, records)
         # 6. our own KeyNewVersionCreated never creates
         for record in created:
             if record.tags.get(TAG_TRIGGER) == "KeyNewVersionCreated":
                 self.violation(6, f"version {record.version} was created for a KeyNewVersionCreated request")
-        self._check_writes()
+        self._check_writes(named)
         self._check_bystander()
 
     def _foreign_due_periods(self, records: list[Any]) -> int:
         """Versions someone else added that opened a due period: one that cannot serve as the target, added right
         after a version that was usable and not due (the key was at rest, and now needs a new version). Each version
-        is judged as it was then: one that retirement disabled since was enabled at the time."""
-        retired = self._retired_versions()
+        is judged as it was then: enabled or not as it was just after the version was added (retirement or break-glass
+        may have disabled it since)."""
         order = [r.version for r in records]
-        by_version = {r.version: replace(r, enabled=True) if r.version in retired else r for r in records}
+        by_version = {r.version: r for r in records}
         periods = 0
-        for version, at in self.foreign:
-            record = by_version[version]
+        for version, at, then in self.foreign:
+            record = replace(by_version[version], enabled=then[version])
             index = order.index(version)
             if index == 0 or (unusable(record, at) is None and not is_due(record, at)):
                 continue
             before = by_version[order[index - 1]]
+            before = replace(before, enabled=then.get(before.version, before.enabled))
             if unusable(before, at) is None and not is_due(before, at):
                 periods += 1
         return periods
 
-    def _retired_versions(self) -> set[str]:
-        """The versions of the schedule's key that the app disabled (retirement's PATCH)."""
+    def _disabled_by_app(self) -> set[str]:
+        """The versions of the schedule's key (in lower case) that the app sent a PATCH for: retirement's and
+        break-glass's, which disable it."""
         prefix = f"/keys/{self.key.lower()}/"
         return {
-            call.path.rstrip("/")[len(prefix) :]
+            call.path.rstrip("/").lower()[len(prefix) :]
             for call in self.emulator.control.calls("keyvault.update_key")
             if call.identity in (APP_IDENTITY, PROCESS_IDENTITY) and call.path.lower().startswith(prefix)
         }
+
+    def _check_break_glass(self, glass: list[LedgerEntry], records: list[Any]) -> None:
+        """Invariant 3 on the break-glass rows: one that reports its version disabled names a version the vault has
+        disabled and no account left on it; and none accepts a breakage nobody asked for (the schedules never do)."""
+        by_version = {r.version.lower(): r for r in records}
+        for entry in glass:
+            radius = dict(entry.blast_radius)
+            self.result.notes.append(
+                f"break-glass request {entry.request_id} for {entry.compromised_version}: {entry.status.value} "
+                f"{entry.reason}, version {radius.get('version_state')}, moved {len(radius.get('moved') or [])}, "
+                f"left {len(radius.get('left') or [])}"
+            )
+            if entry.accept_breakage:
+                self.violation(3, f"break-glass request {entry.request_id} accepts breakage nobody asked for")
+            if radius.get("version_state") != "disabled":
+                continue
+            version = str(radius.get("compromised_version") or "").lower()
+            record = by_version.get(version)
+            if version != entry.compromised_version.lower() or record is None or record.enabled:
+                state = "missing" if record is None else "enabled" if record.enabled else "disabled"
+                self.violation(
+                    3,
+                    f"break-glass request {entry.request_id} for {entry.compromised_version} reports version "
+                    f"{version or None} disabled; the vault has it {state}",
+                )
+            if radius.get("left"):
+                self.violation(
+                    3,
+                    f"break-glass request {entry.request_id} disabled {entry.compromised_version} with accounts left "
+                    f"on it: {radius.get('left')}",
+                )
 
     def _check_converged(self, where: str) -> Any | None:
         """Invariant 2: every account on the target version and Succeeded; the target, or None."""
@@ -1022,8 +1239,10 @@ class Run:
                 elif not entry.status.final:
                     self.violation(5, f"{where}: the {kind} request {request_id} is still {entry.status}")
 
-    def _check_writes(self) -> None:
-        """Invariant 4: the app's writes (in process or in a worker process) reach only the key and its accounts."""
+    def _check_writes(self, compromised: set[str]) -> None:
+        """Invariant 4: the app's writes (in process or in a worker process) reach only the key and its accounts;
+        Key Vault's PATCH of a version (disabling it) only by retirement, or of a version a break-glass request named
+        (``compromised``, in lower case)."""
         allowed_accounts = {account_id.lower() for account_id in self.account_ids}
         for call in self.emulator.control.calls():
             if call.identity not in (APP_IDENTITY, PROCESS_IDENTITY) or call.method not in WRITE_METHODS:
@@ -1031,10 +1250,11 @@ class Run:
             path = call.path.rstrip("/").lower()
             if call.service == "keyvault":
                 ok = call.operation == "keyvault.create_key" and path == f"/keys/{self.key.lower()}/create"
-                # Retirement disables an old version of the schedule's key, and nothing else (invariant 3 checks that
-                # no account was ever on a disabled version).
-                retired = call.operation == "keyvault.update_key" and path.startswith(f"/keys/{self.key.lower()}/")
-                ok = ok or (self.setup.retirement and retired)
+                # Retirement disables an old version of the schedule's key, break-glass the version it was named, and
+                # nothing else (invariant 3 checks that no account was ever on a disabled version).
+                prefix = f"/keys/{self.key.lower()}/"
+                disables = call.operation == "keyvault.update_key" and path.startswith(prefix)
+                ok = ok or (disables and (self.setup.retirement or path[len(prefix) :] in compromised))
             elif call.service == "arm":
                 # Resource Graph's query is a POST that only reads (discovery, on every sweep).
                 ok = call.operation == "graph.resources" or (
@@ -1053,6 +1273,12 @@ class Run:
         version = properties["encryption"]["keyVaultProperties"]["keyVersion"]
         if (version, properties.get("provisioningState")) != (self.world.bystander_version, "Succeeded"):
             self.violation(4, f"the bystander account reports {version} {properties.get('provisioningState')}")
+
+
+def _code(answer: Any) -> str | None:
+    """The error code of an error answer (``{"error": {"code", "message"}}``), or None."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _flawed(kind: str, now: datetime) -> dict[str, Any]:

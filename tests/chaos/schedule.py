@@ -29,6 +29,14 @@ Action vocabulary (``Action.kind``)::
     portal    someone else adds a version: fresh, due, disabled, not yet valid, expired, or RSA 3072
     drift     someone points a target account back at an older usable version
     advance   settle, check, then move the clock until the target version is due (the next due period)
+    break_glass
+              POST /api/rotations with a compromised_version: the current target, the newest version, one a target
+              account or the unmanaged account is on, an older one, or (rarely) one the key lacks (404), sometimes
+              spelled in upper case; then mostly its confirmation at once (sometimes twice: the same request), or
+              later (a ``confirm`` step), or never; sometimes with a fault on Key Vault's PATCH that disables it.
+              Never ``accept_breakage``: an account left on a disabled version would break invariant 3 on purpose
+    confirm   the confirmation of an earlier break_glass plan, one to three steps later: the plan may have changed
+              meanwhile, or the clock moved past its 5 minutes (409 ConfirmationRefused, then the fresh plan's)
 """
 
 from __future__ import annotations
@@ -60,6 +68,12 @@ ALWAYS_OK = ("keyvault.create_key", "keyvault.list_versions", "arm.update_accoun
 FAULT_STATUSES = (409, 429, 429, 500, 503, 0)  # 0: drop the connection
 PORTAL_KINDS = ("fresh", "fresh", "due", "disabled", "not_yet_valid", "expired", "rsa3072")  # 3072 bits: 0.25 s to make
 CONCURRENT_KINDS = ("event", "post", "get", "sweep", "pump", "pump", "pump", "portal")
+# Which version a break_glass step names (resolved when it runs, harness.Run._compromised), and how it confirms.
+COMPROMISED = ("target", "newest", "in_use", "older", "unmanaged", "missing")
+COMPROMISED_WEIGHTS = (35, 15, 15, 12, 18, 5)
+CONFIRM_MODES = ("now", "twice", "later", "never")
+CONFIRM_WEIGHTS = (62, 13, 17, 8)
+DISABLE_FAULTS = (503, 500, 429, 0)  # on keyvault.update_key, the PATCH that disables the compromised version
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,7 @@ def generate(seed: int) -> Schedule:
     )
     steps: list[Step] = []
     advanced = False
+    confirms: list[tuple[int, Action]] = []  # (position, confirm action) of the break_glass steps confirmed later
     for _ in range(rng.randint(4, 10)):
         if rng.random() < 0.3:
             steps.append(
@@ -166,8 +181,9 @@ def generate(seed: int) -> Schedule:
                 "drift",
                 "advance",
                 "age",
+                "break_glass",
             ),
-            weights=(18, 12, 3, 9, 20, 3, 12, 3, 2, 4, 3, 3, 4, 3, 2, 3),
+            weights=(18, 12, 3, 9, 20, 3, 12, 3, 2, 4, 3, 3, 4, 3, 2, 3, 3),
         )[0]
         if kind == "advance":
             if advanced:
@@ -176,7 +192,21 @@ def generate(seed: int) -> Schedule:
         if kind == "timeout":  # the moment of slowness meets work that makes the call: a worker racing it
             steps.append(Step((_random_action(rng, kind), action("pump", n=rng.randint(1, 3), batch=1))))
             continue
-        steps.append(Step((_random_action(rng, kind),)))
+        step = Step((_random_action(rng, kind),))
+        steps.append(step)
+        if kind == "break_glass" and step.actions[0].get("confirm") == "later":
+            confirms.append((len(steps) + rng.randint(1, 3), action("confirm", plan=step.actions[0].get("pick"))))
+    for position, confirm in sorted(confirms, key=lambda c: c[0], reverse=True):
+        steps.insert(min(position, len(steps)), Step((confirm,)))
+    if seed % 25 == 13 and not any(a.kind == "break_glass" for step in steps for a in step.actions):
+        # Every 25th schedule breaks glass, so the short profile does too (a seeded one in about 7 does anyway).
+        glass = _random_action(rng, "break_glass")
+        position = rng.randint(0, len(steps))
+        steps.insert(position, Step((glass,)))
+        if glass.get("confirm") == "later":
+            steps.insert(
+                min(position + rng.randint(2, 4), len(steps)), Step((action("confirm", plan=glass.get("pick")),))
+            )
     if setup.processes:
         for _ in range(rng.choice((1, 1, 2))):
             process = _random_action(rng, "process")
@@ -251,4 +281,17 @@ def _random_action(rng: random.Random, kind: str) -> Action:
         return action("portal", version=rng.choice(PORTAL_KINDS))
     if kind == "drift":
         return action("drift", pick=pick)
+    if kind == "break_glass":
+        fault = rng.choice(DISABLE_FAULTS) if rng.random() < 0.25 else None
+        return action(
+            "break_glass",
+            version=rng.choices(COMPROMISED, weights=COMPROMISED_WEIGHTS)[0],
+            upper=rng.random() < 0.1,
+            confirm=rng.choices(CONFIRM_MODES, weights=CONFIRM_WEIGHTS)[0],
+            disable_fault=fault,
+            # 4 failures outlast one delivery's retries: the request fails (retryable) and its redelivery disables it
+            times=rng.choice((1, 2, 4)) if fault is not None else None,
+            acted=fault is not None and rng.random() < 0.4,  # the PATCH takes effect, and its answer is lost
+            pick=pick,  # also names the plan for a later confirm step
+        )
     raise ValueError(f"unknown action kind {kind!r}")
