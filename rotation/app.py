@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
-from rotation.breakglass import TOKEN_PATTERN, UnknownVersion, fitted
+from rotation.breakglass import TOKEN_PATTERN, UnknownVersion
 from rotation.config import Settings
 from rotation.connection import AzureConnection
 from rotation.drift import Drift, DriftKind, drift_of
@@ -649,9 +649,7 @@ class RotationApp:
         flags = {name: data.get(name, False) for name in ("force", "dry_run", "accept_breakage")}
         for name, value in flags.items():
             if not isinstance(value, bool):
-                return error_answer(
-                    400, "InvalidField", f"{name} must be true or false, not {clipped(json.dumps(value), 40)}"
-                )
+                return error_answer(400, "InvalidField", f"{name} must be true or false, not {quoted(value, 40)}")
         break_glass = _break_glass_fields(data, flags)
         if isinstance(break_glass, Answer):
             return break_glass
@@ -989,23 +987,23 @@ def _refused(
 
 
 def _break_glass_fields(data: Mapping[str, Any], flags: Mapping[str, bool]) -> tuple[str | None, str | None] | Answer:
-    """A POST body's ``compromised_version`` and ``confirmation`` (both None for an ordinary request), or the 400
-    answer naming what is wrong with them."""
-    compromised, confirmation = data.get("compromised_version"), data.get("confirmation")
-    if compromised is None:
-        if flags["accept_breakage"] or confirmation is not None:
+    """A POST body's ``compromised_version`` (lower case, as Key Vault writes version ids) and ``confirmation`` (both
+    None for an ordinary request), or the 400 answer naming what is wrong with them. A field sent as null is refused,
+    as for ``force``: only an absent one is absent."""
+    if "compromised_version" not in data:
+        if flags["accept_breakage"] or "confirmation" in data:
             return error_answer(
                 400,
                 "InvalidField",
                 "accept_breakage and confirmation belong to a break-glass request: name its compromised_version",
             )
         return None, None
+    compromised, confirmation = data["compromised_version"], data.get("confirmation")
     if not isinstance(compromised, str) or KEY_VERSION_PATTERN.fullmatch(compromised) is None:
         return error_answer(
             400,
             "InvalidField",
-            f"compromised_version must be a version id of the key (32 hex digits), not "
-            f"{clipped(json.dumps(compromised), 60)}",
+            f"compromised_version must be a version id of the key (32 hex digits), not {quoted(compromised, 60)}",
         )
     if flags["force"] or flags["dry_run"]:
         return error_answer(
@@ -1014,14 +1012,14 @@ def _break_glass_fields(data: Mapping[str, Any], flags: Mapping[str, bool]) -> t
             "a break-glass request (compromised_version) is always forced, and its first call, without a "
             "confirmation, is its dry run: send neither force nor dry_run",
         )
-    if confirmation is not None and not (isinstance(confirmation, str) and TOKEN_PATTERN.fullmatch(confirmation)):
+    if "confirmation" in data and not (isinstance(confirmation, str) and TOKEN_PATTERN.fullmatch(confirmation)):
         return error_answer(
             400,
             "InvalidConfirmation",
-            f"confirmation {clipped(json.dumps(confirmation), 60)} is not a token this service issued: send the "
-            "confirmation the plan (the same body without one) answered",
+            f"confirmation {quoted(confirmation, 60)} is not a token this service issued: send the confirmation the "
+            "plan (the same body without one) answered",
         )
-    return compromised, confirmation
+    return compromised.lower(), confirmation
 
 
 def _days(delta: timedelta) -> float:
@@ -1050,7 +1048,7 @@ def _ledger_fields(outcome: RotationOutcome, *, final: bool) -> dict[str, Any]:
         "to_version": outcome.to_version or "",
         "accounts": _account_results(outcome.accounts),
         "error": outcome.error or "",
-        "blast_radius": None if outcome.blast_radius is None else fitted(outcome.blast_radius, MAX_ACCOUNTS_JSON_CHARS),
+        "blast_radius": outcome.blast_radius,
     }
 
 

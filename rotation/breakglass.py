@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -242,33 +242,6 @@ class BlastRadius:
 
     def _failed(self) -> str:
         return f"{self.failure.reason}: {self.failure}" if self.failure else ""
-
-
-def fitted(radius: Mapping[str, object], limit: int) -> dict[str, object]:
-    """``radius`` (``BlastRadius.to_dict``) in at most ``limit`` characters of compact JSON, for a ledger row: when it
-    is longer, as many accounts as fit, those left first (they are what an operator must act on), and the full counts
-    in ``left_total`` and ``moved_total``. The outcome event and the log carry every account."""
-    full = dict(radius)
-    if _chars(full) <= limit:
-        return full
-    left, moved = list(_items(full["left"])), list(_items(full["moved"]))
-    cut: dict[str, object] = {**full, "left": [], "moved": [], "left_total": len(left), "moved_total": len(moved)}
-    for name, items in (("left", left), ("moved", moved)):
-        kept: list[object] = []
-        for item in items:
-            if _chars({**cut, name: [*kept, item]}) > limit:
-                break
-            kept.append(item)
-        cut[name] = kept
-    return cut
-
-
-def _items(value: object) -> Sequence[object]:
-    return value if isinstance(value, list) else []
-
-
-def _chars(value: Mapping[str, object]) -> int:
-    return len(json.dumps(value, sort_keys=True, separators=(",", ":")))
 
 
 def blast_radius(

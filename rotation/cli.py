@@ -12,7 +12,8 @@
                 yes on the terminal or with --yes; --dry-run only plans)                                writes
     reconcile   reconcile every target                                                                  writes
     break-glass move every account off a compromised version (--key, --version), then disable it when
-                none is left (or with --accept-breakage); shows who is on it first and asks, or --yes      writes
+                none is left (or with --accept-breakage); shows who is on it first and asks, or --yes;
+                --dry-run only shows that plan                                                          writes
     history     the Functions app's ledger: its latest requests (--key, --limit) and how each ended       reads
     discover    every account on a key (--key), across subscriptions, through Resource Graph or ARM;
                 --write-targets / --write-azd put the key's entry into the app's and azd's target files  reads
@@ -51,7 +52,7 @@ A CLI run sends one request per key (a new uuid4, trigger ``cli``). When the Fun
 
 Not checked: the role assignments of an account's identity on its key (the Key Vault data plane cannot list them).
 This module must never print a traceback for bad input, never print a token, key material or connection string, and
-never write anything in ``status``, ``plan``, ``preflight`` or ``rotate --dry-run``.
+never write anything in ``status``, ``plan``, ``preflight``, ``rotate --dry-run`` or ``break-glass --dry-run``.
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ def _parser() -> _Parser:
     glass.add_argument(
         "--yes", action="store_true", help="do not ask before acting on the plan (needed without a terminal)"
     )
+    glass.add_argument("--dry-run", action="store_true", help="only print the plan; change nothing")
     commands.add_parser(
         "reconcile",
         parents=[common],
@@ -481,17 +483,26 @@ def _confirmed(run: _Run, question: str) -> bool:
 
 def _break_glass_command(run: _Run, args: argparse.Namespace) -> int:
     """Break-glass (rotation/breakglass.py): the plan, the operator's yes (or --yes), then the rotation and the
-    containment, as the worker runs them (under the key's lock when the app's storage is configured)."""
+    containment, as the worker runs them (under the key's lock when the app's storage is configured). --dry-run only
+    shows the plan. Without a terminal to ask on and without --yes, nothing is read."""
     (target,) = _targets(run, args.key)
     refusal = target.refuses_force()
     if refusal is not None:
         raise ConfigError(f"break-glass: {refusal}")
     try:
         request = replace(
-            run.request(target.key, force=True), compromised_version=args.version, accept_breakage=args.accept_breakage
+            run.request(target.key, force=True),
+            compromised_version=args.version.lower(),
+            accept_breakage=args.accept_breakage,
         )
     except InvalidInput as exc:
         raise ConfigError(f"--version {shown(args.version)}: {exc}") from exc
+    if not (args.dry_run or args.yes or run.inp.isatty()):
+        run.err.write(
+            "error: break-glass acts on the plan it shows: add --yes to confirm (there is no terminal to ask on), or "
+            "--dry-run to see the plan only; nothing was done\n"
+        )
+        return EXIT_BAD_INPUT
     discovery = _discovery(run)
     try:
         found, plan = break_glass_plan(run.engine, run.settings, discovery, request)
@@ -503,14 +514,18 @@ def _break_glass_command(run: _Run, args: argparse.Namespace) -> int:
     if plan.blocked:
         run.err.write(f"error: no new version can be created: {plan.message}; nothing was done\n")
         return EXIT_FAILED
+    if args.dry_run:
+        if run.structured:
+            run.print_data(found.to_dict())
+        else:
+            run.print(_render_break_glass(found))
+        return EXIT_OK
     if not run.structured:
         run.print(_render_break_glass(found))
     movable = len(found.accounts) - len(found.stranded)
     then = "disabled" if found.disables else "left enabled"
     question = f"break-glass moves {movable} accounts off version {found.version} now, then the version is {then}"
     if not args.yes and not _confirmed(run, question):
-        if run.structured:
-            run.print_data(found.to_dict())
         return EXIT_BAD_INPUT
     extra = enrolments(run.settings, discovery, [target]).get(target.key, ())
     with _records_off_stderr():

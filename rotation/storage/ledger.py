@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from base64 import urlsafe_b64encode
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -140,7 +140,7 @@ class LedgerEntry:
         return (
             self.request_id == request.request_id
             and self.key.folded_id == request.key.folded_id
-            and self.compromised_version == (request.compromised_version or "")
+            and self.compromised_version.lower() == (request.compromised_version or "").lower()
             and self.accept_breakage == request.accept_breakage
         )
 
@@ -335,9 +335,41 @@ class Ledger:
         return str(index["key_partition"])
 
 
+def fitted_radius(radius: Mapping[str, object], limit: int) -> dict[str, object]:
+    """A break-glass ``radius`` (``BlastRadius.to_dict``) in at most ``limit`` characters of compact JSON, for a row:
+    when it is longer, as many accounts as fit, those left first (they are what an operator must act on), and the full
+    counts in ``left_total`` and ``moved_total``. The outcome event and the log carry every account."""
+    full = dict(radius)
+    if _chars(full) <= limit:
+        return full
+    left, moved = list(_items(full["left"])), list(_items(full["moved"]))
+    cut: dict[str, object] = {**full, "left": [], "moved": [], "left_total": len(left), "moved_total": len(moved)}
+    for name, items in (("left", left), ("moved", moved)):
+        kept: list[object] = []
+        for item in items:
+            if _chars({**cut, name: [*kept, item]}) > limit:
+                break
+            kept.append(item)
+        cut[name] = kept
+    return cut
+
+
+def _items(value: object) -> Sequence[object]:
+    return value if isinstance(value, list) else []
+
+
+def _chars(value: Mapping[str, object]) -> int:
+    return len(_compact(value))
+
+
+def _compact(value: Mapping[str, object]) -> str:
+    """JSON as a row stores it."""
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+
+
 def _to_row(entry: LedgerEntry) -> dict[str, Any]:
     """The table row for ``entry``; ``error`` is redacted and cut to MAX_ERROR_CHARS."""
-    accounts = json.dumps(dict(entry.accounts), sort_keys=True, separators=(",", ":"))
+    accounts = _compact(entry.accounts)
     if len(accounts) > MAX_ACCOUNTS_JSON_CHARS:
         raise ValueError(
             f"ledger accounts take {len(accounts)} characters as JSON, more than {MAX_ACCOUNTS_JSON_CHARS}; "
@@ -366,9 +398,9 @@ def _to_row(entry: LedgerEntry) -> dict[str, Any]:
     if entry.idempotency_key is not None:  # only shown, never compared (the request id is derived from it)
         row["idempotency_key"] = redacted(entry.idempotency_key)
     if entry.compromised_version:
-        radius = json.dumps(dict(entry.blast_radius), sort_keys=True, separators=(",", ":"))
-        if len(radius) > MAX_ACCOUNTS_JSON_CHARS:
-            raise ValueError(f"a blast radius of {len(radius)} characters as JSON does not fit a ledger row")
+        radius = json.dumps(
+            fitted_radius(entry.blast_radius, MAX_ACCOUNTS_JSON_CHARS), sort_keys=True, separators=(",", ":")
+        )
         row.update(
             compromised_version=entry.compromised_version, accept_breakage=entry.accept_breakage, blast_radius=radius
         )

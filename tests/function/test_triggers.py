@@ -405,7 +405,7 @@ def test_error_messages_name_the_bad_value(rotation: Rotation) -> None:
     cases = {
         b'{"key": "https://sample-kv.vault.azure.net/keys/other"}': "https://sample-kv.vault.azure.net/keys/other",
         json.dumps({"key": ALLOWED_KEY, "colour": 1}).encode(): "colour",
-        json.dumps({"key": ALLOWED_KEY, "force": "yes"}).encode(): '"yes"',
+        json.dumps({"key": ALLOWED_KEY, "force": "yes"}).encode(): "'yes'",
         b'{"key": "newsecret"}': "newsecret",
     }
     for body, named in cases.items():

@@ -202,17 +202,19 @@ def test_a_stale_expired_or_foreign_confirmation_is_refused_with_the_fresh_plan(
     assert fleet.new_versions() == [] and fleet.pump() == 0 and fleet.app.ledger.list_requests(limit=5) == []
 
 
-def test_repeating_the_confirmed_call_is_the_same_request(fleet: Fleet) -> None:
+def test_repeating_the_confirmed_call_is_the_same_request(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
     compromised = fleet.initial_version
     _, plan = post(fleet, compromised_version=compromised)
     confirm = {"compromised_version": compromised, "confirmation": plan["confirmation"]}
-    first = post(fleet, **confirm)
-    again = post(fleet, **confirm)
-    assert first[0] == again[0] == 202 and first[1]["request_id"] == again[1]["request_id"]
-    assert fleet.pump() >= 1
+    with caplog.at_level(logging.INFO, logger="rotation"):
+        first = post(fleet, **confirm)
+        again = post(fleet, **{**confirm, "compromised_version": compromised.upper()})  # the same version
+        assert first[0] == again[0] == 202 and first[1]["request_id"] == again[1]["request_id"]
+        assert fleet.pump() >= 1
     (new,) = fleet.new_versions()
     fleet.assert_converged(new)
     assert not enabled(fleet, compromised)
+    assert not [r for r in caplog.records if getattr(r, "event", None) == Event.MESSAGE_REJECTED]
     assert post(fleet, **confirm)[1]["status"] == "succeeded"  # answered from its row, once done
 
 
@@ -237,3 +239,20 @@ def test_bad_break_glass_input_is_refused_and_writes_nothing(
     got, answer = post(fleet, **body)
     assert (got, answer["error"]["code"]) == (status, code), answer
     assert fleet.new_versions() == [] and fleet.pump() == 0 and fleet.app.ledger.list_requests(limit=5) == []
+
+
+@pytest.mark.parametrize("field", ["accept_breakage", "confirmation", "compromised_version"])
+def test_a_refused_value_is_never_echoed_with_a_secret_after_an_escaped_character(fleet: Fleet, field: str) -> None:
+    body = {"compromised_version": fleet.initial_version, field: "yes\ncode=s3cr3t-value-42"}
+    got, answer = post(fleet, **body)
+    assert got == 400 and field in answer["error"]["message"], answer
+    assert "s3cr3t-value-42" not in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("field", "code"), [("compromised_version", "InvalidField"), ("confirmation", "InvalidConfirmation")]
+)
+def test_a_break_glass_field_sent_as_null_is_refused_not_taken_as_absent(fleet: Fleet, field: str, code: str) -> None:
+    got, answer = post(fleet, **{"compromised_version": fleet.initial_version, field: None})
+    assert (got, answer["error"]["code"]) == (400, code), answer
+    assert fleet.pump() == 0 and fleet.app.ledger.list_requests(limit=5) == []

@@ -549,10 +549,11 @@ def test_break_glass_shows_who_is_on_the_version_asks_moves_them_and_disables_it
     glass = ("break-glass", "--key", world.key, "--version", world.first)
 
     unasked = world.run(*glass)
+    planned = world.run(*glass, "--dry-run")
 
-    assert unasked.code == 2 and "add --yes to confirm (there is no terminal to ask on)" in unasked.err
-    assert "rg-ai/aoai-unlisted  no       ROTATION_TARGETS does not list it" in unasked.out
-    assert "  the version: left enabled: 1 account is on it that the service may not move." in unasked.out
+    assert_one_line_error(unasked, "add --yes to confirm (there is no terminal to ask on), or --dry-run")
+    assert planned.code == 0 and "rg-ai/aoai-unlisted  no       ROTATION_TARGETS does not list it" in planned.out
+    assert "  the version: left enabled: 1 account is on it that the service may not move." in planned.out
     assert world.writes() == []
 
     kept = world.run(*glass, inp=Terminal("y\n"))

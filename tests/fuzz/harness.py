@@ -2,9 +2,10 @@
 
 ::
 
-    World        one Emulator (vault fuzz-kv: keys fuzz-cmk and fuzz-cmk2 in ROTATION_TARGETS, other-cmk outside) and
-                 the session's real Azurite; ``serving(family)`` builds a RotationApp for one family, installs it with
-                 ``configure(app)``, and routes the app's log records to the recorder
+    World        one Emulator (vault fuzz-kv: keys fuzz-cmk and fuzz-cmk2 in ROTATION_TARGETS, other-cmk outside, and
+                 fuzz-cmk-kv, which ``key_vault_target()`` describes as a ``new_versions: key_vault`` target for a
+                 family that adds it) and the session's real Azurite; ``serving(family)`` builds a RotationApp for one
+                 family, installs it with ``configure(app)``, and routes the app's log records to the recorder
     Observation  what one case did, read from the seams only: log records (the recorder), storage writes (the
                  ``CountingTransport`` handed to the storage clients through ``storage_options``), Key Vault and ARM
                  writes (the emulator's call log), and outcome events (the emulator's ``eventgrid.received``)
@@ -32,8 +33,17 @@ Counters (each must end at 0 in every profile)::
                      queue messages decoded), an outcome event, a ConfigError or the CLI's output
     unnamed          a refusal that does not say what was wrong: a 4xx without ``{"error": {"code", "message"}}`` or
                      whose message does not name the bad value (rules in test_http.py), a ConfigError line that names
-                     no setting the case changed, a CLI exit 2 that is not exactly one line ``error: ...``, or bad
-                     CLI input that did not exit 2
+                     no setting the case changed, a CLI exit 2 that is not exactly one line ``error: ...``, a refused
+                     rotation-requests message whose only fault breaks the break-glass rules and whose reason does not
+                     name the field; or bad input that was not refused: bad CLI input that did not exit 2, a
+                     break-glass body the oracle refuses that got no 4xx, a message breaking the break-glass rules
+                     that was accepted
+    wrong_answer     an answer the oracle predicts exactly that came out otherwise: a break-glass body answered with
+                     another status or code than predicted (test_http.py), a break-glass plan or refused confirmation
+                     that is not its schema in docs/openapi.json, a plan that wrote, a confirmed break-glass that did
+                     not record its one ledger row and queue one message that row describes, a repeat of it that
+                     answered another request; a valid break-glass message refused; a CLI break-glass that stopped
+                     for confirmation without its plan on stdout
 
 This module never patches or mocks the code under test: the transport, the logging handler and the emulator's
 control plane are the only seams.
@@ -74,7 +84,7 @@ from tests.functional.wiring import QUICK_RETRIES, app_settings
 EMULATOR_TOKEN_HEADER = (  # the first part of every token EmulatorCredential issues: a token in any output is a leak
     base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=").decode()
 )
-COUNTERS = ("uncaught", "redelivered", "rejected_writes", "http_5xx", "secret_hits", "unnamed")
+COUNTERS = ("uncaught", "redelivered", "rejected_writes", "http_5xx", "secret_hits", "unnamed", "wrong_answer")
 REFUSALS = ("rotation.event_ignored", "rotation.message_rejected")
 EDGE_ERRORS = ("rotation.internal_error", "rotation.config_error")
 # A rotation that ran and failed: a refused input must never produce one.
@@ -87,6 +97,7 @@ _FORMATTER = logging.Formatter()
 KEY = "fuzz-cmk"
 KEY2 = "fuzz-cmk2"
 OTHER_KEY = "other-cmk"  # a real key in the same vault, not in ROTATION_TARGETS
+KV_KEY = "fuzz-cmk-kv"  # a real key whose versions come from Key Vault: only in the targets of a family that adds it
 # Ledger rows every family's table starts with: (request id, key name, final). Messages that reuse an id with the
 # other key are forgeries; a queued row of the right key is run once and is final from then on.
 SEEDS = (
@@ -459,7 +470,7 @@ class World:
         now = datetime.now(UTC)
         records = {
             name: vault.create_key(name, exp=now + timedelta(days=days), key_ops=["wrapKey", "unwrapKey"])
-            for name, days in ((KEY, 100), (KEY2, 100), (OTHER_KEY, 200))
+            for name, days in ((KEY, 100), (KEY2, 100), (OTHER_KEY, 200), (KV_KEY, 100))
         }
 
         def cmk(record: Any) -> dict[str, Any]:
@@ -470,7 +481,12 @@ class World:
 
         accounts = {
             name: emulator.arm.add_account(name, encryption=cmk(records[key]))["id"]
-            for name, key in (("openai-fuzz-1", KEY), ("openai-fuzz-2", KEY2), ("openai-other", OTHER_KEY))
+            for name, key in (
+                ("openai-fuzz-1", KEY),
+                ("openai-fuzz-2", KEY2),
+                ("openai-other", OTHER_KEY),
+                ("openai-fuzz-kv", KV_KEY),
+            )
         }
         targets = [
             {"key": f"{vault.url}/keys/{KEY}", "accounts": [accounts["openai-fuzz-1"]]},
@@ -508,6 +524,18 @@ class World:
     # Keys as the generators spell them -------------------------------------------------------------------------
     def key_url(self, name: str = KEY) -> str:
         return f"{self.vault.url}/keys/{name}"
+
+    def key_versions(self, name: str) -> list[str]:
+        """The ids of every version the vault holds of key ``name`` now, oldest first; [] for a key it does not
+        have. The name is looked up as the emulator's Key Vault looks it up: with its case (Key Vault's own names
+        ignore case), so ``FUZZ-CMK`` has no versions here. Families that rotate (a forced or break-glass request)
+        add versions, so a generator or an oracle asks here rather than trusting ``versions``."""
+        return [record.version for record in self.vault.versions(name)] if name in self.vault.key_names() else []
+
+    def key_vault_target(self) -> dict[str, Any]:
+        """A ROTATION_TARGETS entry for ``KV_KEY`` with ``new_versions: key_vault``: the service never creates its
+        versions, so ``force`` and break-glass are refused for it (409 ForceNotAllowed)."""
+        return {"key": self.key_url(KV_KEY), "accounts": [self.accounts["openai-fuzz-kv"]], "new_versions": "key_vault"}
 
     # Apps ------------------------------------------------------------------------------------------------------
     def build(
@@ -547,6 +575,18 @@ class World:
             configure(None)
             for queue in (REQUESTS_QUEUE, POISON_QUEUE):
                 host.queue(queue).clear_messages()
+
+    @contextmanager
+    def roomy_resource_graph(self, quota: int = 100_000) -> Iterator[None]:
+        """Resource Graph's per-identity quota raised to ``quota`` queries per window while the block runs (the
+        emulator's control plane, ``arm.configure``). Every break-glass plan asks discovery, and at Learn's 15 queries
+        per 5 s most would wait out a 429's Retry-After: realistic, and too slow for a fuzz family."""
+        saved = self.emulator.arm.settings()["graph_quota"]
+        self.emulator.arm.configure(graph_quota=quota)
+        try:
+            yield
+        finally:
+            self.emulator.arm.configure(graph_quota=saved)
 
     @contextmanager
     def capturing(self) -> Iterator[Recorder]:

@@ -3,7 +3,7 @@
     ci     the default (``make test``): a few hundred cases per family, the same ones in every run (derandomized);
            the whole suite in about 30 s on 2 cores
     fuzz   ``make fuzz`` (``--hypothesis-profile=fuzz``): over 100,000 cases in all, new ones in every run, most of
-           them in the cheap families; about 16 minutes on 2 cores (about 105 cases/s)
+           them in the cheap families; about 18 minutes on 2 cores (about 100 cases/s)
 
 A family's budget is its ``max_examples``. The budgets are weighted by cost: a rejected event or setting costs well
 under a millisecond of app time, an accepted queue message runs a whole reconcile against the emulator, and a CLI

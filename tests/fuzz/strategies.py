@@ -9,12 +9,18 @@ Each family mixes three kinds of case, so that many get deep into validation and
 
 Planted secrets (``harness.PLANTED_FORMS``) replace a whole value or are appended after a separator, and are never
 mutated afterwards, so they keep the shape ``rotation.redact`` recognises.
+
+Break-glass values: ``glass_versions_bad`` (compromised versions that are not version ids), ``flags_bad`` (true/false
+fields that are not booleans), ``tokens_foreign`` (confirmations shaped like the service's that it never issued) and
+``tokens_bad`` (confirmations that are not tokens); ``current`` draws from state outside Hypothesis, such as the
+versions a key has now, without making Hypothesis's replays inconsistent.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -216,3 +222,77 @@ ids_valid = st.uuids().map(str) | st.builds(
     st.text(alphabet=string.ascii_letters + string.digits + "-", max_size=39),
 )
 """Ids that are valid request ids (and usable event ids): a UUID, or 1-40 letters, digits and '-'."""
+
+
+# --- break-glass ------------------------------------------------------------------------------------------------
+
+
+def current(values: Callable[[], Sequence[str]], fallback: str) -> st.SearchStrategy[str]:
+    """One of ``values()`` as they are when it is drawn (state outside Hypothesis, such as the versions a key has now,
+    which a family that rotates changes between cases), or ``fallback`` when there is none. It is picked by an
+    integer, so the choices Hypothesis records are of one type whatever the state: a replay stays consistent."""
+
+    def pick(index: int) -> str:
+        found = values()
+        return found[index % len(found)] if found else fallback
+
+    return st.integers(0, 255).map(pick)
+
+
+glass_versions_bad = versions_bad | with_secret(st.sampled_from(["v", "a" * 31, "0" * 32]))
+"""``compromised_version`` values that are not version ids: ``versions_bad``, and text ending in a planted secret after
+a separator (a newline too, which ``json.dumps`` turns into the letters ``\\n`` next to the secret)."""
+flags_bad: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from(["true", "false", 1, 0, None, [], {}, "yes", "True"]),
+    json_values,
+    with_secret(st.sampled_from(["true", "yes"])),
+)
+"""Values of a true/false field that are not booleans (null too: an absent flag is false, a null one is bad)."""
+
+
+_STARTED = int(time.time())  # once: a strategy whose bounds moved between cases would make Hypothesis's replay flaky
+tokens_foreign = st.builds(
+    lambda when, digest: f"{when:010d}.{digest}",
+    st.one_of(
+        st.integers(_STARTED - 240, _STARTED + 30),
+        st.integers(0, 9_999_999_999),
+        st.sampled_from([0, _STARTED - 301, _STARTED - 3600, _STARTED + 3600, 9_999_999_999]),
+    ),
+    st.text(alphabet=HEX, min_size=40, max_size=40),
+)
+"""Confirmations shaped like the service's (10 digits of issue time, '.', 40 lowercase hex digits) that it did not
+issue: a time fresh when the session started (within the 5 minutes a token is valid), one long past, or one in the
+future, each with a digest the service would not compute (one in 16**40 would match)."""
+
+
+tokens_bad = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            " ",
+            ".",
+            "0" * 10 + ".",
+            "0" * 10 + "." + "a" * 39,
+            "0" * 10 + "." + "a" * 41,
+            "0" * 9 + "." + "a" * 40,
+            "0" * 11 + "." + "a" * 40,
+            "0" * 10 + "." + "A" * 40,
+            "0" * 10 + "a" * 40,
+            "0" * 10 + "." + "g" * 40,
+            "\u0663" * 10 + "." + "a" * 40,
+            "0" * 10 + "." + "a" * 40 + "\n",
+            " " + "0" * 10 + "." + "a" * 40,
+            "0" * 10 + "." + "a" * 40 + "\x00",
+        ]
+    ),
+    tokens_foreign.map(str.upper),
+    tokens_foreign.flatmap(text_mutation),
+    repeated(st.sampled_from(["0", "a", "."]), 60, 20_000),
+    st.integers(),
+    st.booleans(),
+    json_values,
+    planted,
+    with_secret(st.sampled_from(["token", "1700000000.ab"])),
+)
+"""Confirmations that are not tokens (most of them; an edit may leave one well-formed): cut, padded, upper case, a
+digit that is not ASCII, a trailing newline, not text, null, a planted secret."""

@@ -1,5 +1,6 @@
-"""The counters count: each detector of ``harness`` and the HTTP naming rule fire on a known problem and stay quiet on
-its absence. Without this, a fuzz run that reports zeros could be one whose detectors are blind.
+"""The counters count: each detector of ``harness``, the HTTP naming rule and the pure parts of the break-glass
+oracles fire on a known problem and stay quiet on its absence. Without this, a fuzz run that reports zeros could be
+one whose detectors are blind.
 
 The storage-write detector is checked through a real Azurite request; the others on hand-made log records and
 observations, which is all they read.
@@ -7,6 +8,7 @@ observations, which is all they read.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -28,7 +30,9 @@ from tests.fuzz.harness import (
     check_secrets,
     judge_trigger,
 )
-from tests.fuzz.test_http import Get, names, names_bad_value
+from tests.fuzz.test_cli import safe
+from tests.fuzz.test_http import Get, Post, names, names_bad_value
+from tests.fuzz.test_rotation_requests import glass_fault
 
 SECRETS = Secrets((("storage AccountKey", ACCOUNT_KEY), *PLANTED))
 
@@ -132,3 +136,43 @@ def test_the_naming_rule() -> None:
     assert names_bad_value(Get("no-such-id"), "RequestNotFound", "no rotation request 'no-such-id' in the ledger")
     assert not names_bad_value(Get("no-such-id"), "RequestNotFound", "no such rotation request")
     assert not names_bad_value(Get("x"), "SomethingElse", "x")
+
+
+def test_the_break_glass_naming_rules() -> None:
+    version = "a" * 32
+
+    def post(**fields: object) -> Post:
+        return Post(json.dumps(fields).encode(), None, fields)
+
+    assert names_bad_value(post(key="k", compromised_version="xyz"), "InvalidField", "compromised_version must be ...")
+    assert not names_bad_value(post(key="k", compromised_version=version), "InvalidField", "compromised_version ...")
+    assert names_bad_value(post(key="k", compromised_version=version, force=True), "InvalidField", "send no force")
+    assert names_bad_value(post(key="k", accept_breakage=True), "InvalidField", "name its compromised_version")
+    assert names_bad_value(post(key="k", accept_breakage="yes"), "InvalidField", "accept_breakage must be true")
+    bad = post(key="k", compromised_version=version, confirmation="123")
+    assert names_bad_value(bad, "InvalidConfirmation", 'confirmation "123" is not a token this service issued')
+    assert not names_bad_value(bad, "InvalidConfirmation", "the confirmation is not a token this service issued")
+    missing = post(key="k", compromised_version=version)
+    assert names_bad_value(missing, "VersionNotFound", f"key k has no version {version}")
+    assert not names_bad_value(missing, "VersionNotFound", "no such version")
+    assert not names_bad_value(missing, "KeyBlocked", "no new version can be created")
+
+
+def test_the_codec_oracle_finds_the_field_at_fault() -> None:
+    version = "a" * 32
+    base = {"request_id": "r", "key": "k", "trigger": "http", "force": True, "requested_at": None}
+    assert glass_fault(base) is None
+    assert glass_fault({**base, "compromised_version": version, "accept_breakage": False}) is None
+    assert glass_fault({**base, "compromised_version": version}) == "accept_breakage"
+    assert glass_fault({**base, "accept_breakage": False}) == "compromised_version"
+    assert glass_fault({**base, "compromised_version": None, "accept_breakage": True}) == "compromised_version"
+    assert glass_fault({**base, "compromised_version": "xyz", "accept_breakage": True}) == "compromised_version"
+    assert glass_fault({**base, "compromised_version": version, "accept_breakage": 1}) == "accept_breakage"
+    assert glass_fault({**base, "force": False, "compromised_version": version, "accept_breakage": True}) == "force"
+
+
+def test_a_break_glass_argument_list_is_made_unable_to_write() -> None:
+    argv = ["break-glass", "--key", "k", "--version", "v", "--yes", "--y", "--ye=1", "--accept"]
+    assert safe(argv) == ["break-glass", "--key", "k", "--version", "v", "--accept"]
+    assert safe(argv, keep_yes=True) == argv
+    assert safe(["rotate", "--key", "k", "--yes"]) == ["rotate", "--key", "k", "--yes", "--dry-run"]

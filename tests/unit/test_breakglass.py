@@ -21,7 +21,6 @@ from rotation.breakglass import (
     UnknownVersion,
     blast_radius,
     exposure,
-    fitted,
 )
 from rotation.errors import InvalidInput, NotFound, PermissionDenied
 from rotation.model import (
@@ -39,6 +38,7 @@ from rotation.model import (
 )
 from rotation.plan import decide
 from rotation.reasons import Reason
+from rotation.storage.ledger import fitted_radius
 from tests.unit.factories import AOAI_1, AOAI_2, AOAI_3, DAY, KEY, NOW, RENEWAL, SECOND, account, observe, version
 
 APP = "test-app"
@@ -512,7 +512,7 @@ def test_a_listed_account_the_discovery_spells_in_another_case_is_not_named_twic
 
 def test_a_report_that_fits_a_ledger_row_is_kept_whole() -> None:
     report = radius([result(AOAI_1, Status.SUCCEEDED)]).to_dict()
-    assert fitted(report, 10_000) == report
+    assert fitted_radius(report, 10_000) == report
 
 
 def test_a_report_too_long_for_a_ledger_row_keeps_the_accounts_left_first_and_counts_them_all() -> None:
@@ -522,7 +522,7 @@ def test_a_report_too_long_for_a_ledger_row_keeps_the_accounts_left_first_and_co
     left = [{"account": f"{account}-left", "movable": False, "why": "x" * 100} for account in moved[:20]]
     report = {**radius([]).to_dict(), "moved": moved, "left": left}
 
-    cut = fitted(report, 3_000)
+    cut = fitted_radius(report, 3_000)
 
     assert len(json.dumps(cut, sort_keys=True, separators=(",", ":"))) <= 3_000
     assert (cut["left_total"], cut["moved_total"]) == (20, 50)
