@@ -331,7 +331,8 @@ def names_bad_value(case: Post | Get, code: str, message: str) -> bool:
         return any(name in message for name in _bad_fields(_parsed(case)))
     if code == "InvalidConfirmation":
         value = _parsed(case).get("confirmation", _ABSENT)
-        shown = names(message, value) if isinstance(value, str) else True  # anything else is named by its type
+        # Text is named by its clipped prefix (an empty one as ''), anything else by its repr or its type.
+        shown = names(message, value) or (value == "" and "''" in message) if isinstance(value, str) else True
         return value is not _ABSENT and "confirmation" in message and shown
     if code == "ConfirmationRefused":
         return "confirmation" in message
